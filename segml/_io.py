@@ -1,0 +1,78 @@
+"""File plumbing shared by every stage: reading tables and writing outputs atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from segml.errors import DataError
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def is_parquet(path: Path) -> bool:
+    """True for a Parquet file or a folder of Parquet files."""
+    return path.is_dir() or path.suffix.lower() in PARQUET_SUFFIXES
+
+
+def read_table(path: Path, delimiter: str = ",") -> pd.DataFrame:
+    """Read a CSV file, a Parquet file or a folder of Parquet files.
+
+    CSV cells are read as strings (``delimiter="whitespace"`` splits on runs of blanks) so that
+    validation, not the reader, decides what a bad value is.
+    """
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if is_parquet(path):
+        return _read_parquet(path)
+    sep = r"\s+" if delimiter == "whitespace" else delimiter
+    try:
+        frame = pd.read_csv(
+            path, sep=sep, dtype=str, encoding="utf-8-sig", skipinitialspace=True
+        )
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: file is empty (no header and no rows)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        reason = str(exc).strip().splitlines()[-1]
+        raise DataError(f"{path}: not a readable CSV file ({reason})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pq.read_table(path).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise DataError(f"{path}: not a readable Parquet file or folder ({reason})") from None
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_table(frame: pd.DataFrame, target: Path) -> Path:
+    """Write ``frame`` to CSV or Parquet (by suffix) atomically; return the target."""
+    with atomic_path(target) as tmp:
+        if is_parquet(target):
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+    return target

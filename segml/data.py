@@ -1,0 +1,250 @@
+"""Data intake: read the spec's sources, validate them, quarantine bad rows, count everything."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from segml._io import read_table
+from segml.errors import DataError
+from segml.spec import DataSpec, Spec
+
+ROW_COLUMN = "row"
+REASON_COLUMN = "reason"
+EARLIEST_DATE = pd.Timestamp("1900-01-01")
+NUMERIC_SHARE = 0.95
+"""A text column is numeric when at least this share of its non-empty cells parse as numbers."""
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeReport:
+    """What happened to every row of one input file."""
+
+    source: str
+    rows_read: int
+    rows_used: int
+    quarantined: dict[str, int] = field(default_factory=dict)
+    excluded: dict[str, int] = field(default_factory=dict)
+    missing_share: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """Validated rows of the spec's sources, the rows set aside, and the accounting."""
+
+    frame: pd.DataFrame
+    quarantine: pd.DataFrame
+    reports: tuple[IntakeReport, ...]
+    attributes: pd.DataFrame | None = None
+
+
+def read_customers(spec: Spec, reference_date: dt.date | None = None) -> Intake:
+    """Read and validate the spec's data source (and attribute table, if any).
+
+    Parameters
+    ----------
+    spec
+        The experiment spec; ``spec.data.bad_rows`` decides between failing and quarantining.
+    reference_date
+        Overrides ``spec.data.reference_date``: transactions after it are excluded and counted.
+
+    Raises
+    ------
+    DataError
+        The file cannot be read, a declared column is absent, or (with ``bad_rows: fail``)
+        a row is invalid. The message names the file, the column and the reason.
+    """
+    data = spec.data
+    categorical = set(spec.features.categorical)
+    raw = _read(data.source, data)
+    if data.kind == "transactions":
+        frame, quarantine, report = _validate_transactions(data, raw, reference_date)
+        attributes = None
+        reports = [report]
+        if data.customers is not None:
+            attr_raw = _read(data.customers, data)
+            attributes, attr_bad, attr_report = _validate_customers(
+                data, attr_raw, data.customers, categorical
+            )
+            quarantine = pd.concat([quarantine, attr_bad.assign(source=str(data.customers))])
+            reports.append(attr_report)
+        return Intake(frame, quarantine, tuple(reports), attributes)
+    frame, quarantine, report = _validate_customers(data, raw, data.source, categorical)
+    return Intake(frame, quarantine, (report,))
+
+
+def _read(path: Path, data: DataSpec) -> pd.DataFrame:
+    frame = read_table(path, data.delimiter)
+    if frame.empty:
+        raise DataError(f"{path}: no data rows (only a header)")
+    return frame.drop(columns=[c for c in data.personal if c in frame.columns])
+
+
+def _require(path: Path, frame: pd.DataFrame, columns: dict[str, str]) -> None:
+    """Fail on the first declared column (spec key -> column) that the file lacks."""
+    for key, column in columns.items():
+        if column not in frame.columns:
+            found = ", ".join(map(str, frame.columns[:12]))
+            what = "id column" if key == "data.id_column" else f"column declared at {key}"
+            raise DataError(f"{path}: missing {what} {column!r} (found: {found})")
+
+
+def _validate_transactions(
+    data: DataSpec, raw: pd.DataFrame, reference_date: dt.date | None
+) -> tuple[pd.DataFrame, pd.DataFrame, IntakeReport]:
+    tx = data.transactions
+    assert tx is not None  # guaranteed by DataSpec
+    declared = {"data.id_column": data.id_column} | {
+        f"data.transactions.{key}": col
+        for key, col in tx.model_dump(exclude={"timestamp_format"}).items()
+        if col
+    }
+    _require(data.source, raw, declared)
+    reasons = _Reasons(len(raw))
+    ids = _clean_ids(raw[data.id_column], reasons)
+    stamps = pd.to_datetime(raw[tx.timestamp], format=tx.timestamp_format, errors="coerce")
+    reasons.flag(stamps.isna(), f"unparseable date in column {tx.timestamp!r}")
+    today = pd.Timestamp(dt.date.today())
+    reasons.flag((stamps < EARLIEST_DATE) | (stamps > today), f"date out of range in {tx.timestamp!r}")
+    amount = _numeric(raw[tx.amount], tx.amount, reasons, allow_missing=False)
+    reasons.flag(amount < 0, f"negative amount in column {tx.amount!r}")
+    columns = {data.id_column: ids, tx.timestamp: stamps, tx.amount: amount}
+    if tx.quantity:
+        quantity = _numeric(raw[tx.quantity], tx.quantity, reasons, allow_missing=True)
+        reasons.flag(quantity < 0, f"negative quantity in column {tx.quantity!r}")
+        columns[tx.quantity] = quantity
+    if tx.order_id:
+        columns[tx.order_id] = raw[tx.order_id].astype("string")
+    clean = pd.DataFrame(columns)
+    reasons.fail_or_keep(data, data.source)
+    good = clean[reasons.good]
+    excluded: dict[str, int] = {}
+    cutoff = reference_date or data.reference_date
+    if cutoff is not None:
+        late = good[tx.timestamp].dt.normalize() > pd.Timestamp(cutoff)
+        if late.any():
+            excluded[f"after reference date {cutoff}"] = int(late.sum())
+        good = good[~late]
+    report = reasons.report(data.source, len(good), excluded, good)
+    return good.reset_index(drop=True), reasons.quarantine(raw), report
+
+
+def _validate_customers(
+    data: DataSpec, raw: pd.DataFrame, path: Path, categorical: set[str]
+) -> tuple[pd.DataFrame, pd.DataFrame, IntakeReport]:
+    declared = {"data.id_column": data.id_column}
+    for kind, columns in data.attributes.model_dump().items():
+        declared |= {f"data.attributes.{kind}": c for c in columns}
+    if path == data.source:
+        declared |= {f"data.outcomes.{role}": c for role, c in data.outcomes.columns().items()}
+    declared = {k: v for k, v in declared.items() if k == "data.id_column" or v != data.id_column}
+    _require(path, raw, _unique_keys(declared))
+    reasons = _Reasons(len(raw))
+    ids = _clean_ids(raw[data.id_column], reasons)
+    duplicated = ids.duplicated(keep=False) & ids.notna()
+    reasons.flag(duplicated, f"duplicate id in column {data.id_column!r}")
+    clean = pd.DataFrame({data.id_column: ids})
+    for column in dict.fromkeys(declared.values()):
+        if column == data.id_column:
+            continue
+        values = raw[column]
+        if column not in categorical and _looks_numeric(values):
+            clean[column] = _numeric(values, column, reasons, allow_missing=True)
+        else:
+            clean[column] = values.astype("string").str.strip()
+    reasons.fail_or_keep(data, path)
+    good = clean[reasons.good].reset_index(drop=True)
+    return good, reasons.quarantine(raw), reasons.report(path, len(good), {}, good)
+
+
+def _unique_keys(declared: dict[str, str]) -> dict[str, str]:
+    """Keep one spec key per column (the first), so messages name where it was declared."""
+    seen: dict[str, str] = {}
+    for key, column in declared.items():
+        seen.setdefault(column, key)
+    return {key: column for column, key in seen.items()}
+
+
+def _clean_ids(values: pd.Series, reasons: _Reasons) -> pd.Series:
+    ids = values.astype("string").str.strip()
+    missing = ids.isna() | (ids == "")
+    reasons.flag(missing, f"missing id in column {values.name!r}")
+    return ids.mask(missing)
+
+
+def _looks_numeric(values: pd.Series) -> bool:
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return True
+    present = values.dropna()
+    if present.empty:
+        return False
+    parsed = pd.to_numeric(present, errors="coerce")
+    return bool(parsed.notna().mean() >= NUMERIC_SHARE)
+
+
+def _numeric(
+    values: pd.Series, column: str, reasons: _Reasons, *, allow_missing: bool
+) -> pd.Series:
+    parsed = pd.to_numeric(values, errors="coerce").astype("float64")
+    missing = values.isna() | (values.astype("string").str.strip() == "")
+    reasons.flag(parsed.isna() & ~missing, f"non-numeric value in column {column!r}")
+    if not allow_missing:
+        reasons.flag(missing, f"missing value in column {column!r}")
+    reasons.flag(np.isinf(parsed), f"non-finite value in column {column!r}")
+    return parsed.where(np.isfinite(parsed))
+
+
+class _Reasons:
+    """The first reason each row is bad (NA for good rows)."""
+
+    def __init__(self, n_rows: int) -> None:
+        self.values = pd.Series(pd.NA, index=pd.RangeIndex(n_rows), dtype="string")
+
+    def flag(self, mask: pd.Series, reason: str) -> None:
+        mask = pd.Series(mask, index=self.values.index).fillna(False).astype(bool)
+        self.values = self.values.mask(mask & self.values.isna(), reason)
+
+    @property
+    def good(self) -> pd.Series:
+        return self.values.isna()
+
+    def fail_or_keep(self, data: DataSpec, path: Path) -> None:
+        """Raise on the first kind of bad row unless the spec says to drop bad rows."""
+        bad = self.values.dropna()
+        if bad.empty or data.bad_rows == "drop":
+            return
+        reason = bad.iloc[0]
+        same = bad[bad == reason]
+        raise DataError(
+            f"{path}: {len(same)} row(s) with {reason} (first at data row {same.index[0] + 1}); "
+            "fix them or set data.bad_rows: drop to quarantine them"
+        )
+
+    def quarantine(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """The bad rows as read, with their 1-based data row number and reason."""
+        bad = self.values.notna()
+        out = raw[bad.to_numpy()].copy()
+        out.insert(0, REASON_COLUMN, self.values[bad].to_numpy())
+        out.insert(0, ROW_COLUMN, np.flatnonzero(bad.to_numpy()) + 1)
+        return out
+
+    def report(
+        self, path: Path, used: int, excluded: dict[str, int], good: pd.DataFrame
+    ) -> IntakeReport:
+        counts = self.values.value_counts()
+        quarantined = {str(k): int(v) for k, v in counts.items()}
+        report = IntakeReport(
+            source=str(path),
+            rows_read=len(self.values),
+            rows_used=used,
+            quarantined=quarantined,
+            excluded=excluded,
+            missing_share={c: float(good[c].isna().mean()) for c in good.columns},
+        )
+        accounted = used + sum(quarantined.values()) + sum(excluded.values())
+        assert accounted == report.rows_read, "every input row must be used or accounted for"
+        return report

@@ -1,0 +1,85 @@
+"""The contract every segmentation family follows, and the search-space vocabulary they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import optuna
+
+
+@dataclass(frozen=True, slots=True)
+class IntRange:
+    """An integer parameter searched between ``low`` and ``high`` (inclusive)."""
+
+    low: int
+    high: int
+    log: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FloatRange:
+    """A float parameter searched between ``low`` and ``high``."""
+
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A categorical parameter; one of ``options``."""
+
+    options: tuple[Any, ...]
+
+
+Dimension = IntRange | FloatRange | Choice | int | float | str | bool | None
+"""One searched dimension; a plain value fixes the parameter."""
+
+Space = dict[str, Dimension]
+
+
+def suggest(trial: optuna.Trial, prefix: str, space: Space) -> dict[str, Any]:
+    """Ask ``trial`` for one value per dimension, named ``<prefix>.<param>`` in the study.
+
+    Fixed values are returned as they are, without entering the study.
+    """
+    params: dict[str, Any] = {}
+    for name, dim in space.items():
+        key = f"{prefix}.{name}"
+        if isinstance(dim, IntRange):
+            params[name] = trial.suggest_int(key, dim.low, dim.high, log=dim.log)
+        elif isinstance(dim, FloatRange):
+            params[name] = trial.suggest_float(key, dim.low, dim.high, log=dim.log)
+        elif isinstance(dim, Choice):
+            params[name] = trial.suggest_categorical(key, list(dim.options))
+        else:
+            params[name] = dim
+    return params
+
+
+class Family(Protocol):
+    """A segmentation algorithm: how to search it, fit it and assign new customers.
+
+    Implementations are pure: arrays in, arrays out; no MLflow, no I/O, no printing.
+    """
+
+    name: str
+    default_space: Space
+
+    def fit(self, X: np.ndarray, params: dict[str, Any], seed: int) -> Any:
+        """Fit the clusterer on ``X`` and return the fitted estimator."""
+        ...
+
+    def training_labels(self, estimator: Any) -> np.ndarray:
+        """Segment labels of the rows the estimator was fitted on (-1 = noise)."""
+        ...
+
+    def assign(self, estimator: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels (-1 = no segment) and confidence in [0, 1] for new rows."""
+        ...
+
+    def novelty(self, estimator: Any, X: np.ndarray) -> np.ndarray:
+        """Novelty score per row: higher means the row fits no segment well."""
+        ...

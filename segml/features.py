@@ -1,0 +1,220 @@
+"""Customer features: transactions -> one row per customer, and the fitted preprocessing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from segml.data import Intake, read_customers
+from segml.spec import Spec
+
+RFM_COLUMNS = (
+    "recency_days",
+    "frequency",
+    "monetary_total",
+    "monetary_mean",
+    "tenure_days",
+    "interpurchase_days",
+)
+QUANTITY_COLUMN = "quantity_total"
+MAX_CATEGORIES = 30
+"""Categories beyond the most frequent ones are pooled, so a free-text column cannot explode X."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSet:
+    """The customer table (id, features, outcomes), its feature columns and the intake."""
+
+    table: pd.DataFrame
+    features: list[str]
+    intake: Intake
+
+
+def build_features(spec: Spec, reference_date: dt.date | None = None) -> FeatureSet:
+    """Read the spec's data and build one row per customer as of ``reference_date``."""
+    intake = read_customers(spec, reference_date)
+    table = customer_table(spec, intake, reference_date)
+    return FeatureSet(table, feature_columns(spec, table), intake)
+
+
+def customer_table(
+    spec: Spec, intake: Intake, reference_date: dt.date | None = None
+) -> pd.DataFrame:
+    """One row per customer: the id column, feature columns and outcome columns.
+
+    For transactions, features are computed as of ``reference_date`` (default: the spec's,
+    else the last transaction's day) and declared attributes are joined by id.
+    """
+    data = spec.data
+    if data.kind == "customers":
+        return intake.frame
+    assert data.transactions is not None
+    when = reference_date or data.reference_date or intake.frame[data.transactions.timestamp].max()
+    table = rfm_features(intake.frame, spec, pd.Timestamp(when))
+    if intake.attributes is not None:
+        table = table.merge(intake.attributes, on=data.id_column, how="left")
+    return table
+
+
+def rfm_features(transactions: pd.DataFrame, spec: Spec, reference: pd.Timestamp) -> pd.DataFrame:
+    """Recency, frequency, monetary, tenure and inter-purchase interval per customer.
+
+    Frequency counts distinct orders (the spec's ``order_id``) or else distinct purchase days;
+    ``monetary_mean`` is the mean order value; ``interpurchase_days`` is NaN for one-time buyers.
+    """
+    tx = spec.data.transactions
+    assert tx is not None
+    id_col = spec.data.id_column
+    day = transactions[tx.timestamp].dt.normalize()
+    order_key = transactions[tx.order_id] if tx.order_id else day
+    grouped = transactions.assign(_day=day, _order=order_key).groupby(id_col, sort=True)
+    first = grouped["_day"].min()
+    last = grouped["_day"].max()
+    frequency = grouped["_order"].nunique()
+    total = grouped[tx.amount].sum()
+    table = pd.DataFrame(
+        {
+            "recency_days": (reference - last).dt.days.astype("float64"),
+            "frequency": frequency.astype("float64"),
+            "monetary_total": total,
+            "monetary_mean": total / frequency,
+            "tenure_days": (reference - first).dt.days.astype("float64"),
+            "interpurchase_days": ((last - first).dt.days / (frequency - 1)).where(frequency > 1),
+        }
+    )
+    if tx.quantity:
+        table[QUANTITY_COLUMN] = grouped[tx.quantity].sum()
+    return table.rename_axis(id_col).reset_index()
+
+
+def feature_columns(spec: Spec, table: pd.DataFrame) -> list[str]:
+    """The columns of ``table`` that enter the feature matrix (never ids, outcomes, personal)."""
+    data = spec.data
+    never = {data.id_column, *data.outcomes.columns().values(), *data.personal}
+    never |= set(spec.features.exclude)
+    if data.kind == "transactions":
+        derived = [c for c in (*RFM_COLUMNS, QUANTITY_COLUMN) if c in table.columns]
+        candidates = derived + list(data.attributes.columns())
+    else:
+        candidates = list(data.attributes.columns())
+    return [c for c in dict.fromkeys(candidates) if c not in never]
+
+
+def build_preprocessor(spec: Spec, table: pd.DataFrame) -> ColumnTransformer:
+    """An unfitted preprocessing step for ``table``'s feature columns.
+
+    Numeric columns: median imputation, log1p of heavy-tailed non-negative columns, scaling.
+    Categorical columns: imputation and one-hot encoding that ignores unseen categories.
+    """
+    columns = feature_columns(spec, table)
+    categorical = [
+        c
+        for c in columns
+        if c in spec.features.categorical or not pd.api.types.is_numeric_dtype(table[c])
+    ]
+    numeric = [c for c in columns if c not in categorical]
+    numeric_steps = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median")),
+            ("log1p", SkewedLog1p(_log1p_columns(spec, numeric), spec.features.skew_threshold)),
+            ("scale", StandardScaler()),
+        ]
+    )
+    categorical_steps = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
+            (
+                "onehot",
+                OneHotEncoder(
+                    handle_unknown="infrequent_if_exist",
+                    max_categories=MAX_CATEGORIES,
+                    sparse_output=False,
+                ),
+            ),
+        ]
+    )
+    return ColumnTransformer(
+        [("num", numeric_steps, numeric), ("cat", categorical_steps, categorical)],
+        verbose_feature_names_out=False,
+    )
+
+
+def _log1p_columns(spec: Spec, numeric: list[str]) -> tuple[int, ...] | None:
+    """Indices of the numeric columns to log1p; None lets the transformer decide by skewness."""
+    log1p = spec.features.log1p
+    if log1p == "auto":
+        return None
+    if log1p == "none":
+        return ()
+    return tuple(numeric.index(c) for c in log1p if c in numeric)
+
+
+class SkewedLog1p(TransformerMixin, BaseEstimator):
+    """Apply log1p to heavy-tailed non-negative columns.
+
+    ``columns=None`` learns them at fit (skewness above ``threshold``); a tuple of indices
+    fixes them. The learnt mask is ``log_mask_``.
+    """
+
+    def __init__(self, columns: tuple[int, ...] | None = None, threshold: float = 1.0) -> None:
+        self.columns = columns
+        self.threshold = threshold
+
+    def fit(self, X: np.ndarray, y: object = None) -> SkewedLog1p:
+        """Learn which columns to transform."""
+        X = np.asarray(X, dtype=float)
+        mask = np.zeros(X.shape[1], dtype=bool)
+        if self.columns is not None:
+            mask[list(self.columns)] = True
+        elif len(X) > 2:
+            non_negative = np.nanmin(X, axis=0) >= 0
+            skewed = np.nan_to_num(stats.skew(X, axis=0, nan_policy="omit")) > self.threshold
+            mask = non_negative & skewed
+        self.log_mask_ = mask
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """log1p on the learnt columns (negative values are clipped to 0 first)."""
+        X = np.array(X, dtype=float)
+        X[:, self.log_mask_] = np.log1p(np.clip(X[:, self.log_mask_], 0, None))
+        return X
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        """Names pass through unchanged."""
+        return np.asarray(input_features, dtype=object)
+
+
+def outcome_frame(spec: Spec, table: pd.DataFrame) -> pd.DataFrame:
+    """Business outcomes per customer, one column per role (revenue, clv, conversion, ...).
+
+    Transactions add what they imply: monetary (total spend), repeat (bought more than once)
+    and recency; customer tables contribute the spec's declared outcome columns.
+    """
+    roles = {role: table[col] for role, col in spec.data.outcomes.columns().items()}
+    if spec.data.kind == "transactions":
+        roles.setdefault("revenue", table["monetary_total"])
+        roles |= {
+            "monetary": table["monetary_total"],
+            "repeat": (table["frequency"] > 1).astype(float),
+            "recency": table["recency_days"],
+        }
+    return pd.DataFrame(roles, index=table.index).apply(pd.to_numeric, errors="coerce")
+
+
+def value_outcome(spec: Spec, table: pd.DataFrame) -> np.ndarray | None:
+    """The value whose separation by segment is ``business.value_r2``: CLV, else revenue."""
+    outcomes = outcome_frame(spec, table)
+    for role in ("clv", "revenue"):
+        if role in outcomes:
+            return outcomes[role].to_numpy(dtype=float)
+    return None

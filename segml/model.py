@@ -1,0 +1,243 @@
+"""The segment model: a fitted segmentation with its catalogue, as an ``mlflow.pyfunc`` model."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import joblib
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+from segml.families import FAMILIES
+from segml.features import rfm_features
+from segml.spec import Spec
+from segml.tuning import Segmentation
+
+NOVELTY_QUANTILE = 0.99
+"""Training customers above this quantile of novelty count as novel; the scorer's threshold."""
+NAME_MIN_EFFECT = 0.3
+"""A feature names a segment when its mean differs from the base by this many std units."""
+SEGMENT_ID = "segment_id"
+SEGMENT_NAME = "segment_name"
+CONFIDENCE = "confidence"
+NOVELTY_SCORE = "novelty_score"
+IS_NOVEL = "is_novel"
+ARTIFACT_KEY = "segmenter"
+RUNTIME_PACKAGES = (
+    "mlflow",
+    "scikit-learn",
+    "hdbscan",
+    "umap-learn",
+    "pandas",
+    "numpy",
+    "scipy",
+    "pyarrow",
+    "pydantic",
+    "pyyaml",
+    "joblib",
+)
+_WORDS = {
+    "recency_days": ("lapsed", "recent"),
+    "frequency": ("frequent", "one-off"),
+    "monetary_total": ("high value", "low value"),
+    "monetary_mean": ("big baskets", "small baskets"),
+    "tenure_days": ("long-standing", "new"),
+    "interpurchase_days": ("slow repeat", "fast repeat"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Segmenter:
+    """Everything needed to assign customers, fitted once: preprocessing, reducer, clusterer,
+    the segment catalogue and the novelty calibration. Pure Python; no MLflow inside."""
+
+    spec: Spec
+    features: list[str]
+    preprocessor: Any
+    segmentation: Segmentation
+    catalog: pd.DataFrame
+    novelty_threshold: float
+    label_to_id: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def id_column(self) -> str:
+        """The customer id column of inputs and outputs."""
+        return self.spec.data.id_column
+
+    def customer_table(self, frame: pd.DataFrame, reference_date: Any = None) -> pd.DataFrame:
+        """The input as one row per customer: transactions are aggregated as of the date."""
+        tx = self.spec.data.transactions
+        if tx is None or set(self.features) & set(frame.columns):
+            return frame
+        if reference_date is None:
+            reference_date = self.spec.data.reference_date or frame[tx.timestamp].max()
+        return rfm_features(frame, self.spec, pd.Timestamp(reference_date))
+
+    def embed(self, table: pd.DataFrame) -> np.ndarray:
+        """The customers in the space the clusterer saw."""
+        X = self.preprocessor.transform(table[self.features])
+        return self.segmentation.embed(X)
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """One row per customer: id, segment id and name, confidence, novelty, is_novel."""
+        table = self.customer_table(frame)
+        Z = self.embed(table)
+        family = FAMILIES[self.segmentation.family]
+        labels, confidence = family.assign(self.segmentation.estimator, Z)
+        novelty = family.novelty(self.segmentation.estimator, Z)
+        ids = self.segment_ids(labels)
+        names = self.catalog.set_index(SEGMENT_ID)[SEGMENT_NAME]
+        return pd.DataFrame(
+            {
+                self.id_column: table[self.id_column].to_numpy(),
+                SEGMENT_ID: ids,
+                SEGMENT_NAME: pd.Series(ids).map(names).fillna("no segment").to_numpy(),
+                CONFIDENCE: np.where(ids >= 0, confidence, 0.0),
+                NOVELTY_SCORE: novelty,
+                IS_NOVEL: (novelty > self.novelty_threshold) | (ids < 0),
+            }
+        )
+
+    def segment_ids(self, labels: np.ndarray) -> np.ndarray:
+        """Stable segment ids for the clusterer's raw labels (-1 stays -1)."""
+        lookup = np.full(labels.max(initial=-1) + 2, -1, dtype=np.int64)
+        for label, segment in self.label_to_id.items():
+            if label + 1 < len(lookup):
+                lookup[label + 1] = segment
+        return lookup[labels + 1]
+
+    def with_ids(self, label_to_id: dict[int, int], catalog: pd.DataFrame) -> Segmenter:
+        """A copy whose segments carry other ids (and names), e.g. aligned to the champion."""
+        return replace(self, label_to_id=label_to_id, catalog=catalog)
+
+
+def build_segmenter(
+    spec: Spec,
+    features: list[str],
+    preprocessor: Any,
+    segmentation: Segmentation,
+    table: pd.DataFrame,
+    Z: np.ndarray,
+) -> Segmenter:
+    """Package a refitted segmentation with its catalogue and novelty calibration."""
+    labels = segmentation.labels
+    segments = sorted(int(s) for s in np.unique(labels) if s >= 0)
+    label_to_id = {label: i for i, label in enumerate(segments)}
+    family = FAMILIES[segmentation.family]
+    novelty = family.novelty(segmentation.estimator, Z)
+    threshold = float(np.quantile(novelty[labels >= 0], NOVELTY_QUANTILE))
+    draft = Segmenter(spec, features, preprocessor, segmentation, pd.DataFrame(), threshold, label_to_id)
+    ids = draft.segment_ids(labels)
+    return replace(draft, catalog=segment_catalog(table[features], ids))
+
+
+def segment_catalog(features: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
+    """Per segment: id, generated name, customers and share of the training base."""
+    segments = sorted(int(s) for s in np.unique(ids) if s >= 0)
+    numeric = features.select_dtypes("number")
+    effects = _standardised_means(numeric, ids, segments)
+    names = _unique_names({s: describe(effects.loc[s]) for s in segments})
+    counts = pd.Series(ids).value_counts()
+    return pd.DataFrame(
+        {
+            SEGMENT_ID: segments,
+            SEGMENT_NAME: [names[s] for s in segments],
+            "customers": [int(counts[s]) for s in segments],
+            "share": [float(counts[s] / len(ids)) for s in segments],
+        }
+    )
+
+
+def _standardised_means(numeric: pd.DataFrame, ids: np.ndarray, segments: list[int]) -> pd.DataFrame:
+    spread = numeric.std().replace(0, np.nan)
+    means = numeric.groupby(ids).mean().reindex(segments)
+    return ((means - numeric.mean()) / spread).fillna(0.0)
+
+
+def describe(effect: pd.Series, top: int = 3) -> str:
+    """A readable name from a segment's standardised mean differences, e.g.
+    "High value, frequent, recent"."""
+    strongest = effect[effect.abs() >= NAME_MIN_EFFECT].abs().sort_values(ascending=False)
+    words = []
+    for feature in strongest.index[:top]:
+        high, low = _WORDS.get(str(feature), (f"high {feature}", f"low {feature}"))
+        words.append(high if effect[feature] > 0 else low)
+    text = ", ".join(words) or "typical"
+    return text[0].upper() + text[1:]
+
+
+def _unique_names(names: dict[int, str]) -> dict[int, str]:
+    counts = pd.Series(list(names.values())).value_counts()
+    return {s: f"{n} ({s})" if counts[n] > 1 else n for s, n in names.items()}
+
+
+class SegmentModel(mlflow.pyfunc.PythonModel):
+    """The MLflow face of a ``Segmenter``: ``predict`` returns one row per customer."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        """Load the fitted segmenter from the model's artifacts."""
+        self.segmenter: Segmenter = joblib.load(context.artifacts[ARTIFACT_KEY])
+
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        """Assign each customer (or each customer of a transaction table) to a segment."""
+        return self.segmenter.predict(model_input)
+
+
+def log_segment_model(segmenter: Segmenter, table: pd.DataFrame, run_id: str) -> str:
+    """Log ``segmenter`` as the pyfunc model ``model`` of ``run_id``; return its model URI."""
+    example = input_example(segmenter, table)
+    output = segmenter.predict(example)
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
+        path = Path(tmp) / "segmenter.joblib"
+        joblib.dump(segmenter, path)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=SegmentModel(),
+            artifacts={ARTIFACT_KEY: str(path)},
+            code_paths=[str(Path(__file__).parent)],
+            signature=ModelSignature(_input_schema(segmenter, table), _output_schema(output)),
+            input_example=example,
+            pip_requirements=pinned_requirements(),
+        )
+    return info.model_uri
+
+
+def input_example(segmenter: Segmenter, table: pd.DataFrame) -> pd.DataFrame:
+    """A made-up customer (medians and most common categories): no real row leaves the data."""
+    row: dict[str, Any] = {segmenter.id_column: "example-customer"}
+    for column in segmenter.features:
+        values = table[column]
+        row[column] = (
+            float(values.median()) if pd.api.types.is_numeric_dtype(values) else values.mode()[0]
+        )
+    return pd.DataFrame([row])
+
+
+def _input_schema(segmenter: Segmenter, table: pd.DataFrame) -> Schema:
+    columns = [ColSpec("string", segmenter.id_column)]
+    for column in segmenter.features:
+        kind = "double" if pd.api.types.is_numeric_dtype(table[column]) else "string"
+        columns.append(ColSpec(kind, column, required=False))
+    return Schema(columns)
+
+
+def _output_schema(output: pd.DataFrame) -> Schema:
+    kinds = {"i": "long", "f": "double", "b": "boolean"}
+    return Schema([ColSpec(kinds.get(output[c].dtype.kind, "string"), c) for c in output.columns])
+
+
+def pinned_requirements() -> list[str]:
+    """The installed versions of what a segment model needs at load time."""
+    return [f"{name}=={metadata.version(name)}" for name in RUNTIME_PACKAGES]

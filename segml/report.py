@@ -1,0 +1,112 @@
+"""Plots and tables people look at: search progress, segment maps, sizes. Matplotlib is lazy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from segml.tuning import TrialResult
+
+EMBEDDING_SAMPLE = 5_000
+
+
+def _figure(width: float = 7.0, height: float = 4.5) -> Figure:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def pareto_plot(
+    results: Sequence[TrialResult], front: Sequence[TrialResult], chosen: TrialResult,
+    objectives: Sequence[str],
+) -> Figure:
+    """The first two objectives of every trial; the Pareto front and the pick highlighted."""
+    fig = _figure()
+    ax = fig.subplots()
+    x_key, y_key = objectives[0], objectives[1]
+    for label, group, style in (
+        ("infeasible", [r for r in results if not r.feasible], {"marker": "x", "color": "0.6"}),
+        ("feasible", [r for r in results if r.feasible], {"marker": "o", "color": "C0"}),
+        ("Pareto front", list(front), {"marker": "o", "color": "C1", "s": 60}),
+    ):
+        if group:
+            ax.scatter([r.metrics[x_key] for r in group], [r.metrics[y_key] for r in group],
+                       label=label, **style)
+    ax.scatter([chosen.metrics[x_key]], [chosen.metrics[y_key]], marker="*", s=250, color="C3",
+               label=f"chosen (trial {chosen.number})", zorder=3)
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(y_key)
+    ax.set_title("Trials by objective")
+    ax.legend(loc="best", fontsize="small")
+    return fig
+
+
+def history_plot(results: Sequence[TrialResult], objectives: Sequence[str]) -> Figure:
+    """Each objective per trial, with the best feasible value so far."""
+    fig = _figure(7.0, 2.2 * len(objectives))
+    axes = np.atleast_1d(fig.subplots(len(objectives), 1, sharex=True))
+    ordered = sorted(results, key=lambda r: r.number)
+    numbers = [r.number for r in ordered]
+    for ax, key in zip(axes, objectives, strict=True):
+        values = np.array([r.metrics.get(key, np.nan) for r in ordered], dtype=float)
+        feasible = np.array([r.feasible for r in ordered])
+        best = np.fmax.accumulate(np.where(feasible, np.nan_to_num(values, nan=-np.inf), -np.inf))
+        ax.scatter(numbers, values, s=12, c=np.where(feasible, "C0", "0.6"))
+        ax.step(numbers, np.where(np.isfinite(best), best, np.nan), where="post", color="C3")
+        ax.set_ylabel(key, fontsize="small")
+    axes[-1].set_xlabel("trial")
+    axes[0].set_title("Optimisation history (red: best feasible so far)")
+    return fig
+
+
+def embedding_plot(Z: np.ndarray, ids: np.ndarray, names: dict[int, str], seed: int = 0) -> Figure:
+    """A 2-D map of (a sample of) customers coloured by segment (PCA of the clusterer's space)."""
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(seed)
+    take = rng.choice(len(Z), size=min(EMBEDDING_SAMPLE, len(Z)), replace=False)
+    points = Z[take] if Z.shape[1] == 2 else PCA(2, random_state=seed).fit_transform(Z[take])
+    fig = _figure(7.0, 5.5)
+    ax = fig.subplots()
+    for segment in sorted(np.unique(ids[take])):
+        mask = ids[take] == segment
+        label = names.get(int(segment), "no segment")
+        color = "0.75" if segment < 0 else None
+        ax.scatter(points[mask, 0], points[mask, 1], s=6, alpha=0.6, color=color,
+                   label=f"{segment}: {label}")
+    ax.set_title("Customers by segment (2-D projection)")
+    ax.legend(loc="best", fontsize="x-small", markerscale=2)
+    return fig
+
+
+def size_chart(catalog: pd.DataFrame) -> Figure:
+    """Share of customers per segment."""
+    fig = _figure(7.0, 0.5 + 0.45 * len(catalog))
+    ax = fig.subplots()
+    labels = [f"{i}: {n}" for i, n in zip(catalog["segment_id"], catalog["segment_name"],
+                                          strict=True)]
+    ax.barh(labels, catalog["share"], color="C0")
+    ax.invert_yaxis()
+    ax.set_xlabel("share of customers")
+    ax.set_title("Segment sizes")
+    return fig
+
+
+def suppress_small(table: pd.DataFrame, k: int, size_column: str = "customers") -> pd.DataFrame:
+    """Blank every statistic of segments with fewer than ``k`` customers (privacy)."""
+    small = table[size_column] < k
+    keep = {"segment_id", "segment_name", size_column}
+    masked = table.copy()
+    for column in masked.columns.difference(list(keep)):
+        masked[column] = masked[column].astype(object).where(~small, None)
+    masked[size_column] = masked[size_column].astype(object).where(~small, f"<{k}")
+    return masked

@@ -1,0 +1,273 @@
+"""Experiment specs: typed pydantic models of ``experiments/*.yaml`` and their loading."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from segml.errors import SpecError
+
+ATTRIBUTE_KINDS = (
+    "demographic",
+    "geographic",
+    "psychographic",
+    "technographic",
+    "behavioural",
+    "value",
+)
+OUTCOME_ROLES = ("revenue", "clv", "conversion", "churn")
+FAMILY_NAMES = ("kmeans", "gmm", "hdbscan")
+
+FamilyName = Literal["kmeans", "gmm", "hdbscan"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(_Frozen):
+    """A searched numeric range; integers stay integers."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0 (got {self.low})")
+        return self
+
+
+class Choices(_Frozen):
+    """A searched categorical dimension."""
+
+    choices: tuple[Any, ...] = Field(min_length=1)
+
+
+Dimension = Range | Choices | int | float | str | bool | None
+
+
+class TransactionColumns(_Frozen):
+    """How a transaction table maps to customer, time, amount, order and quantity."""
+
+    timestamp: str
+    amount: str
+    timestamp_format: str | None = None
+    order_id: str | None = None
+    quantity: str | None = None
+
+
+class Attributes(_Frozen):
+    """Per-customer attribute columns, grouped by the kind of segmentation variable."""
+
+    demographic: tuple[str, ...] = ()
+    geographic: tuple[str, ...] = ()
+    psychographic: tuple[str, ...] = ()
+    technographic: tuple[str, ...] = ()
+    behavioural: tuple[str, ...] = ()
+    value: tuple[str, ...] = ()
+
+    def columns(self) -> tuple[str, ...]:
+        """All declared attribute columns, in declaration order."""
+        return tuple(c for kind in ATTRIBUTE_KINDS for c in getattr(self, kind))
+
+
+class Outcomes(_Frozen):
+    """Business-outcome columns: reported per segment, never used as features."""
+
+    revenue: str | None = None
+    clv: str | None = None
+    conversion: str | None = None
+    churn: str | None = None
+
+    def columns(self) -> dict[str, str]:
+        """Role -> column for the declared outcomes."""
+        return {role: col for role in OUTCOME_ROLES if (col := getattr(self, role))}
+
+
+class DataSpec(_Frozen):
+    """Where the customers come from and what their columns mean."""
+
+    source: Path
+    kind: Literal["transactions", "customers"]
+    id_column: str
+    delimiter: str = ","
+    transactions: TransactionColumns | None = None
+    customers: Path | None = None
+    attributes: Attributes = Attributes()
+    outcomes: Outcomes = Outcomes()
+    personal: tuple[str, ...] = ()
+    reference_date: dt.date | None = None
+    bad_rows: Literal["fail", "drop"] = "fail"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataSpec:
+        if self.kind == "transactions" and self.transactions is None:
+            raise ValueError("kind 'transactions' needs a 'transactions' column mapping")
+        if self.kind == "customers" and self.transactions is not None:
+            raise ValueError("kind 'customers' takes no 'transactions' mapping")
+        if self.kind == "customers" and self.customers is not None:
+            raise ValueError("'customers' (an attribute table) is only for kind 'transactions'")
+        leaked = set(self.personal) & (
+            set(self.attributes.columns()) | set(self.outcomes.columns().values())
+        )
+        if leaked:
+            raise ValueError(f"personal columns can never be features or outcomes: {sorted(leaked)}")
+        return self
+
+
+class FeatureSpec(_Frozen):
+    """Preprocessing choices for the feature matrix."""
+
+    categorical: tuple[str, ...] = ()
+    log1p: Literal["auto", "none"] | tuple[str, ...] = "auto"
+    skew_threshold: float = Field(1.0, gt=0)
+    exclude: tuple[str, ...] = ()
+
+
+class SearchSpec(_Frozen):
+    """The Optuna search: families and their spaces, budget and measurement sizes."""
+
+    families: dict[FamilyName, dict[str, Dimension]] = Field(
+        default_factory=lambda: {name: {} for name in FAMILY_NAMES}, min_length=1
+    )
+    reduction: dict[str, Dimension] = Field(default_factory=dict)
+    n_trials: int = Field(30, ge=1)
+    timeout: float | None = Field(None, gt=0)
+    seed: int = 0
+    silhouette_sample: int = Field(5_000, ge=100)
+    bootstrap_search: int = Field(5, ge=2)
+    bootstrap_final: int = Field(20, ge=2)
+
+
+class Constraints(_Frozen):
+    """Actionability: segmentations outside these bounds are infeasible."""
+
+    min_segments: int = Field(2, ge=2)
+    max_segments: int = Field(12, ge=2)
+    min_share: float = Field(0.02, ge=0, lt=1)
+    max_noise_share: float = Field(0.25, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Constraints:
+        if self.min_segments > self.max_segments:
+            raise ValueError(
+                f"min_segments ({self.min_segments}) exceeds max_segments ({self.max_segments})"
+            )
+        return self
+
+
+class Gates(_Frozen):
+    """What a challenger must show before it may replace the champion."""
+
+    min_stability: float = Field(0.6, ge=0, le=1)
+    min_share: float = Field(0.01, ge=0, lt=1)
+    max_migration_share: float = Field(0.3, ge=0, le=1)
+    max_quality_drop: float = Field(0.05, ge=0)
+
+
+class RegistrySpec(_Frozen):
+    """The registered model that versions of this experiment become."""
+
+    model_name: str = Field(min_length=1)
+
+
+class Spec(_Frozen):
+    """One segmentation experiment, as written in ``experiments/<name>.yaml``."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    question: str = ""
+    data: DataSpec
+    features: FeatureSpec = FeatureSpec()
+    search: SearchSpec = SearchSpec()
+    constraints: Constraints = Constraints()
+    gates: Gates = Gates()
+    registry: RegistrySpec | None = None
+    min_report_size: Annotated[int, Field(ge=1)] = 20
+    path: Path | None = Field(None, exclude=True)
+
+    @property
+    def model_name(self) -> str:
+        """The registered model name (defaults to the experiment name)."""
+        return self.registry.model_name if self.registry else self.name
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate an experiment spec; relative data paths resolve against its folder.
+
+    Raises
+    ------
+    SpecError
+        The file is missing or unreadable, or a key is unknown, mistyped or out of range;
+        the message names the file and the dotted key.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"{path}: spec file not found") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SpecError(f"{path}: not a readable YAML spec ({reason})") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a spec is a YAML mapping of keys (got {type(raw).__name__})")
+    try:
+        spec = Spec.model_validate({**raw, "path": path})
+    except ValidationError as exc:
+        raise SpecError(_describe(path, exc)) from None
+    _check_family_params(path, spec)
+    return _resolve_paths(spec, path.parent)
+
+
+def spec_digest(spec: Spec) -> str:
+    """A short, stable digest of everything the spec says (not of where it was read from)."""
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _describe(path: Path, exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif "input" in error and not isinstance(error["input"], dict):
+        message += f" (got {error['input']!r})"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{path}: {key}: {message}{more}"
+
+
+def _check_family_params(path: Path, spec: Spec) -> None:
+    from segml.families import FAMILIES, REDUCTION_SPACE
+
+    for family, space in spec.search.families.items():
+        unknown = set(space) - set(FAMILIES[family].default_space)
+        if unknown:
+            allowed = ", ".join(sorted(FAMILIES[family].default_space))
+            raise SpecError(
+                f"{path}: search.families.{family}.{sorted(unknown)[0]}: unknown key "
+                f"(allowed: {allowed})"
+            )
+    unknown = set(spec.search.reduction) - set(REDUCTION_SPACE)
+    if unknown:
+        raise SpecError(
+            f"{path}: search.reduction.{sorted(unknown)[0]}: unknown key "
+            f"(allowed: {', '.join(sorted(REDUCTION_SPACE))})"
+        )
+
+
+def _resolve_paths(spec: Spec, base: Path) -> Spec:
+    data = spec.data
+    updates: dict[str, Path] = {"source": base / data.source}
+    if data.customers is not None:
+        updates["customers"] = base / data.customers
+    return spec.model_copy(update={"data": data.model_copy(update=updates)})

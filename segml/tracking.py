@@ -1,0 +1,200 @@
+"""MLflow tracking: where runs go, and every key and tag name segml writes (defined only here)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+from mlflow.tracking import MlflowClient
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+ARTIFACTS_FOLDER = "mlartifacts"
+
+# Tags
+TAG_ROLE = "segml.role"
+TAG_SPEC_DIGEST = "segml.spec_digest"
+TAG_FAMILY = "segml.family"
+TAG_STUDY = "segml.study"
+TAG_TRIAL = "segml.trial"
+TAG_FEASIBLE = "segml.feasible"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_RUN_NAME = "mlflow.runName"
+ROLE_STUDY = "study"
+ROLE_TRIAL = "trial"
+ROLE_REVIEW = "review"
+ROLE_SCORING = "scoring"
+
+# Parameters: `family`, `<family>.<param>`, `prep.<param>`
+PARAM_FAMILY = "family"
+PREP_NAMESPACE = "prep"
+
+# Metrics, with the description the README's key table shows.
+QUALITY_SILHOUETTE = "quality.silhouette"
+QUALITY_DAVIES_BOULDIN = "quality.davies_bouldin"
+QUALITY_CALINSKI_HARABASZ = "quality.calinski_harabasz"
+QUALITY_DBCV = "quality.dbcv"
+QUALITY_NOISE_SHARE = "quality.noise_share"
+STABILITY_JACCARD_MIN = "stability.jaccard_min"
+STABILITY_JACCARD_MEAN = "stability.jaccard_mean"
+STABILITY_ARI_MEAN = "stability.ari_mean"
+STABILITY_N_DISSOLVED = "stability.n_dissolved"
+STABILITY_N_STABLE = "stability.n_stable"
+BUSINESS_N_SEGMENTS = "business.n_segments"
+BUSINESS_MIN_SHARE = "business.min_share"
+BUSINESS_MAX_SHARE = "business.max_share"
+BUSINESS_VALUE_R2 = "business.value_r2"
+COST_FIT_SECONDS = "cost.fit_seconds"
+COST_STABILITY_SECONDS = "cost.stability_seconds"
+COST_TRIAL_SECONDS = "cost.trial_seconds"
+STUDY_N_TRIALS = "study.n_trials"
+STUDY_N_FEASIBLE = "study.n_feasible"
+STUDY_BEST_TRIAL = "study.best_trial"
+
+METRICS: Mapping[str, str] = {
+    QUALITY_SILHOUETTE: "mean silhouette on a seeded sample of segmented customers (-1..1, higher "
+    "is better), in the space the clusterer saw",
+    QUALITY_DAVIES_BOULDIN: "Davies-Bouldin index (>= 0, lower is better)",
+    QUALITY_CALINSKI_HARABASZ: "Calinski-Harabasz index (higher is better)",
+    QUALITY_DBCV: "density-based cluster validity on a sample (HDBSCAN trials only; -1..1)",
+    QUALITY_NOISE_SHARE: "share of customers left without a segment (HDBSCAN noise)",
+    STABILITY_JACCARD_MIN: "smallest per-segment mean bootstrap Jaccard (clusterboot)",
+    STABILITY_JACCARD_MEAN: "mean over segments of the per-segment mean bootstrap Jaccard",
+    STABILITY_ARI_MEAN: "mean ARI between each bootstrap refit and the original on shared customers",
+    STABILITY_N_DISSOLVED: "segments whose mean Jaccard is <= 0.5 (Hennig: dissolved)",
+    STABILITY_N_STABLE: "segments whose mean Jaccard is >= 0.75 (Hennig: stable)",
+    BUSINESS_N_SEGMENTS: "number of segments (noise excluded)",
+    BUSINESS_MIN_SHARE: "share of customers in the smallest segment",
+    BUSINESS_MAX_SHARE: "share of customers in the largest segment",
+    BUSINESS_VALUE_R2: "share of the value outcome's variance explained by segment (eta squared)",
+    COST_FIT_SECONDS: "seconds to reduce (if UMAP) and fit the clusterer",
+    COST_STABILITY_SECONDS: "seconds spent on the bootstrap stability step",
+    COST_TRIAL_SECONDS: "seconds for the whole trial, tracking excluded",
+    STUDY_N_TRIALS: "(parent run) completed trials in the study",
+    STUDY_N_FEASIBLE: "(parent run) trials that met the spec's constraints",
+    STUDY_BEST_TRIAL: "(parent run) number of the chosen trial",
+}
+
+
+def param_key(namespace: str, name: str) -> str:
+    """A namespaced parameter key: ``<family>.<param>`` or ``prep.<param>``."""
+    return f"{namespace}.{name}"
+
+
+def resolve_tracking_uri(option: str | None = None) -> str:
+    """The ``--tracking-uri`` option, else ``MLFLOW_TRACKING_URI``, else the embedded store."""
+    return option or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def artifact_root(tracking_uri: str) -> str | None:
+    """For an embedded SQLite store, the artifact folder beside the database; else None."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    database = Path(tracking_uri[len(prefix) :]).resolve()
+    return (database.parent / ARTIFACTS_FOLDER).as_uri()
+
+
+def key_table() -> str:
+    """The Markdown table of metric keys that the README shows."""
+    rows = [f"| `{key}` | {text} |" for key, text in METRICS.items()]
+    return "\n".join(["| metric key | meaning |", "| --- | --- |", *rows])
+
+
+def flat_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """Parameters as MLflow strings (None becomes ``"None"``)."""
+    return {key: str(value) for key, value in params.items()}
+
+
+def connect(tracking_uri: str | None = None) -> MlflowClient:
+    """A client on the resolved tracking store; the registry lives in the same store."""
+    uri = resolve_tracking_uri(tracking_uri)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(uri, registry_uri=uri)
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of experiment ``name``, created (artifacts beside an embedded store) if missing."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = artifact_root(client.tracking_uri)
+    return client.create_experiment(name, artifact_location=location and f"{location}/{name}")
+
+
+def study_run(
+    client: MlflowClient, experiment: str, study_name: str, spec_digest: str, run_id: str | None
+) -> str:
+    """The parent run of a study: ``run_id`` if given (a resumed study), else a new one."""
+    if run_id is not None:
+        client.update_run(run_id, status="RUNNING")
+        return run_id
+    run = client.create_run(
+        experiment,
+        run_name=study_name,
+        tags={TAG_ROLE: ROLE_STUDY, TAG_STUDY: study_name, TAG_SPEC_DIGEST: spec_digest},
+    )
+    return run.info.run_id
+
+
+def log_trial(
+    client: MlflowClient,
+    experiment: str,
+    parent_run_id: str,
+    number: int,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    feasible: bool,
+    spec_digest: str,
+) -> str:
+    """One nested run per trial, written in one batched call; returns its run id."""
+    family = str(params[PARAM_FAMILY])
+    run = client.create_run(
+        experiment,
+        run_name=f"trial-{number:04d}-{family}",
+        tags={TAG_PARENT: parent_run_id},
+    )
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run.info.run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if pd.notna(v)],
+        params=[Param(k, v) for k, v in flat_params(params).items()],
+        tags=[
+            RunTag(TAG_ROLE, ROLE_TRIAL),
+            RunTag(TAG_FAMILY, family),
+            RunTag(TAG_TRIAL, str(number)),
+            RunTag(TAG_FEASIBLE, str(feasible).lower()),
+            RunTag(TAG_SPEC_DIGEST, spec_digest),
+        ],
+    )
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float]) -> None:
+    """Finite metrics in one batched call."""
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if pd.notna(v)]
+    client.log_batch(run_id, metrics=batch)
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    """Parameters in one batched call."""
+    client.log_batch(run_id, params=[Param(k, v) for k, v in flat_params(params).items()])
+
+
+def log_dataset(client: MlflowClient, run_id: str, table: pd.DataFrame, name: str) -> str:
+    """Log the training table as the run's input dataset (schema and digest, not the rows)."""
+    dataset = mlflow.data.from_pandas(table, name=name)
+    context = InputTag(key=MLFLOW_DATASET_CONTEXT, value="training")
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [context])])
+    return dataset.digest

@@ -1,0 +1,344 @@
+"""The search: an Optuna study over segmentation families, its objectives, constraints and pick."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+
+from segml import tracking as keys
+from segml.families import FAMILIES, REDUCTION_SPACE, Choice, FloatRange, IntRange, Space, suggest
+from segml.families.reduction import fit_reducer
+from segml.metrics import bootstrap_stability, business_metrics, quality_metrics
+from segml.spec import Constraints, Dimension, Range, Spec
+
+CONSTRAINTS_ATTR = "segml.constraints"
+METRICS_ATTR = "segml.metrics"
+PARAMS_ATTR = "segml.params"
+PARENT_RUN_ATTR = "segml.parent_run_id"
+WORST = {
+    keys.QUALITY_SILHOUETTE: -1.0,
+    keys.STABILITY_JACCARD_MEAN: 0.0,
+    keys.BUSINESS_VALUE_R2: 0.0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Segmentation:
+    """A fitted reducer (or None) and clusterer of one family, with its training labels."""
+
+    family: str
+    params: dict[str, Any]
+    reduction: dict[str, Any]
+    reducer: Any
+    estimator: Any
+    labels: np.ndarray
+
+    def embed(self, X: np.ndarray) -> np.ndarray:
+        """Map preprocessed features into the space the clusterer saw."""
+        return X if self.reducer is None else self.reducer.transform(X)
+
+
+@dataclass(frozen=True, slots=True)
+class TrialResult:
+    """One evaluated segmentation: namespaced params, metrics and feasibility."""
+
+    number: int
+    family: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    constraints: tuple[float, ...]
+    objectives: tuple[float, ...] = field(default=())
+
+    @property
+    def feasible(self) -> bool:
+        """True when every actionability constraint holds."""
+        return all(c <= 0 for c in self.constraints)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchData:
+    """What every trial needs: the feature matrix and the value outcome (if any)."""
+
+    X: np.ndarray
+    value: np.ndarray | None
+    seed: int
+
+
+def objective_keys(has_value: bool) -> tuple[str, ...]:
+    """The study's objectives, all maximised: quality, stability and (with an outcome) value."""
+    base = (keys.QUALITY_SILHOUETTE, keys.STABILITY_JACCARD_MEAN)
+    return (*base, keys.BUSINESS_VALUE_R2) if has_value else base
+
+
+def to_space(dimensions: dict[str, Dimension], defaults: Space) -> Space:
+    """The family's default space with the spec's dimensions laid over it."""
+    space = dict(defaults)
+    for name, dim in dimensions.items():
+        space[name] = _to_dimension(dim, defaults[name])
+    return space
+
+
+def _to_dimension(dim: Dimension, default: Any) -> Any:
+    if isinstance(dim, Range):
+        if isinstance(default, IntRange) and dim.low.is_integer() and dim.high.is_integer():
+            return IntRange(int(dim.low), int(dim.high), dim.log)
+        return FloatRange(dim.low, dim.high, dim.log)
+    if hasattr(dim, "choices"):
+        return Choice(tuple(dim.choices))
+    return dim
+
+
+def search_spaces(spec: Spec, families: Sequence[str] | None = None) -> dict[str, Space]:
+    """Per family, the space the study searches (spec overrides on defaults)."""
+    chosen = families or list(spec.search.families)
+    return {
+        name: to_space(spec.search.families.get(name, {}), FAMILIES[name].default_space)
+        for name in chosen
+    }
+
+
+def suggest_trial(
+    trial: optuna.Trial, spaces: dict[str, Space], reduction: Space
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Ask the trial for a family, its parameters and the reduction step's parameters."""
+    family = trial.suggest_categorical(keys.PARAM_FAMILY, list(spaces))
+    params = suggest(trial, family, spaces[family])
+    reducer = suggest(trial, keys.PREP_NAMESPACE, {"reducer": reduction["reducer"]})
+    if reducer["reducer"] != "none":
+        rest = {k: v for k, v in reduction.items() if k != "reducer"}
+        reducer |= suggest(trial, keys.PREP_NAMESPACE, rest)
+    return family, params, reducer
+
+
+def fit_segmentation(
+    X: np.ndarray, family: str, params: dict[str, Any], reduction: dict[str, Any], seed: int
+) -> Segmentation:
+    """Reduce (if asked) and fit one family on the preprocessed features."""
+    reducer = fit_reducer(X, reduction, seed)
+    Z = X if reducer is None else reducer.embedding_
+    estimator = FAMILIES[family].fit(Z, params, seed)
+    labels = FAMILIES[family].training_labels(estimator)
+    return Segmentation(family, params, reduction, reducer, estimator, labels)
+
+
+def evaluate(
+    segmentation: Segmentation, data: SearchData, spec: Spec, n_boot: int, seed: int
+) -> dict[str, float]:
+    """Quality, stability, business and cost metrics of a fitted segmentation."""
+    Z = segmentation.embed(data.X) if segmentation.reducer is None else segmentation.reducer.embedding_
+    labels = segmentation.labels
+    quality = quality_metrics(
+        Z,
+        labels,
+        sample_size=spec.search.silhouette_sample,
+        seed=seed,
+        with_dbcv=segmentation.family == "hdbscan",
+    )
+    business = business_metrics(labels, data.value)
+    metrics = {
+        keys.QUALITY_SILHOUETTE: quality.silhouette,
+        keys.QUALITY_DAVIES_BOULDIN: quality.davies_bouldin,
+        keys.QUALITY_CALINSKI_HARABASZ: quality.calinski_harabasz,
+        keys.QUALITY_DBCV: quality.dbcv,
+        keys.QUALITY_NOISE_SHARE: quality.noise_share,
+        keys.BUSINESS_N_SEGMENTS: float(business.n_segments),
+        keys.BUSINESS_MIN_SHARE: business.min_share,
+        keys.BUSINESS_MAX_SHARE: business.max_share,
+        keys.BUSINESS_VALUE_R2: business.value_r2,
+    }
+    started = time.perf_counter()
+    if business.n_segments >= 1:
+        stability = bootstrap_stability(
+            Z, labels, _Refit(segmentation.family, segmentation.params), n_boot=n_boot, seed=seed
+        )
+        metrics |= {
+            keys.STABILITY_JACCARD_MIN: stability.jaccard_min,
+            keys.STABILITY_JACCARD_MEAN: stability.jaccard_mean,
+            keys.STABILITY_ARI_MEAN: stability.ari_mean,
+            keys.STABILITY_N_DISSOLVED: float(stability.n_dissolved),
+            keys.STABILITY_N_STABLE: float(stability.n_stable),
+        }
+    metrics[keys.COST_STABILITY_SECONDS] = time.perf_counter() - started
+    return metrics
+
+
+@dataclass(frozen=True, slots=True)
+class _Refit:
+    """A picklable refit of one family with fixed parameters, for the bootstrap."""
+
+    family: str
+    params: dict[str, Any]
+
+    def __call__(self, X: np.ndarray, seed: int) -> np.ndarray:
+        family = FAMILIES[self.family]
+        return family.training_labels(family.fit(X, self.params, seed))
+
+
+def constraint_values(metrics: dict[str, float], constraints: Constraints) -> tuple[float, ...]:
+    """Optuna constraint values (<= 0 means satisfied) for the spec's actionability bounds."""
+    n = metrics[keys.BUSINESS_N_SEGMENTS]
+    return (
+        constraints.min_segments - n,
+        n - constraints.max_segments,
+        constraints.min_share - _finite(metrics[keys.BUSINESS_MIN_SHARE], 0.0),
+        metrics[keys.QUALITY_NOISE_SHARE] - constraints.max_noise_share,
+    )
+
+
+def objective_values(metrics: dict[str, float], objectives: Sequence[str]) -> tuple[float, ...]:
+    """The objective values of a trial; undefined metrics count as the worst value."""
+    return tuple(_finite(metrics.get(key, np.nan), WORST[key]) for key in objectives)
+
+
+def _finite(value: float, fallback: float) -> float:
+    return float(value) if np.isfinite(value) else fallback
+
+
+def pick(results: Sequence[TrialResult]) -> TrialResult:
+    """The chosen trial: among feasible Pareto-optimal trials, the largest sum of objectives
+    after min-max scaling each objective over that front (ties: fewer segments, then earlier).
+
+    Falls back to all Pareto-optimal trials when none is feasible.
+    """
+    feasible = [r for r in results if r.feasible] or list(results)
+    front = pareto_front(feasible)
+    values = np.array([r.objectives for r in front], dtype=float)
+    span = values.max(axis=0) - values.min(axis=0)
+    scaled = (values - values.min(axis=0)) / np.where(span > 0, span, 1.0)
+    scores = scaled.sum(axis=1)
+    order = sorted(
+        range(len(front)),
+        key=lambda i: (-scores[i], front[i].metrics[keys.BUSINESS_N_SEGMENTS], front[i].number),
+    )
+    return front[order[0]]
+
+
+def pareto_front(results: Sequence[TrialResult]) -> list[TrialResult]:
+    """Trials that no other trial beats on every objective (all maximised)."""
+    values = np.array([r.objectives for r in results], dtype=float)
+    front = []
+    for i, result in enumerate(results):
+        dominated = np.any(np.all(values >= values[i], axis=1) & np.any(values > values[i], axis=1))
+        if not dominated:
+            front.append(result)
+    return front
+
+
+def create_study(
+    spec: Spec, objectives: Sequence[str], storage: str | None, study_name: str, seed: int
+) -> optuna.Study:
+    """A new or resumed multi-objective study with constraints, seeded for reproducibility."""
+    sampler = optuna.samplers.TPESampler(
+        seed=seed,
+        constraints_func=_trial_constraints,
+        n_startup_trials=min(10, max(3, spec.search.n_trials // 3)),
+        multivariate=True,
+        group=True,
+    )
+    return optuna.create_study(
+        storage=_storage(storage),
+        study_name=study_name,
+        sampler=sampler,
+        directions=["maximize"] * len(objectives),
+        load_if_exists=True,
+    )
+
+
+def _trial_constraints(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
+    return trial.user_attrs.get(CONSTRAINTS_ATTR, (1.0,))
+
+
+def _storage(url: str | None) -> optuna.storages.BaseStorage | str | None:
+    """Optuna storage from a URL: ``journal:PATH`` (or a ``.log`` path) selects a journal file."""
+    if url is None:
+        return None
+    if url.startswith("journal:") or url.endswith((".log", ".journal")):
+        path = url.removeprefix("journal:")
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    return url
+
+
+def run_trial(
+    trial: optuna.Trial,
+    data: SearchData,
+    spec: Spec,
+    spaces: dict[str, Space],
+    objectives: Sequence[str],
+) -> tuple[TrialResult, Segmentation]:
+    """Fit and evaluate one suggested segmentation; record it on the trial."""
+    reduction = to_space(spec.search.reduction, REDUCTION_SPACE)
+    family, params, reducer_params = suggest_trial(trial, spaces, reduction)
+    seed = data.seed + trial.number
+    started = time.perf_counter()
+    segmentation = fit_segmentation(data.X, family, params, reducer_params, seed)
+    fit_seconds = time.perf_counter() - started
+    metrics = evaluate(segmentation, data, spec, spec.search.bootstrap_search, seed)
+    metrics[keys.COST_FIT_SECONDS] = fit_seconds
+    metrics[keys.COST_TRIAL_SECONDS] = time.perf_counter() - started
+    constraints = constraint_values(metrics, spec.constraints)
+    namespaced = {keys.PARAM_FAMILY: family}
+    namespaced |= {keys.param_key(family, k): v for k, v in params.items()}
+    namespaced |= {keys.param_key(keys.PREP_NAMESPACE, k): v for k, v in reducer_params.items()}
+    result = TrialResult(
+        trial.number,
+        family,
+        namespaced,
+        metrics,
+        constraints,
+        objective_values(metrics, objectives),
+    )
+    trial.set_user_attr(CONSTRAINTS_ATTR, list(constraints))
+    trial.set_user_attr(METRICS_ATTR, {k: _json_float(v) for k, v in metrics.items()})
+    trial.set_user_attr(PARAMS_ATTR, {k: v for k, v in namespaced.items()})
+    return result, segmentation
+
+
+def _json_float(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def completed_results(study: optuna.Study) -> list[TrialResult]:
+    """Every completed trial of the study (from any worker or earlier run) as a TrialResult."""
+    results = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if METRICS_ATTR not in trial.user_attrs:
+            continue
+        metrics = {
+            k: (np.nan if v is None else float(v))
+            for k, v in trial.user_attrs[METRICS_ATTR].items()
+        }
+        params = trial.user_attrs[PARAMS_ATTR]
+        results.append(
+            TrialResult(
+                trial.number,
+                params[keys.PARAM_FAMILY],
+                params,
+                metrics,
+                tuple(trial.user_attrs[CONSTRAINTS_ATTR]),
+                tuple(trial.values),
+            )
+        )
+    return results
+
+
+def split_params(result: TrialResult) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Family parameters and reduction parameters of a trial, without their namespaces."""
+    family_prefix = f"{result.family}."
+    prep_prefix = f"{keys.PREP_NAMESPACE}."
+    params = {
+        k.removeprefix(family_prefix): v
+        for k, v in result.params.items()
+        if k.startswith(family_prefix)
+    }
+    reduction = {
+        k.removeprefix(prep_prefix): v for k, v in result.params.items() if k.startswith(prep_prefix)
+    }
+    return params, reduction
+
+
+ProgressFn = Callable[[TrialResult, int], None]

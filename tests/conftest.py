@@ -1,0 +1,55 @@
+"""Shared fixtures: synthetic customers with known segments, bundled data, a throwaway store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from segml.synthetic import synthetic_customers, synthetic_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ROOT / "experiments"
+
+
+@pytest.fixture(scope="session")
+def cdnow_spec() -> Path:
+    return EXPERIMENTS / "cdnow.yaml"
+
+
+@pytest.fixture(scope="session")
+def clean_customers() -> pd.DataFrame:
+    """2,000 customers in 5 well-separated segments (truth in ``true_segment``)."""
+    return synthetic_customers(2_000, seed=1)
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path) -> Callable[..., Path]:
+    """Write a spec dict as YAML in ``tmp_path`` and return its path."""
+
+    def write(spec: dict, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def synthetic_spec_file(
+    tmp_path: Path, clean_customers: pd.DataFrame, write_spec: Callable[..., Path]
+) -> Path:
+    """A customers spec over the clean synthetic table, written to ``tmp_path``."""
+    clean_customers.to_csv(tmp_path / "customers.csv", index=False)
+    return write_spec(synthetic_spec("customers.csv"))
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An embedded MLflow store of the test's own, selected through the environment."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri

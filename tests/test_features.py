@@ -1,0 +1,134 @@
+"""Customer features: hand-computed RFM, and preprocessing that is fitted once and reused."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from segml.features import build_features, build_preprocessor, feature_columns
+from segml.spec import load_spec
+
+from .test_data import tx_spec
+
+TRANSACTIONS = """cust,day,amount,qty
+a,2020-01-01,10.00,1
+a,2020-01-01,5.00,2
+a,2020-01-11,30.00,1
+a,2020-01-21,15.00,1
+b,2020-01-20,100.00,4
+c,2020-01-05,8.00,1
+c,2020-01-31,12.00,1
+c,2020-02-10,99.00,1
+"""
+
+
+@pytest.fixture
+def rfm(tmp_path: Path, write_spec: Callable[..., Path]) -> pd.DataFrame:
+    (tmp_path / "tx.csv").write_text(TRANSACTIONS)
+    spec = load_spec(write_spec(tx_spec("tx.csv", reference_date="2020-01-31")))
+    built = build_features(spec)
+    assert built.intake.reports[0].excluded == {"after reference date 2020-01-31": 1}
+    return built.table.set_index("cust")
+
+
+def test_rfm_matches_hand_computation(rfm: pd.DataFrame) -> None:
+    # a: purchase days 01-01 (two lines, 15.00), 01-11 (30.00), 01-21 (15.00); ref 01-31
+    assert rfm.loc["a", "recency_days"] == 10
+    assert rfm.loc["a", "frequency"] == 3
+    assert rfm.loc["a", "monetary_total"] == pytest.approx(60.0)
+    assert rfm.loc["a", "monetary_mean"] == pytest.approx(20.0)
+    assert rfm.loc["a", "tenure_days"] == 30
+    assert rfm.loc["a", "interpurchase_days"] == pytest.approx(10.0)
+    assert rfm.loc["a", "quantity_total"] == 5
+    # b: a single purchase: no inter-purchase interval
+    assert rfm.loc["b", "recency_days"] == 11
+    assert rfm.loc["b", "frequency"] == 1
+    assert np.isnan(rfm.loc["b", "interpurchase_days"])
+    # c: the 02-10 purchase is after the reference date and does not count
+    assert rfm.loc["c", "frequency"] == 2
+    assert rfm.loc["c", "monetary_total"] == pytest.approx(20.0)
+    assert rfm.loc["c", "recency_days"] == 0
+    assert rfm.loc["c", "interpurchase_days"] == pytest.approx(26.0)
+
+
+def test_order_id_defines_frequency(tmp_path: Path, write_spec: Callable[..., Path]) -> None:
+    (tmp_path / "tx.csv").write_text(
+        "cust,day,amount,qty,order\na,2020-01-01,1,1,o1\na,2020-01-01,1,1,o2\na,2020-01-02,1,1,o2\n"
+    )
+    spec = tx_spec("tx.csv")
+    spec["data"]["transactions"]["order_id"] = "order"
+    table = build_features(load_spec(write_spec(spec))).table
+    assert table.loc[0, "frequency"] == 2
+
+
+def test_cdnow_has_one_row_per_customer(cdnow_spec: Path) -> None:
+    built = build_features(load_spec(cdnow_spec))
+    assert len(built.table) == 23_570
+    assert built.table["customer_id"].is_unique
+    assert built.table["customer_id"].iloc[0] == "00001"
+    assert {"recency_days", "frequency", "monetary_total"} <= set(built.features)
+    (report,) = built.intake.reports
+    assert report.rows_read == report.rows_used == 69_659
+
+
+def test_preprocessor_excludes_ids_and_outcomes_and_ignores_unseen_categories(
+    tmp_path: Path, clean_customers: pd.DataFrame, write_spec: Callable[..., Path]
+) -> None:
+    table = clean_customers.assign(channel=np.where(clean_customers.index % 2, "web", "store"))
+    table.to_csv(tmp_path / "c.csv", index=False)
+    spec_dict = {
+        "name": "prep",
+        "data": {
+            "source": "c.csv",
+            "kind": "customers",
+            "id_column": "customer_id",
+            "attributes": {"behavioural": ["engagement", "channel"], "value": ["basket_index"]},
+            "outcomes": {"revenue": "revenue"},
+        },
+    }
+    spec = load_spec(write_spec(spec_dict))
+    built = build_features(spec)
+    assert feature_columns(spec, built.table) == ["engagement", "channel", "basket_index"]
+    prep = build_preprocessor(spec, built.table).fit(built.table)
+    names = list(prep.get_feature_names_out())
+    assert names == ["engagement", "basket_index", "channel_store", "channel_web"]
+    X = prep.transform(built.table)
+    assert X.shape == (len(table), 4)
+    np.testing.assert_allclose(X[:, :2].mean(axis=0), 0, atol=1e-9)
+    unseen = built.table.head(3).assign(channel="kiosk")
+    assert prep.transform(unseen)[:, 2:].sum() == 0
+
+
+def test_log1p_applies_to_heavy_tails_only(
+    tmp_path: Path, write_spec: Callable[..., Path]
+) -> None:
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(
+        {
+            "id": [f"i{i}" for i in range(500)],
+            "spend": rng.lognormal(3, 1.2, 500),
+            "score": rng.normal(0, 1, 500),
+        }
+    )
+    table.to_csv(tmp_path / "t.csv", index=False)
+    spec = load_spec(
+        write_spec(
+            {
+                "name": "skew",
+                "data": {
+                    "source": "t.csv",
+                    "kind": "customers",
+                    "id_column": "id",
+                    "attributes": {"value": ["spend", "score"]},
+                },
+            }
+        )
+    )
+    built = build_features(spec)
+    prep = build_preprocessor(spec, built.table).fit(built.table)
+    mask = prep.named_transformers_["num"].named_steps["log1p"].log_mask_
+    assert mask.tolist() == [True, False]
