@@ -1,0 +1,20 @@
+"""Pure metrics of a segmentation: arrays in, small frozen dataclasses or DataFrames out.
+
+No MLflow, no I/O, no printing. Labels are integers and -1 means noise (no segment).
+"""
+
+from segml.metrics.business import Business, business_metrics, feature_profile, segment_table
+from segml.metrics.quality import Quality, quality_metrics
+from segml.metrics.stability import Stability, bootstrap_stability, jaccard_matrix
+
+__all__ = [
+    "Business",
+    "Quality",
+    "Stability",
+    "bootstrap_stability",
+    "business_metrics",
+    "feature_profile",
+    "jaccard_matrix",
+    "quality_metrics",
+    "segment_table",
+]

@@ -1,0 +1,188 @@
+"""Bootstrap stability of segments: clusterwise Jaccard and ARI (R ``fpc::clusterboot`` style).
+
+Semantics follow Hennig (2007), "Cluster-wise assessment of cluster stability", and
+``fpc::clusterboot(bootmethod="boot", noisemethod=TRUE)``:
+
+* Each resample draws n row indices with replacement. By default (clusterboot's
+  ``multipleboot=FALSE``) the clusterer is refitted on the *distinct* drawn rows only, because
+  duplicated points distort density and linkage methods; ``multipleboot=True`` refits on all n
+  draws and compares on the first copy of each row.
+* Segment s scores, per resample, the best Jaccard similarity between its drawn rows and any
+  segment of the refit, computed on the rows drawn. Noise is not a segment: original noise is
+  never scored, and a segment that the refit turns into noise has dissolved (Jaccard 0 against
+  noise), as clusterboot's ``noisemethod=TRUE`` does. ``noise_is_group=True`` lets the refit's
+  noise compete as one more group instead.
+* A segment with no rows in a resample scores 0 for that resample (clusterboot's
+  ``clujaccard(..., zerobyzero=0)``), so it counts towards dissolution, not as missing.
+* ``n_dissolved`` counts segments whose mean Jaccard is <= 0.5 and ``n_stable`` those whose mean
+  is >= 0.75 (Hennig's dissolution and stability thresholds, applied to the means).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from joblib import Parallel, delayed, effective_n_jobs
+from sklearn.metrics import adjusted_rand_score
+
+Refit = Callable[[np.ndarray, int], np.ndarray]
+"""``refit(X_resample, seed)`` refits the clusterer; returns the resample's labels (-1 = noise)."""
+
+DISSOLVED = 0.5
+STABLE = 0.75
+PARALLEL_MIN_SECONDS = 1.0
+"""Resamples go to worker processes (joblib's loky backend) only if the first one, timed
+in-process, predicts more than this many seconds for the rest. Measured on 2 cores: 20 k-means
+refits of 2,000 rows take 0.25 s in-process, while a cold loky pool costs ~3 s to start (warm,
+it is reused across calls); HDBSCAN on 10,000 rows drops from 6.6 s to 3.1 s with a warm pool.
+Threads do not help: hdbscan holds the GIL and k-means already uses OpenMP threads."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stability:
+    """Bootstrap stability of a segmentation (means over ``n_boot`` resamples)."""
+
+    jaccard_per_segment: dict[int, float]
+    jaccard_min: float
+    jaccard_mean: float
+    n_dissolved: int
+    n_stable: int
+    ari_mean: float
+    n_boot: int
+
+
+def jaccard_matrix(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Jaccard similarity between every group of labelling ``a`` and every group of ``b``.
+
+    Parameters
+    ----------
+    a, b : ndarray of shape (n_samples,)
+        Two integer labellings of the same rows. Every label, -1 included, is a group here.
+
+    Returns
+    -------
+    jaccard : ndarray of shape (n_groups_a, n_groups_b)
+        ``|A_i & B_j| / |A_i | B_j|``, from one contingency matrix.
+    groups_a, groups_b : ndarray
+        The sorted group labels of the rows and columns.
+    """
+    groups_a, ia = np.unique(a, return_inverse=True)
+    groups_b, ib = np.unique(b, return_inverse=True)
+    inter = np.zeros((groups_a.size, groups_b.size), dtype=np.int64)
+    np.add.at(inter, (ia, ib), 1)
+    union = inter.sum(axis=1, keepdims=True) + inter.sum(axis=0, keepdims=True) - inter
+    return inter / union, groups_a, groups_b  # every group has a row, so union >= 1
+
+
+def bootstrap_stability(
+    X: np.ndarray,
+    labels: np.ndarray,
+    refit: Refit,
+    *,
+    n_boot: int = 20,
+    seed: int = 0,
+    n_jobs: int | None = -1,
+    multipleboot: bool = False,
+    noise_is_group: bool = False,
+) -> Stability:
+    """Clusterwise bootstrap Jaccard stability and mean ARI of a segmentation.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        The rows the segmentation was fitted on.
+    labels : ndarray of shape (n_samples,)
+        The segmentation under test; -1 marks noise.
+    refit : callable
+        ``refit(X_resample, seed) -> labels`` refits the clusterer on a resample. It runs in
+        worker processes, so it must be picklable (a module-level function or a
+        ``functools.partial``); a deterministic ``refit`` makes the result deterministic.
+    n_boot : int
+        Number of bootstrap resamples.
+    seed : int
+        Seeds the resamples and the seeds handed to ``refit``.
+    n_jobs : int or None
+        joblib worker count (-1: all cores). Cheap refits run in-process regardless (see
+        ``PARALLEL_MIN_SECONDS``); choose another backend with ``joblib.parallel_config``.
+    multipleboot : bool
+        Refit on all n draws, duplicates included, instead of the distinct drawn rows.
+    noise_is_group : bool
+        Let the refit's noise match a segment as if it were one more segment.
+
+    Returns
+    -------
+    Stability
+        Per-segment mean Jaccard, its min and mean over segments, dissolved/stable counts and
+        the mean ARI between original and refit labels on the drawn rows (noise as a label).
+    """
+    X = np.asarray(X)
+    labels = np.asarray(labels)
+    segments = np.unique(labels[labels >= 0])
+    children = np.random.SeedSequence(seed).spawn(n_boot)
+    job = delayed(_one_resample)
+    args = (X, labels, segments, refit, multipleboot, noise_is_group)
+    results: list[tuple[np.ndarray, float]] = []
+    if n_boot:
+        start = time.perf_counter()
+        results.append(_one_resample(*args, children[0]))
+        remaining = (time.perf_counter() - start) * (n_boot - 1)
+        workers = min(effective_n_jobs(n_jobs), n_boot - 1)
+        if workers > 1 and remaining > PARALLEL_MIN_SECONDS:
+            parallel = Parallel(n_jobs=workers, prefer="processes")
+            results.extend(parallel(job(*args, child) for child in children[1:]))
+        else:
+            results.extend(_one_resample(*args, child) for child in children[1:])
+    return _summarise(segments, results, n_boot)
+
+
+def _one_resample(
+    X: np.ndarray,
+    labels: np.ndarray,
+    segments: np.ndarray,
+    refit: Refit,
+    multipleboot: bool,
+    noise_is_group: bool,
+    seed_seq: np.random.SeedSequence,
+) -> tuple[np.ndarray, float]:
+    """Best Jaccard per original segment, and the ARI, for one bootstrap resample."""
+    rng = np.random.default_rng(seed_seq)
+    n = labels.shape[0]
+    draws = rng.integers(0, n, size=n)
+    refit_seed = int(seed_seq.generate_state(1)[0] & 0x7FFFFFFF)
+    rows, first = np.unique(draws, return_index=True)
+    if multipleboot:
+        boot = np.asarray(refit(X[draws], refit_seed))[first]
+    else:
+        boot = np.asarray(refit(X[rows], refit_seed))
+    orig = labels[rows]
+    jac, groups_a, groups_b = jaccard_matrix(orig, boot)
+    if not noise_is_group:
+        jac = jac[:, groups_b >= 0]
+    best = np.zeros(segments.size)
+    if jac.shape[1]:
+        present = np.searchsorted(segments, groups_a[groups_a >= 0])
+        best[present] = jac[groups_a >= 0].max(axis=1)
+    return best, float(adjusted_rand_score(orig, boot))
+
+
+def _summarise(
+    segments: np.ndarray, results: list[tuple[np.ndarray, float]], n_boot: int
+) -> Stability:
+    if results and segments.size:
+        per_segment = np.mean([best for best, _ in results], axis=0)
+    else:
+        per_segment = np.full(segments.size, np.nan)
+    ari = np.mean([a for _, a in results]) if results else np.nan
+    has = segments.size > 0 and bool(results)
+    return Stability(
+        jaccard_per_segment=dict(zip(segments.tolist(), per_segment.tolist(), strict=True)),
+        jaccard_min=float(per_segment.min()) if has else np.nan,
+        jaccard_mean=float(per_segment.mean()) if has else np.nan,
+        n_dissolved=int((per_segment <= DISSOLVED).sum()),
+        n_stable=int((per_segment >= STABLE).sum()),
+        ari_mean=float(ari),
+        n_boot=n_boot,
+    )
