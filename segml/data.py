@@ -84,9 +84,9 @@ def _read(path: Path, data: DataSpec) -> pd.DataFrame:
     return frame.drop(columns=[c for c in data.personal if c in frame.columns])
 
 
-def _require(path: Path, frame: pd.DataFrame, columns: dict[str, str]) -> None:
-    """Fail on the first declared column (spec key -> column) that the file lacks."""
-    for key, column in columns.items():
+def _require(path: Path, frame: pd.DataFrame, declared: dict[str, str]) -> None:
+    """Fail on the first declared column (column -> spec key) that the file lacks."""
+    for column, key in declared.items():
         if column not in frame.columns:
             found = ", ".join(map(str, frame.columns[:12]))
             what = "id column" if key == "data.id_column" else f"column declared at {key}"
@@ -98,11 +98,10 @@ def _validate_transactions(
 ) -> tuple[pd.DataFrame, pd.DataFrame, IntakeReport]:
     tx = data.transactions
     assert tx is not None  # guaranteed by DataSpec
-    declared = {"data.id_column": data.id_column} | {
-        f"data.transactions.{key}": col
-        for key, col in tx.model_dump(exclude={"timestamp_format"}).items()
-        if col
-    }
+    declared = {data.id_column: "data.id_column"}
+    for key, column in tx.model_dump(exclude={"timestamp_format"}).items():
+        if column:
+            declared.setdefault(column, f"data.transactions.{key}")
     _require(data.source, raw, declared)
     reasons = _Reasons(len(raw))
     ids = _clean_ids(raw[data.id_column], reasons)
@@ -136,21 +135,20 @@ def _validate_transactions(
 def _validate_customers(
     data: DataSpec, raw: pd.DataFrame, path: Path, categorical: set[str]
 ) -> tuple[pd.DataFrame, pd.DataFrame, IntakeReport]:
-    declared = {"data.id_column": data.id_column}
+    declared = {data.id_column: "data.id_column"}
     for kind, columns in data.attributes.model_dump().items():
-        declared |= {f"data.attributes.{kind}": c for c in columns}
+        for column in columns:
+            declared.setdefault(column, f"data.attributes.{kind}")
     if path == data.source:
-        declared |= {f"data.outcomes.{role}": c for role, c in data.outcomes.columns().items()}
-    declared = {k: v for k, v in declared.items() if k == "data.id_column" or v != data.id_column}
-    _require(path, raw, _unique_keys(declared))
+        for role, column in data.outcomes.columns().items():
+            declared.setdefault(column, f"data.outcomes.{role}")
+    _require(path, raw, declared)
     reasons = _Reasons(len(raw))
     ids = _clean_ids(raw[data.id_column], reasons)
     duplicated = ids.duplicated(keep=False) & ids.notna()
     reasons.flag(duplicated, f"duplicate id in column {data.id_column!r}")
     clean = pd.DataFrame({data.id_column: ids})
-    for column in dict.fromkeys(declared.values()):
-        if column == data.id_column:
-            continue
+    for column in list(declared)[1:]:
         values = raw[column]
         if column not in categorical and _looks_numeric(values):
             clean[column] = _numeric(values, column, reasons, allow_missing=True)
@@ -159,14 +157,6 @@ def _validate_customers(
     reasons.fail_or_keep(data, path)
     good = clean[reasons.good].reset_index(drop=True)
     return good, reasons.quarantine(raw), reasons.report(path, len(good), {}, good)
-
-
-def _unique_keys(declared: dict[str, str]) -> dict[str, str]:
-    """Keep one spec key per column (the first), so messages name where it was declared."""
-    seen: dict[str, str] = {}
-    for key, column in declared.items():
-        seen.setdefault(column, key)
-    return {key: column for column, key in seen.items()}
 
 
 def _clean_ids(values: pd.Series, reasons: _Reasons) -> pd.Series:

@@ -196,3 +196,8 @@ def _log_study(
     client.log_table(parent, report.suppress_small(business, k), "segments/business.json")
     client.log_table(parent, report.suppress_small(_sized(profile, business), k),
                      "segments/profile.json")
+
+
+def _sized(profile: Any, business: Any) -> Any:
+    """The long feature profile with each segment's size, so small segments can be suppressed."""
+    return profile.merge(business[["segment_id", "customers"]], on="segment_id", how="left")

@@ -154,7 +154,12 @@ def evaluate(
     started = time.perf_counter()
     if business.n_segments >= 1:
         stability = bootstrap_stability(
-            Z, labels, _Refit(segmentation.family, segmentation.params), n_boot=n_boot, seed=seed
+            Z,
+            labels,
+            _Refit(segmentation.family, segmentation.params),
+            n_boot=n_boot,
+            seed=seed,
+            noise_is_group=True,
         )
         metrics |= {
             keys.STABILITY_JACCARD_MIN: stability.jaccard_min,
