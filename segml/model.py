@@ -204,7 +204,7 @@ def log_segment_model(segmenter: Segmenter, table: pd.DataFrame, run_id: str) ->
         joblib.dump(segmenter, path)
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=SegmentModel(),
+            python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
             artifacts={ARTIFACT_KEY: str(path)},
             code_paths=[str(Path(__file__).parent)],
             signature=ModelSignature(_input_schema(segmenter, table), _output_schema(output)),

@@ -29,22 +29,24 @@ def pareto_plot(
     results: Sequence[TrialResult], front: Sequence[TrialResult], chosen: TrialResult,
     objectives: Sequence[str],
 ) -> Figure:
-    """The first two objectives of every trial; the Pareto front and the pick highlighted."""
+    """The first two objectives of every trial; the Pareto front and the pick highlighted.
+
+    Undefined metrics appear at their worst value, as the study saw them.
+    """
     fig = _figure()
     ax = fig.subplots()
-    x_key, y_key = objectives[0], objectives[1]
     for label, group, style in (
         ("infeasible", [r for r in results if not r.feasible], {"marker": "x", "color": "0.6"}),
         ("feasible", [r for r in results if r.feasible], {"marker": "o", "color": "C0"}),
         ("Pareto front", list(front), {"marker": "o", "color": "C1", "s": 60}),
     ):
         if group:
-            ax.scatter([r.metrics[x_key] for r in group], [r.metrics[y_key] for r in group],
+            ax.scatter([r.objectives[0] for r in group], [r.objectives[1] for r in group],
                        label=label, **style)
-    ax.scatter([chosen.metrics[x_key]], [chosen.metrics[y_key]], marker="*", s=250, color="C3",
+    ax.scatter([chosen.objectives[0]], [chosen.objectives[1]], marker="*", s=250, color="C3",
                label=f"chosen (trial {chosen.number})", zorder=3)
-    ax.set_xlabel(x_key)
-    ax.set_ylabel(y_key)
+    ax.set_xlabel(objectives[0])
+    ax.set_ylabel(objectives[1])
     ax.set_title("Trials by objective")
     ax.legend(loc="best", fontsize="small")
     return fig
@@ -56,8 +58,8 @@ def history_plot(results: Sequence[TrialResult], objectives: Sequence[str]) -> F
     axes = np.atleast_1d(fig.subplots(len(objectives), 1, sharex=True))
     ordered = sorted(results, key=lambda r: r.number)
     numbers = [r.number for r in ordered]
-    for ax, key in zip(axes, objectives, strict=True):
-        values = np.array([r.metrics.get(key, np.nan) for r in ordered], dtype=float)
+    for i, (ax, key) in enumerate(zip(axes, objectives, strict=True)):
+        values = np.array([r.objectives[i] for r in ordered], dtype=float)
         feasible = np.array([r.feasible for r in ordered])
         best = np.fmax.accumulate(np.where(feasible, np.nan_to_num(values, nan=-np.inf), -np.inf))
         ax.scatter(numbers, values, s=12, c=np.where(feasible, "C0", "0.6"))

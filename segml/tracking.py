@@ -116,6 +116,7 @@ def flat_params(params: Mapping[str, Any]) -> dict[str, str]:
 def connect(tracking_uri: str | None = None) -> MlflowClient:
     """A client on the resolved tracking store; the registry lives in the same store."""
     uri = resolve_tracking_uri(tracking_uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -166,7 +167,7 @@ def log_trial(
     now = int(time.time() * 1000)
     client.log_batch(
         run.info.run_id,
-        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if pd.notna(v)],
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
         params=[Param(k, v) for k, v in flat_params(params).items()],
         tags=[
             RunTag(TAG_ROLE, ROLE_TRIAL),
@@ -181,9 +182,9 @@ def log_trial(
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float]) -> None:
-    """Finite metrics in one batched call."""
+    """Metrics in one batched call (undefined ones are logged as NaN, so every key is there)."""
     now = int(time.time() * 1000)
-    batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if pd.notna(v)]
+    batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
     client.log_batch(run_id, metrics=batch)
 
 

@@ -16,10 +16,16 @@ from segml.families.reduction import fit_reducer
 from segml.metrics import bootstrap_stability, business_metrics, quality_metrics
 from segml.spec import Constraints, Dimension, Range, Spec
 
-CONSTRAINTS_ATTR = "segml.constraints"
 METRICS_ATTR = "segml.metrics"
 PARAMS_ATTR = "segml.params"
 PARENT_RUN_ATTR = "segml.parent_run_id"
+STABILITY_KEYS = (
+    keys.STABILITY_JACCARD_MIN,
+    keys.STABILITY_JACCARD_MEAN,
+    keys.STABILITY_ARI_MEAN,
+    keys.STABILITY_N_DISSOLVED,
+    keys.STABILITY_N_STABLE,
+)
 WORST = {
     keys.QUALITY_SILHOUETTE: -1.0,
     keys.STABILITY_JACCARD_MEAN: 0.0,
@@ -51,13 +57,13 @@ class TrialResult:
     family: str
     params: dict[str, Any]
     metrics: dict[str, float]
-    constraints: tuple[float, ...]
+    constraints: dict[str, float]
     objectives: tuple[float, ...] = field(default=())
 
     @property
     def feasible(self) -> bool:
         """True when every actionability constraint holds."""
-        return all(c <= 0 for c in self.constraints)
+        return all(c <= 0 for c in self.constraints.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +158,7 @@ def evaluate(
         keys.BUSINESS_VALUE_R2: business.value_r2,
     }
     started = time.perf_counter()
+    metrics |= dict.fromkeys(STABILITY_KEYS, np.nan)
     if business.n_segments >= 1:
         stability = bootstrap_stability(
             Z,
@@ -184,15 +191,15 @@ class _Refit:
         return family.training_labels(family.fit(X, self.params, seed))
 
 
-def constraint_values(metrics: dict[str, float], constraints: Constraints) -> tuple[float, ...]:
-    """Optuna constraint values (<= 0 means satisfied) for the spec's actionability bounds."""
+def constraint_values(metrics: dict[str, float], constraints: Constraints) -> dict[str, float]:
+    """Optuna constraint values (<= 0 means satisfied), named after the spec's bounds."""
     n = metrics[keys.BUSINESS_N_SEGMENTS]
-    return (
-        constraints.min_segments - n,
-        n - constraints.max_segments,
-        constraints.min_share - _finite(metrics[keys.BUSINESS_MIN_SHARE], 0.0),
-        metrics[keys.QUALITY_NOISE_SHARE] - constraints.max_noise_share,
-    )
+    return {
+        "min_segments": constraints.min_segments - n,
+        "max_segments": n - constraints.max_segments,
+        "min_share": constraints.min_share - _finite(metrics[keys.BUSINESS_MIN_SHARE], 0.0),
+        "max_noise_share": metrics[keys.QUALITY_NOISE_SHARE] - constraints.max_noise_share,
+    }
 
 
 def objective_values(metrics: dict[str, float], objectives: Sequence[str]) -> tuple[float, ...]:
@@ -239,11 +246,7 @@ def create_study(
 ) -> optuna.Study:
     """A new or resumed multi-objective study with constraints, seeded for reproducibility."""
     sampler = optuna.samplers.TPESampler(
-        seed=seed,
-        constraints_func=_trial_constraints,
-        n_startup_trials=min(10, max(3, spec.search.n_trials // 3)),
-        multivariate=True,
-        group=True,
+        seed=seed, n_startup_trials=min(10, max(3, spec.search.n_trials // 3))
     )
     return optuna.create_study(
         storage=_storage(storage),
@@ -252,10 +255,6 @@ def create_study(
         directions=["maximize"] * len(objectives),
         load_if_exists=True,
     )
-
-
-def _trial_constraints(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
-    return trial.user_attrs.get(CONSTRAINTS_ATTR, (1.0,))
 
 
 def _storage(url: str | None) -> optuna.storages.BaseStorage | str | None:
@@ -297,7 +296,8 @@ def run_trial(
         constraints,
         objective_values(metrics, objectives),
     )
-    trial.set_user_attr(CONSTRAINTS_ATTR, list(constraints))
+    for name, value in constraints.items():
+        trial.set_constraint(name, value)
     trial.set_user_attr(METRICS_ATTR, {k: _json_float(v) for k, v in metrics.items()})
     trial.set_user_attr(PARAMS_ATTR, {k: v for k, v in namespaced.items()})
     return result, segmentation
@@ -324,7 +324,7 @@ def completed_results(study: optuna.Study) -> list[TrialResult]:
                 params[keys.PARAM_FAMILY],
                 params,
                 metrics,
-                tuple(trial.user_attrs[CONSTRAINTS_ATTR]),
+                dict(trial.constraints),
                 tuple(trial.values),
             )
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -83,3 +84,27 @@ class Family(Protocol):
     def novelty(self, estimator: Any, X: np.ndarray) -> np.ndarray:
         """Novelty score per row: higher means the row fits no segment well."""
         ...
+
+
+BATCH_ROWS = 65_536
+"""Rows per batch in ``assign`` and ``novelty``: bounds the temporary arrays, not the result."""
+
+
+def row_batches(n_rows: int, batch_rows: int | None = None) -> Iterator[slice]:
+    """Consecutive slices of at most ``batch_rows`` rows covering ``range(n_rows)``.
+
+    Parameters
+    ----------
+    n_rows : int
+        Number of rows to cover.
+    batch_rows : int, optional
+        Largest slice length; ``BATCH_ROWS`` (read at call time) when None.
+
+    Yields
+    ------
+    slice
+        The rows of one batch, in order.
+    """
+    size = BATCH_ROWS if batch_rows is None else batch_rows
+    for start in range(0, n_rows, size):
+        yield slice(start, min(start + size, n_rows))

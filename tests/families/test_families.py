@@ -1,0 +1,328 @@
+"""The algorithm catalogue on blobs with known truth, parametrized over every family."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from typing import Any
+
+import hdbscan as hdbscan_lib
+import numpy as np
+import optuna
+import pytest
+from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+
+from segml.families import (
+    FAMILIES,
+    REDUCTION_SPACE,
+    Choice,
+    FloatRange,
+    IntRange,
+    _base,
+    fit_reducer,
+    row_batches,
+    suggest,
+)
+from segml.families import hdbscan as seg_hdbscan
+from segml.families import kmeans as seg_kmeans
+
+CENTERS = np.array([[0, 0, 0], [9, 0, 0], [0, 9, 0], [0, 0, 9]], dtype=float)
+PARAMS: dict[str, dict[str, Any]] = {
+    "kmeans": {"n_clusters": 4},
+    "gmm": {"n_components": 4, "covariance_type": "full", "reg_covar": 1e-6},
+    "hdbscan": {"min_cluster_size": 30, "min_samples": 5},
+}
+SEED = 7
+
+
+@pytest.fixture(scope="module")
+def blobs() -> dict[str, np.ndarray]:
+    """Four well-separated 3-d blobs: 2,000 training rows and 1,000 held-out rows."""
+    X, y = make_blobs(3_000, centers=CENTERS, cluster_std=0.8, random_state=0)
+    return {"X": X[:2_000], "y": y[:2_000], "X_new": X[2_000:], "y_new": y[2_000:]}
+
+
+@pytest.fixture(scope="module")
+def fitted(blobs: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {name: FAMILIES[name].fit(blobs["X"], PARAMS[name], SEED) for name in FAMILIES}
+
+
+def far_points(n: int, seed: int = 0) -> np.ndarray:
+    """Rows at distance 40-60 from every blob centre."""
+    rng = np.random.default_rng(seed)
+    direction = rng.normal(size=(n, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    return CENTERS.mean(axis=0) + direction * rng.uniform(45, 60, size=(n, 1))
+
+
+def test_catalogue_names_and_spaces() -> None:
+    assert list(FAMILIES) == ["kmeans", "gmm", "hdbscan"]
+    for key, family in FAMILIES.items():
+        assert family.name == key
+        assert set(PARAMS[key]) <= set(family.default_space)
+    assert set(REDUCTION_SPACE) == {"reducer", "n_components", "n_neighbors", "min_dist"}
+
+
+def test_hdbscan_module_does_not_shadow_the_library() -> None:
+    assert seg_hdbscan.hdbscan_lib is hdbscan_lib
+    assert hdbscan_lib.__name__ == "hdbscan"
+    assert issubclass(seg_hdbscan.SegmentHDBSCAN, hdbscan_lib.HDBSCAN)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_fit_recovers_the_blobs(name: str, blobs: dict, fitted: dict) -> None:
+    labels = FAMILIES[name].training_labels(fitted[name])
+    assert labels.dtype == np.int64
+    assert labels.shape == blobs["y"].shape
+    assert adjusted_rand_score(blobs["y"], labels) >= 0.95
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_assign_held_out_rows(name: str, blobs: dict, fitted: dict) -> None:
+    labels, confidence = FAMILIES[name].assign(fitted[name], blobs["X_new"])
+    assert labels.dtype == np.int64 and confidence.dtype == np.float64
+    assert labels.shape == confidence.shape == blobs["y_new"].shape
+    assert adjusted_rand_score(blobs["y_new"], labels) >= 0.95
+    assert np.all((confidence >= 0.0) & (confidence <= 1.0))
+    assert np.median(confidence[labels >= 0]) > 0.5
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_assign_agrees_with_training_labels(name: str, blobs: dict, fitted: dict) -> None:
+    family = FAMILIES[name]
+    labels, _ = family.assign(fitted[name], blobs["X"])
+    assert adjusted_rand_score(family.training_labels(fitted[name]), labels) >= 0.99
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_far_points_are_more_novel_than_training_rows(
+    name: str, blobs: dict, fitted: dict
+) -> None:
+    family = FAMILIES[name]
+    train = family.novelty(fitted[name], blobs["X"])
+    far = family.novelty(fitted[name], far_points(50))
+    assert train.dtype == far.dtype == np.float64
+    assert far.min() > np.quantile(train, 0.99)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_empty_input(name: str, fitted: dict) -> None:
+    family = FAMILIES[name]
+    labels, confidence = family.assign(fitted[name], np.empty((0, 3)))
+    assert labels.shape == confidence.shape == family.novelty(fitted[name], np.empty((0, 3))).shape
+    assert labels.shape == (0,)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_batches_do_not_change_results(
+    name: str, blobs: dict, fitted: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    family, est, X = FAMILIES[name], fitted[name], blobs["X_new"]
+    whole = (*family.assign(est, X), family.novelty(est, X))
+    monkeypatch.setattr(_base, "BATCH_ROWS", 97)
+    batched = (*family.assign(est, X), family.novelty(est, X))
+    for a, b in zip(whole, batched, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_same_seed_same_segmentation(name: str, blobs: dict, fitted: dict) -> None:
+    family = FAMILIES[name]
+    again = family.fit(blobs["X"], PARAMS[name], SEED)
+    np.testing.assert_array_equal(
+        family.training_labels(again), family.training_labels(fitted[name])
+    )
+    for a, b in zip(
+        family.assign(again, blobs["X_new"]),
+        family.assign(fitted[name], blobs["X_new"]),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_fitted_estimator_pickles(name: str, blobs: dict, fitted: dict) -> None:
+    family = FAMILIES[name]
+    restored = pickle.loads(pickle.dumps(fitted[name]))
+    for a, b in zip(
+        family.assign(restored, blobs["X_new"]),
+        family.assign(fitted[name], blobs["X_new"]),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_suggest_names_params_by_family_and_fits(name: str, blobs: dict) -> None:
+    family = FAMILIES[name]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    params = suggest(trial, name, family.default_space)
+    searched = {
+        k
+        for k, dim in family.default_space.items()
+        if isinstance(dim, IntRange | FloatRange | Choice)
+    }
+    assert set(trial.params) == {f"{name}.{k}" for k in searched}
+    assert set(params) == set(family.default_space)
+    for key, value in params.items():
+        if key in searched:
+            assert trial.params[f"{name}.{key}"] == value
+        else:
+            assert value == family.default_space[key]
+    labels = family.training_labels(family.fit(blobs["X"][:500], params, SEED))
+    assert labels.shape == (500,)
+
+
+def test_suggest_types() -> None:
+    trial = optuna.create_study().ask()
+    space = {"n": IntRange(2, 5), "r": FloatRange(1e-3, 1.0, log=True), "c": Choice(("a", "b"))}
+    params = suggest(trial, "fam", space | {"fixed": "x"})
+    assert isinstance(params["n"], int) and 2 <= params["n"] <= 5
+    assert isinstance(params["r"], float) and params["c"] in ("a", "b")
+    assert params["fixed"] == "x" and "fam.fixed" not in trial.params
+
+
+def test_row_batches_cover_every_row_once() -> None:
+    slices = list(row_batches(10, 4))
+    assert [(s.start, s.stop) for s in slices] == [(0, 4), (4, 8), (8, 10)]
+    assert list(row_batches(0, 4)) == []
+
+
+# k-means -------------------------------------------------------------------------------------
+
+
+def test_kmeans_switches_to_minibatch_on_large_inputs(
+    blobs: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    family = FAMILIES["kmeans"]
+    assert type(family.fit(blobs["X"], PARAMS["kmeans"], SEED)) is KMeans
+    monkeypatch.setattr(seg_kmeans, "MINIBATCH_MIN_ROWS", 1_000)
+    est = family.fit(blobs["X"], PARAMS["kmeans"], SEED)
+    assert isinstance(est, MiniBatchKMeans)
+    assert adjusted_rand_score(blobs["y"], family.training_labels(est)) >= 0.95
+
+
+def test_kmeans_confidence_is_the_distance_margin(blobs: dict, fitted: dict) -> None:
+    family, est = FAMILIES["kmeans"], fitted["kmeans"]
+    centres = est.cluster_centers_
+    midpoint = (centres[0] + centres[1]) / 2
+    labels, confidence = family.assign(est, np.vstack([centres, midpoint]))
+    np.testing.assert_array_equal(labels[:4], np.arange(4))
+    np.testing.assert_allclose(confidence, [1, 1, 1, 1, 0], atol=1e-6)
+    np.testing.assert_allclose(family.novelty(est, centres), 0.0, atol=1e-6)
+    one = family.fit(blobs["X"], {"n_clusters": 1}, SEED)
+    assert np.all(family.assign(one, blobs["X_new"])[1] == 1.0)
+
+
+# GMM -----------------------------------------------------------------------------------------
+
+
+def test_gmm_matches_sklearn_predict_and_score(blobs: dict, fitted: dict) -> None:
+    family, est = FAMILIES["gmm"], fitted["gmm"]
+    labels, confidence = family.assign(est, blobs["X_new"])
+    np.testing.assert_array_equal(labels, est.predict(blobs["X_new"]))
+    np.testing.assert_allclose(confidence, est.predict_proba(blobs["X_new"]).max(axis=1))
+    np.testing.assert_allclose(
+        family.novelty(est, blobs["X_new"]), -est.score_samples(blobs["X_new"])
+    )
+    np.testing.assert_array_equal(family.training_labels(est), est.predict(blobs["X"]))
+
+
+# HDBSCAN: the fast assign against hdbscan's approximate_predict -------------------------------
+
+HDBSCAN_CASES = [
+    {"min_cluster_size": 30, "min_samples": 5},
+    {"min_cluster_size": 15, "min_samples": 1},
+    {"min_cluster_size": 25},
+    {"min_cluster_size": 10, "min_samples": 8, "cluster_selection_method": "leaf"},
+    {"min_cluster_size": 20, "min_samples": 3, "cluster_selection_epsilon": 0.8},
+]
+
+
+@pytest.fixture(scope="module")
+def noisy() -> dict[str, np.ndarray]:
+    """Blobs of unequal spread with uniform background noise; new rows include far ones."""
+    rng = np.random.default_rng(3)
+    X, _ = make_blobs(
+        2_400, n_features=3, centers=5, cluster_std=[0.4, 0.8, 1.2, 1.6, 2.5], random_state=3
+    )
+    X = rng.permutation(np.vstack([X, rng.uniform(-15, 15, size=(200, 3))]))
+    X_new = np.vstack([X[1_800:], X[:100], far_points(50, seed=1)])
+    return {"X": X[:1_800], "X_new": X_new}
+
+
+def _reference(est: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        labels, strength = seg_hdbscan.reference_assign(est, X)
+        return labels, strength, seg_hdbscan.reference_novelty(est, X)
+
+
+@pytest.mark.parametrize("params", HDBSCAN_CASES, ids=lambda p: "-".join(map(str, p.values())))
+def test_hdbscan_fast_assign_matches_approximate_predict(params: dict, noisy: dict) -> None:
+    family = FAMILIES["hdbscan"]
+    est = family.fit(noisy["X"], params, SEED)
+    labels, strength = family.assign(est, noisy["X_new"])
+    ref_labels, ref_strength, ref_scores = _reference(est, noisy["X_new"])
+    assert (labels == ref_labels).mean() >= 0.995
+    np.testing.assert_allclose(strength, ref_strength, atol=1e-9)
+    np.testing.assert_allclose(family.novelty(est, noisy["X_new"]), ref_scores, atol=1e-9)
+
+
+def test_hdbscan_plain_clusterer_with_prediction_data(noisy: dict) -> None:
+    plain = hdbscan_lib.HDBSCAN(min_cluster_size=30, min_samples=5, prediction_data=True)
+    plain.fit(noisy["X"])
+    labels, strength = FAMILIES["hdbscan"].assign(plain, noisy["X_new"])
+    ref_labels, ref_strength, _ = _reference(plain, noisy["X_new"])
+    assert (labels == ref_labels).mean() >= 0.995
+    np.testing.assert_allclose(strength, ref_strength, atol=1e-9)
+
+
+def test_hdbscan_without_prediction_data_says_how_to_fix(noisy: dict) -> None:
+    plain = hdbscan_lib.HDBSCAN(min_cluster_size=30).fit(noisy["X"])
+    family = FAMILIES["hdbscan"]
+    refitted = family.fit(noisy["X"], {"min_cluster_size": 30}, SEED)
+    refitted.set_params(prediction_data=False).fit(noisy["X"])  # no stale index survives
+    for est in (plain, refitted):
+        for call in (family.assign, family.novelty, seg_hdbscan.reference_assign):
+            with pytest.raises(ValueError, match="prediction_data=True"):
+                call(est, noisy["X_new"])
+
+
+def test_hdbscan_rejects_wrong_feature_count(fitted: dict) -> None:
+    with pytest.raises(ValueError, match="fitted on 3 features"):
+        FAMILIES["hdbscan"].assign(fitted["hdbscan"], np.zeros((5, 4)))
+
+
+def test_hdbscan_without_clusters_assigns_noise() -> None:
+    X = np.random.default_rng(0).uniform(size=(300, 2))
+    family = FAMILIES["hdbscan"]
+    est = family.fit(X, {"min_cluster_size": 200, "min_samples": 5}, SEED)
+    assert np.all(family.training_labels(est) == -1)
+    labels, strength = family.assign(est, X[:20])
+    assert np.all(labels == -1) and np.all(strength == 0.0)
+    ref_labels, _, ref_scores = _reference(est, X[:20])
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_array_equal(family.novelty(est, X[:20]), ref_scores)
+
+
+# reduction -----------------------------------------------------------------------------------
+
+
+def test_no_reducer() -> None:
+    assert fit_reducer(np.zeros((10, 3)), {"reducer": "none"}, SEED) is None
+    assert fit_reducer(np.zeros((10, 3)), {}, SEED) is None
+    with pytest.raises(ValueError, match="'pca'"):
+        fit_reducer(np.zeros((10, 3)), {"reducer": "pca"}, SEED)
+
+
+@pytest.mark.slow
+def test_umap_reducer_is_seeded(blobs: dict) -> None:
+    params = {"reducer": "umap", "n_components": 2, "n_neighbors": 10, "min_dist": 0.1}
+    X = blobs["X"][:300]
+    first, second = fit_reducer(X, params, SEED), fit_reducer(X, params, SEED)
+    assert first.embedding_.shape == (300, 2)
+    np.testing.assert_array_equal(first.embedding_, second.embedding_)
