@@ -34,9 +34,7 @@ def read_table(path: Path, delimiter: str = ",") -> pd.DataFrame:
         return _read_parquet(path)
     sep = r"\s+" if delimiter == "whitespace" else delimiter
     try:
-        frame = pd.read_csv(
-            path, sep=sep, dtype=str, encoding="utf-8-sig", skipinitialspace=True
-        )
+        frame = pd.read_csv(path, sep=sep, dtype=str, encoding="utf-8-sig", skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty (no header and no rows)") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:

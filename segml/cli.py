@@ -42,7 +42,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks on errors.")
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
     ] = False,
@@ -132,7 +134,8 @@ def tune(
         int | None, typer.Option("--n-trials", min=1, help="Study's total trial budget.")
     ] = None,
     timeout: Annotated[
-        float | None, typer.Option("--timeout", min=1, help="Stop starting trials after S seconds.")
+        float | None,
+        typer.Option("--timeout", min=1, help="Stop starting trials after S seconds."),
     ] = None,
     families: Annotated[
         str | None, typer.Option("--families", help="Comma-separated subset, e.g. kmeans,gmm.")
@@ -143,8 +146,8 @@ def tune(
         typer.Option(
             "--storage",
             envvar="SEGML_OPTUNA_STORAGE",
-            help="Optuna storage: an RDB URL (postgresql://...) or journal:PATH; default in-memory. "
-            "The same storage and study resume an interrupted search.",
+            help="Optuna storage: an RDB URL (postgresql://...) or journal:PATH; "
+            "default in-memory. The same storage and study resume an interrupted search.",
         ),
     ] = None,
     study: Annotated[
@@ -153,8 +156,14 @@ def tune(
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Search k-means, GMM and HDBSCAN segmentations; track every trial in MLflow."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from segml.experiment import tune as run_tune
     from segml.spec import load_spec

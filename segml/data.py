@@ -108,7 +108,9 @@ def _validate_transactions(
     stamps = pd.to_datetime(raw[tx.timestamp], format=tx.timestamp_format, errors="coerce")
     reasons.flag(stamps.isna(), f"unparseable date in column {tx.timestamp!r}")
     today = pd.Timestamp(dt.date.today())
-    reasons.flag((stamps < EARLIEST_DATE) | (stamps > today), f"date out of range in {tx.timestamp!r}")
+    reasons.flag(
+        (stamps < EARLIEST_DATE) | (stamps > today), f"date out of range in {tx.timestamp!r}"
+    )
     amount = _numeric(raw[tx.amount], tx.amount, reasons, allow_missing=False)
     reasons.flag(amount < 0, f"negative amount in column {tx.amount!r}")
     columns = {data.id_column: ids, tx.timestamp: stamps, tx.amount: amount}

@@ -96,8 +96,20 @@ def tune(
         keys.log_dataset(client, parent, built.table[built.features], spec.name)
         if spec.path is not None:
             client.log_artifact(parent, str(spec.path), "spec")
-    _search(client, experiment, parent, study, data, spec, spaces, objectives, budget, timeout,
-            digest, on_trial)
+    _search(
+        client,
+        experiment,
+        parent,
+        study,
+        data,
+        spec,
+        spaces,
+        objectives,
+        budget,
+        timeout,
+        digest,
+        on_trial,
+    )
 
     results = completed_results(study)
     if not results:
@@ -106,14 +118,25 @@ def tune(
     params, reduction = split_params(chosen)
     segmentation = fit_segmentation(data.X, chosen.family, params, reduction, seed)
     final = evaluate(segmentation, data, spec, spec.search.bootstrap_final, seed)
-    Z = segmentation.embed(data.X) if segmentation.reducer is None else segmentation.reducer.embedding_
+    Z = (
+        segmentation.embed(data.X)
+        if segmentation.reducer is None
+        else segmentation.reducer.embedding_
+    )
     segmenter = build_segmenter(spec, built.features, preprocessor, segmentation, built.table, Z)
     _log_study(client, parent, spec, results, chosen, final, objectives, segmenter, built.table, Z)
     model_uri = log_segment_model(segmenter, built.table, parent)
     client.set_terminated(parent)
     return TuneResult(
-        name, experiment, parent, chosen, final, len(results),
-        sum(r.feasible for r in results), segmenter, model_uri,
+        name,
+        experiment,
+        parent,
+        chosen,
+        final,
+        len(results),
+        sum(r.feasible for r in results),
+        segmenter,
+        model_uri,
     )
 
 
@@ -145,8 +168,16 @@ def _search(
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             continue
         study.tell(trial, list(result.objectives))
-        keys.log_trial(client, experiment, parent, result.number, result.params, result.metrics,
-                       result.feasible, digest)
+        keys.log_trial(
+            client,
+            experiment,
+            parent,
+            result.number,
+            result.params,
+            result.metrics,
+            result.feasible,
+            digest,
+        )
         if on_trial is not None:
             on_trial(result, budget)
 
@@ -177,25 +208,38 @@ def _log_study(
     )
     client.set_tag(parent, keys.TAG_FAMILY, chosen.family)
     front = pareto_front([r for r in results if r.feasible] or results)
-    client.log_dict(parent, {"objectives": list(objectives), "chosen": chosen.number,
-                             "front": [{"trial": r.number, **r.params, **dict(zip(objectives,
-                                       r.objectives, strict=True))} for r in front]},
-                    "study/pareto_front.json")
+    client.log_dict(
+        parent,
+        {
+            "objectives": list(objectives),
+            "chosen": chosen.number,
+            "front": [
+                {"trial": r.number, **r.params, **dict(zip(objectives, r.objectives, strict=True))}
+                for r in front
+            ],
+        },
+        "study/pareto_front.json",
+    )
     if len(objectives) >= 2:
-        client.log_figure(parent, report.pareto_plot(results, front, chosen, objectives),
-                          "study/pareto_front.png")
+        client.log_figure(
+            parent,
+            report.pareto_plot(results, front, chosen, objectives),
+            "study/pareto_front.png",
+        )
     client.log_figure(parent, report.history_plot(results, objectives), "study/history.png")
     ids = segmenter.segment_ids(segmenter.segmentation.labels)
-    names = dict(zip(segmenter.catalog["segment_id"], segmenter.catalog["segment_name"],
-                     strict=True))
+    names = dict(
+        zip(segmenter.catalog["segment_id"], segmenter.catalog["segment_name"], strict=True)
+    )
     client.log_figure(parent, report.embedding_plot(Z, ids, names), "segments/embedding.png")
     client.log_figure(parent, report.size_chart(segmenter.catalog), "segments/sizes.png")
     k = spec.min_report_size
     business = segment_table(ids, outcome_frame(spec, table))
     profile = feature_profile(table[segmenter.features].select_dtypes("number"), ids)
     client.log_table(parent, report.suppress_small(business, k), "segments/business.json")
-    client.log_table(parent, report.suppress_small(_sized(profile, business), k),
-                     "segments/profile.json")
+    client.log_table(
+        parent, report.suppress_small(_sized(profile, business), k), "segments/profile.json"
+    )
 
 
 def _sized(profile: Any, business: Any) -> Any:

@@ -133,7 +133,9 @@ def build_segmenter(
     family = FAMILIES[segmentation.family]
     novelty = family.novelty(segmentation.estimator, Z)
     threshold = float(np.quantile(novelty[labels >= 0], NOVELTY_QUANTILE))
-    draft = Segmenter(spec, features, preprocessor, segmentation, pd.DataFrame(), threshold, label_to_id)
+    draft = Segmenter(
+        spec, features, preprocessor, segmentation, pd.DataFrame(), threshold, label_to_id
+    )
     ids = draft.segment_ids(labels)
     return replace(draft, catalog=segment_catalog(table[features], ids))
 
@@ -155,7 +157,9 @@ def segment_catalog(features: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
     )
 
 
-def _standardised_means(numeric: pd.DataFrame, ids: np.ndarray, segments: list[int]) -> pd.DataFrame:
+def _standardised_means(
+    numeric: pd.DataFrame, ids: np.ndarray, segments: list[int]
+) -> pd.DataFrame:
     spread = numeric.std().replace(0, np.nan)
     means = numeric.groupby(ids).mean().reindex(segments)
     return ((means - numeric.mean()) / spread).fillna(0.0)

@@ -26,7 +26,9 @@ def _figure(width: float = 7.0, height: float = 4.5) -> Figure:
 
 
 def pareto_plot(
-    results: Sequence[TrialResult], front: Sequence[TrialResult], chosen: TrialResult,
+    results: Sequence[TrialResult],
+    front: Sequence[TrialResult],
+    chosen: TrialResult,
     objectives: Sequence[str],
 ) -> Figure:
     """The first two objectives of every trial; the Pareto front and the pick highlighted.
@@ -41,10 +43,21 @@ def pareto_plot(
         ("Pareto front", list(front), {"marker": "o", "color": "C1", "s": 60}),
     ):
         if group:
-            ax.scatter([r.objectives[0] for r in group], [r.objectives[1] for r in group],
-                       label=label, **style)
-    ax.scatter([chosen.objectives[0]], [chosen.objectives[1]], marker="*", s=250, color="C3",
-               label=f"chosen (trial {chosen.number})", zorder=3)
+            ax.scatter(
+                [r.objectives[0] for r in group],
+                [r.objectives[1] for r in group],
+                label=label,
+                **style,
+            )
+    ax.scatter(
+        [chosen.objectives[0]],
+        [chosen.objectives[1]],
+        marker="*",
+        s=250,
+        color="C3",
+        label=f"chosen (trial {chosen.number})",
+        zorder=3,
+    )
     ax.set_xlabel(objectives[0])
     ax.set_ylabel(objectives[1])
     ax.set_title("Trials by objective")
@@ -83,8 +96,14 @@ def embedding_plot(Z: np.ndarray, ids: np.ndarray, names: dict[int, str], seed: 
         mask = ids[take] == segment
         label = names.get(int(segment), "no segment")
         color = "0.75" if segment < 0 else None
-        ax.scatter(points[mask, 0], points[mask, 1], s=6, alpha=0.6, color=color,
-                   label=f"{segment}: {label}")
+        ax.scatter(
+            points[mask, 0],
+            points[mask, 1],
+            s=6,
+            alpha=0.6,
+            color=color,
+            label=f"{segment}: {label}",
+        )
     ax.set_title("Customers by segment (2-D projection)")
     ax.legend(loc="best", fontsize="x-small", markerscale=2)
     return fig
@@ -94,8 +113,9 @@ def size_chart(catalog: pd.DataFrame) -> Figure:
     """Share of customers per segment."""
     fig = _figure(7.0, 0.5 + 0.45 * len(catalog))
     ax = fig.subplots()
-    labels = [f"{i}: {n}" for i, n in zip(catalog["segment_id"], catalog["segment_name"],
-                                          strict=True)]
+    labels = [
+        f"{i}: {n}" for i, n in zip(catalog["segment_id"], catalog["segment_name"], strict=True)
+    ]
     ax.barh(labels, catalog["share"], color="C0")
     ax.invert_yaxis()
     ax.set_xlabel("share of customers")

@@ -121,7 +121,9 @@ class DataSpec(_Frozen):
             set(self.attributes.columns()) | set(self.outcomes.columns().values())
         )
         if leaked:
-            raise ValueError(f"personal columns can never be features or outcomes: {sorted(leaked)}")
+            raise ValueError(
+                f"personal columns can never be features or outcomes: {sorted(leaked)}"
+            )
         return self
 
 

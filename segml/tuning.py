@@ -136,7 +136,11 @@ def evaluate(
     segmentation: Segmentation, data: SearchData, spec: Spec, n_boot: int, seed: int
 ) -> dict[str, float]:
     """Quality, stability, business and cost metrics of a fitted segmentation."""
-    Z = segmentation.embed(data.X) if segmentation.reducer is None else segmentation.reducer.embedding_
+    Z = (
+        segmentation.embed(data.X)
+        if segmentation.reducer is None
+        else segmentation.reducer.embedding_
+    )
     labels = segmentation.labels
     quality = quality_metrics(
         Z,
@@ -235,7 +239,9 @@ def pareto_front(results: Sequence[TrialResult]) -> list[TrialResult]:
     values = np.array([r.objectives for r in results], dtype=float)
     front = []
     for i, result in enumerate(results):
-        dominated = np.any(np.all(values >= values[i], axis=1) & np.any(values > values[i], axis=1))
+        dominated = np.any(
+            np.all(values >= values[i], axis=1) & np.any(values > values[i], axis=1)
+        )
         if not dominated:
             front.append(result)
     return front
@@ -341,7 +347,9 @@ def split_params(result: TrialResult) -> tuple[dict[str, Any], dict[str, Any]]:
         if k.startswith(family_prefix)
     }
     reduction = {
-        k.removeprefix(prep_prefix): v for k, v in result.params.items() if k.startswith(prep_prefix)
+        k.removeprefix(prep_prefix): v
+        for k, v in result.params.items()
+        if k.startswith(prep_prefix)
     }
     return params, reduction
 

@@ -46,8 +46,11 @@ def tx_file(tmp_path: Path, write_spec: Callable[..., Path]) -> Callable[..., Pa
 
 
 BAD_TRANSACTIONS = [
-    ("a,2020-01-01,5,1\na,2020-13-01,5,1\n", r"1 row\(s\) with unparseable date in column 'day' "
-     r"\(first at data row 2\)"),
+    (
+        "a,2020-01-01,5,1\na,2020-13-01,5,1\n",
+        r"1 row\(s\) with unparseable date in column 'day' "
+        r"\(first at data row 2\)",
+    ),
     ("a,2020-01-01,-5,1\n", r"negative amount in column 'amount' \(first at data row 1\)"),
     ("a,2020-01-01,inf,1\n", r"non-finite value in column 'amount'"),
     ("a,2020-01-01,ten,1\n", r"non-numeric value in column 'amount'"),
@@ -95,8 +98,11 @@ def test_drop_quarantines_bad_rows_and_accounts_for_all(tx_file: Callable[..., P
 def test_missing_columns_name_the_spec_key(tx_file: Callable[..., Path], tmp_path: Path) -> None:
     spec_path = tx_file("a,2020-01-01,5,1\n")
     (tmp_path / "tx.csv").write_text("cust,day,qty\na,2020-01-01,1\n")
-    with pytest.raises(DataError, match=r"missing column declared at data\.transactions\.amount "
-                       r"'amount' \(found: cust, day, qty\)"):
+    with pytest.raises(
+        DataError,
+        match=r"missing column declared at data\.transactions\.amount "
+        r"'amount' \(found: cust, day, qty\)",
+    ):
         read_customers(load_spec(spec_path))
     (tmp_path / "tx.csv").write_text("id,day,amount,qty\na,2020-01-01,1,1\n")
     with pytest.raises(DataError, match=r"missing id column 'cust'"):
