@@ -67,7 +67,7 @@ METRICS: Mapping[str, str] = {
     QUALITY_NOISE_SHARE: "share of customers left without a segment (HDBSCAN noise)",
     STABILITY_JACCARD_MIN: "smallest per-segment mean bootstrap Jaccard (clusterboot)",
     STABILITY_JACCARD_MEAN: "mean over segments of the per-segment mean bootstrap Jaccard",
-    STABILITY_ARI_MEAN: "mean ARI between each bootstrap refit and the original (shared customers)",
+    STABILITY_ARI_MEAN: "mean ARI of each bootstrap refit vs the original (shared customers)",
     STABILITY_N_DISSOLVED: "segments whose mean Jaccard is <= 0.5 (Hennig: dissolved)",
     STABILITY_N_STABLE: "segments whose mean Jaccard is >= 0.75 (Hennig: stable)",
     BUSINESS_N_SEGMENTS: "number of segments (noise excluded)",
