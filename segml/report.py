@@ -132,3 +132,74 @@ def suppress_small(table: pd.DataFrame, k: int, size_column: str = "customers") 
         masked[column] = masked[column].astype(object).where(~small, None)
     masked[size_column] = masked[size_column].astype(object).where(~small, f"<{k}")
     return masked
+
+
+def migration_heatmap(counts: pd.DataFrame, names: dict[int, str]) -> Figure:
+    """Row shares of a migration matrix: where each old segment's customers went."""
+    shares = counts.div(counts.sum(axis=1).replace(0, 1), axis=0)
+    fig = _figure(1.5 + 0.8 * shares.shape[1], 1.2 + 0.5 * shares.shape[0])
+    ax = fig.subplots()
+    image = ax.imshow(shares.to_numpy(dtype=float), cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for (r, c), value in np.ndenumerate(shares.to_numpy(dtype=float)):
+        if value >= 0.01:
+            ax.text(c, r, f"{value:.0%}", ha="center", va="center", fontsize="x-small",
+                    color="white" if value > 0.6 else "black")  # fmt: skip
+    ax.set_xticks(range(shares.shape[1]), [str(c) for c in shares.columns])
+    ax.set_yticks(range(shares.shape[0]), [f"{r}: {names.get(int(r), '-')}" for r in shares.index])
+    ax.set_xlabel("to segment (challenger)")
+    ax.set_ylabel("from segment (champion)")
+    ax.set_title("Where each champion segment's customers went")
+    fig.colorbar(image, ax=ax, label="share of row")
+    return fig
+
+
+def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A GitHub-flavoured Markdown table (floats rounded, missing values blank)."""
+
+    def cell(value: object) -> str:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return ""
+        if isinstance(value, float):
+            return f"{value:.{digits}g}" if abs(value) >= 1e4 else f"{round(value, digits)}"
+        return str(value).replace("|", "\\|")
+
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
+    return "\n".join([header, rule, *rows])
+
+
+def figure_html(fig: Figure) -> str:
+    """An ``<img>`` carrying the figure as inline PNG, so the page needs no other file."""
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img alt="chart" src="data:image/png;base64,{encoded}">'
+
+
+def html_page(title: str, sections: Sequence[tuple[str, str]]) -> str:
+    """A self-contained HTML page: ``sections`` are (heading, HTML body) pairs."""
+    from html import escape
+
+    body = "\n".join(f"<h2>{escape(h)}</h2>\n{content}" for h, content in sections)
+    return (
+        "<!doctype html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{escape(title)}</title><style>{_PAGE_STYLE}</style></head>"
+        f"<body><h1>{escape(title)}</h1>\n{body}\n</body></html>\n"
+    )
+
+
+def table_html(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A DataFrame as an HTML table with rounded floats."""
+    return frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}g}", na_rep="")
+
+
+_PAGE_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em}"
+    "th{background:#f3f3f3}.passed{color:#17702d;font-weight:bold}"
+    ".failed{color:#b00020;font-weight:bold}img{max-width:100%}"
+)
