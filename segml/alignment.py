@@ -19,10 +19,12 @@ class Alignment:
     label_to_id: dict[int, int]
     matched: dict[int, float]
     new_ids: tuple[int, ...]
+    champion: str = ""
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready record of the mapping (logged with the model)."""
         return {
+            "champion": self.champion,
             "label_to_id": {str(k): v for k, v in self.label_to_id.items()},
             "matched_jaccard": {str(k): round(v, 4) for k, v in self.matched.items()},
             "new_ids": list(self.new_ids),

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import optuna
+import pandas as pd
 
 from segml import report
 from segml import tracking as keys
+from segml.alignment import Alignment
 from segml.errors import SpecError
-from segml.features import build_features, build_preprocessor, outcome_frame, value_outcome
+from segml.features import (
+    FeatureSet,
+    build_features,
+    build_preprocessor,
+    outcome_frame,
+    value_outcome,
+)
 from segml.metrics import feature_profile, segment_table
 from segml.model import Segmenter, build_segmenter, log_segment_model
+from segml.registry import align_to_champion, register_run
 from segml.spec import Spec, spec_digest
 from segml.tuning import (
     PARENT_RUN_ATTR,
@@ -48,6 +58,7 @@ class TuneResult:
     n_feasible: int
     segmenter: Segmenter
     model_uri: str
+    model_version: str | None
 
 
 def tune(
@@ -61,9 +72,12 @@ def tune(
     study_name: str | None = None,
     tracking_uri: str | None = None,
     on_trial: ProgressFn | None = None,
+    register: bool = True,
 ) -> TuneResult:
     """Search segmentations with Optuna, track every trial in MLflow, refit and log the pick.
 
+    The picked model is aligned to the champion's segment ids and, with ``register``,
+    registered as the ``challenger`` version of ``spec.model_name``.
     ``n_trials`` is the study's total budget: a resumed study (same ``storage`` and
     ``study_name``) runs only the trials it still lacks. Command-line values override the
     spec's ``search`` section.
@@ -124,9 +138,13 @@ def tune(
         else segmentation.reducer.embedding_
     )
     segmenter = build_segmenter(spec, built.features, preprocessor, segmentation, built.table, Z)
+    segmenter, alignment = align_to_champion(client, spec.model_name, segmenter, built.table)
     _log_study(client, parent, spec, results, chosen, final, objectives, segmenter, built.table, Z)
+    _log_provenance(client, parent, spec, built, results, alignment)
     model_uri = log_segment_model(segmenter, built.table, parent)
+    client.set_tag(parent, keys.TAG_MODEL_URI, model_uri)
     client.set_terminated(parent)
+    version = register_run(client, parent, segmenter)[1] if register else None
     return TuneResult(
         name,
         experiment,
@@ -137,6 +155,7 @@ def tune(
         sum(r.feasible for r in results),
         segmenter,
         model_uri,
+        version,
     )
 
 
@@ -228,10 +247,9 @@ def _log_study(
         )
     client.log_figure(parent, report.history_plot(results, objectives), "study/history.png")
     ids = segmenter.segment_ids(segmenter.segmentation.labels)
-    names = dict(
-        zip(segmenter.catalog["segment_id"], segmenter.catalog["segment_name"], strict=True)
+    client.log_figure(
+        parent, report.embedding_plot(Z, ids, segmenter.segment_names()), "segments/embedding.png"
     )
-    client.log_figure(parent, report.embedding_plot(Z, ids, names), "segments/embedding.png")
     client.log_figure(parent, report.size_chart(segmenter.catalog), "segments/sizes.png")
     k = spec.min_report_size
     business = segment_table(ids, outcome_frame(spec, table))
@@ -240,6 +258,36 @@ def _log_study(
     client.log_table(
         parent, report.suppress_small(_sized(profile, business), k), "segments/profile.json"
     )
+
+
+def _log_provenance(
+    client: Any,
+    parent: str,
+    spec: Spec,
+    built: FeatureSet,
+    results: list[TrialResult],
+    alignment: Alignment | None,
+) -> None:
+    """Tags the model card reads: data size and period, families tried, alignment."""
+    tried = Counter(r.family for r in results)
+    client.set_tag(parent, keys.TAG_DATA_CUSTOMERS, str(len(built.table)))
+    client.set_tag(parent, keys.TAG_DATA_PERIOD, data_period(spec, built))
+    client.set_tag(
+        parent, keys.TAG_FAMILIES_TRIED, ", ".join(f"{f}: {n}" for f, n in tried.items())
+    )
+    if alignment is not None:
+        client.set_tag(parent, keys.TAG_ALIGNED_TO, alignment.champion)
+        client.log_dict(parent, alignment.as_dict(), "model/alignment.json")
+
+
+def data_period(spec: Spec, built: FeatureSet) -> str:
+    """``first..reference`` day of the transactions behind the features ("" for customers)."""
+    tx = spec.data.transactions
+    if tx is None or spec.data.kind != "transactions":
+        return ""
+    stamps = built.intake.frame[tx.timestamp]
+    end = spec.data.reference_date or stamps.max()
+    return f"{stamps.min():%Y-%m-%d}..{pd.Timestamp(end):%Y-%m-%d}"
 
 
 def _sized(profile: Any, business: Any) -> Any:

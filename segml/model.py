@@ -105,6 +105,10 @@ class Segmenter:
             }
         )
 
+    def segment_names(self) -> dict[int, str]:
+        """Segment id to name, from the catalogue."""
+        return dict(zip(self.catalog[SEGMENT_ID], self.catalog[SEGMENT_NAME], strict=True))
+
     def segment_ids(self, labels: np.ndarray) -> np.ndarray:
         """Stable segment ids for the clusterer's raw labels (-1 stays -1)."""
         lookup = np.full(labels.max(initial=-1) + 2, -1, dtype=np.int64)

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+import tempfile
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mlflow
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from segml.errors import RegistryError
-from segml.model import Segmenter
+from segml import report
+from segml import tracking as keys
+from segml.alignment import Alignment, align_labels
+from segml.errors import GateFailed, RegistryError, SegmlWarning
+from segml.model import SEGMENT_ID, SEGMENT_NAME, Segmenter
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -92,3 +100,232 @@ def load_segmenter(ref: ModelRef) -> Segmenter:
     if not isinstance(segmenter, Segmenter):
         raise RegistryError(f"model {ref.label}: not a segml segment model")
     return segmenter
+
+
+def champion_version(client: MlflowClient, name: str, alias: str = CHAMPION) -> str | None:
+    """The version behind ``alias`` of model ``name``, or None (no such model or alias)."""
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def align_to_champion(
+    client: MlflowClient, name: str, segmenter: Segmenter, table: pd.DataFrame
+) -> tuple[Segmenter, Alignment | None]:
+    """Give ``segmenter``'s segments the champion's ids where they match (Hungarian).
+
+    The champion scores the training customers; matched segments keep its id and name,
+    the others get new ids above the champion's. Without a champion nothing changes.
+    """
+    version = champion_version(client, name)
+    if version is None:
+        return segmenter, None
+    champion = load_segmenter(ModelRef(f"models:/{name}/{version}", name, version))
+    missing = set(champion.features) - set(table.columns)
+    if missing:
+        warnings.warn(
+            f"champion {name} v{version} needs columns {sorted(missing)} that this data lacks; "
+            "segment ids are not aligned",
+            SegmlWarning,
+            stacklevel=2,
+        )
+        return segmenter, None
+    champion_ids = champion.predict(table)[SEGMENT_ID].to_numpy()
+    labels = segmenter.segmentation.labels
+    next_id = int(max(champion.catalog[SEGMENT_ID].max(), champion_ids.max())) + 1
+    alignment = replace(align_labels(labels, champion_ids, next_id), champion=f"{name} v{version}")
+    catalog = _aligned_catalog(segmenter, alignment, champion.catalog)
+    return segmenter.with_ids(alignment.label_to_id, catalog), alignment
+
+
+def _aligned_catalog(
+    segmenter: Segmenter, alignment: Alignment, champion: pd.DataFrame
+) -> pd.DataFrame:
+    old_ids = {v: k for k, v in segmenter.label_to_id.items()}
+    renumber = {old: alignment.label_to_id[label] for old, label in old_ids.items()}
+    catalog = segmenter.catalog.assign(**{SEGMENT_ID: segmenter.catalog[SEGMENT_ID].map(renumber)})
+    champion_names = champion.set_index(SEGMENT_ID)[SEGMENT_NAME]
+    kept = catalog[SEGMENT_ID].isin(alignment.matched)
+    names = catalog[SEGMENT_ID].map(champion_names).where(kept, catalog[SEGMENT_NAME])
+    return catalog.assign(**{SEGMENT_NAME: names}).sort_values(SEGMENT_ID, ignore_index=True)
+
+
+CARD_METRICS = (
+    keys.BUSINESS_N_SEGMENTS,
+    keys.QUALITY_SILHOUETTE,
+    keys.STABILITY_JACCARD_MIN,
+    keys.STABILITY_JACCARD_MEAN,
+    keys.BUSINESS_MIN_SHARE,
+    keys.BUSINESS_VALUE_R2,
+    keys.QUALITY_NOISE_SHARE,
+)
+"""The metrics a version's model card and tags show."""
+
+
+def model_card(run: Run, segmenter: Segmenter) -> str:
+    """The version description: data, period, search, chosen params, metrics, segments."""
+    spec, tags, metrics = segmenter.spec, run.data.tags, run.data.metrics
+    shown = {k: metrics[k] for k in CARD_METRICS if k in metrics}
+    catalog = report.suppress_small(segmenter.catalog, spec.min_report_size)
+    lines = [
+        f"**{spec.question or spec.name}**",
+        "",
+        f"- Data: `{spec.data.source.name}` ({spec.data.kind}), "
+        f"{tags.get(keys.TAG_DATA_CUSTOMERS, '?')} customers, "
+        f"period {tags.get(keys.TAG_DATA_PERIOD, '?')}",
+        f"- Search: {tags.get(keys.TAG_FAMILIES_TRIED, '?')} trials; chosen "
+        f"`{segmenter.segmentation.family}` "
+        + ", ".join(f"{k}={v}" for k, v in sorted(run.data.params.items())),
+        "- Metrics: " + ", ".join(f"{k}={v:.3g}" for k, v in shown.items()),
+        f"- Tuning run: `{run.info.run_id}`; aligned to: {tags.get(keys.TAG_ALIGNED_TO, 'none')}",
+        "",
+        report.markdown_table(catalog),
+    ]
+    return "\n".join(lines)
+
+
+def version_tags(run: Run, tracking_uri: str) -> dict[str, str]:
+    """Key metrics, spec digest, family and a link to the tuning run."""
+    info, data = run.info, run.data
+    link = f"{tracking_uri}#/experiments/{info.experiment_id}/runs/{info.run_id}"
+    return {k: f"{data.metrics[k]:.4g}" for k in CARD_METRICS if k in data.metrics} | {
+        keys.TAG_SPEC_DIGEST: data.tags.get(keys.TAG_SPEC_DIGEST, ""),
+        keys.TAG_FAMILY: data.tags.get(keys.TAG_FAMILY, ""),
+        keys.TAG_RUN_LINK: link,
+    }
+
+
+def register_run(
+    client: MlflowClient, run_id: str, segmenter: Segmenter | None = None
+) -> tuple[str, str]:
+    """Register a tuning run's model under its spec's model name; return (name, version)."""
+    segmenter = segmenter or load_segmenter(ModelRef(_model_uri(client, run_id)))
+    run = client.get_run(run_id)
+    name = segmenter.spec.model_name
+    card = model_card(run, segmenter)
+    return name, register(client, name, run_id, card, version_tags(run, client.tracking_uri))
+
+
+def _model_uri(client: MlflowClient, run_id: str) -> str:
+    try:
+        tags = client.get_run(run_id).data.tags
+    except MlflowException as exc:
+        raise RegistryError(f"run {run_id}: not found in {client.tracking_uri}") from exc
+    if keys.TAG_MODEL_URI not in tags:
+        raise RegistryError(f"run {run_id}: no segment model logged (is it a segml tune run?)")
+    return tags[keys.TAG_MODEL_URI]
+
+
+def register(
+    client: MlflowClient,
+    name: str,
+    run_id: str,
+    description: str,
+    tags: dict[str, str],
+) -> str:
+    """Register run ``run_id``'s segment model as a version of ``name``; alias ``challenger``.
+
+    Safe to re-run: a run already registered keeps its version.
+    """
+    model_uri = _model_uri(client, run_id)
+    _ensure_registered_model(client, name)
+    existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    if existing:
+        version = str(max(int(v.version) for v in existing))
+    else:
+        created = client.create_model_version(
+            name, model_uri, run_id=run_id, description=description, tags=tags
+        )
+        version = str(created.version)
+    for key, value in keys.audit_tags("register", run_id=run_id).items():
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    return version
+
+
+def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description=f"segml segment model {name}")
+
+
+def promote(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    *,
+    force: bool = False,
+    reason: str | None = None,
+) -> str | None:
+    """Move ``champion`` to ``version`` if its latest review passed; return the old champion.
+
+    The old champion keeps the alias ``previous``. ``force`` needs a ``reason`` and records
+    both. Each step leaves the aliases consistent, so an interrupted promote can be re-run.
+    """
+    found = _version(client, name, version)
+    verdict = found.tags.get(keys.TAG_VERDICT)
+    if force and not reason:
+        raise RegistryError("--force needs --reason: say why the review is overridden")
+    if verdict != keys.VERDICT_PASSED and not force:
+        state = f"its latest review {verdict}" if verdict else "it has not been reviewed"
+        raise GateFailed(
+            f"{name} v{version}: not promoted, {state}; run `segml review` or use "
+            "--force --reason TEXT"
+        )
+    current = champion_version(client, name)
+    if current == version:
+        return champion_version(client, name, PREVIOUS)
+    if current is not None:
+        client.set_registered_model_alias(name, PREVIOUS, current)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    tags = keys.audit_tags("promote", reason) | {"segml.promote.forced": str(force).lower()}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    if champion_version(client, name, CHALLENGER) == version:
+        client.delete_registered_model_alias(name, CHALLENGER)
+    return current
+
+
+def rollback(client: MlflowClient, name: str, reason: str | None = None) -> str:
+    """Make the ``previous`` champion the champion again; return its version."""
+    previous = champion_version(client, name, PREVIOUS)
+    if previous is None:
+        raise RegistryError(f"{name}: no previous champion to roll back to")
+    current = champion_version(client, name)
+    if current != previous:
+        client.set_registered_model_alias(name, CHAMPION, previous)
+        for key, value in keys.audit_tags("rollback", reason).items():
+            client.set_model_version_tag(name, previous, key, value)
+        if current is not None:
+            for key, value in keys.audit_tags("rolled_back", reason).items():
+                client.set_model_version_tag(name, current, key, value)
+    client.delete_registered_model_alias(name, PREVIOUS)
+    return previous
+
+
+def _version(client: MlflowClient, name: str, version: str) -> ModelVersion:
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise RegistryError(f"{name} v{version}: no such model version") from exc
+
+
+def export(ref: ModelRef, target: Path) -> Path:
+    """Write a self-contained model directory for scoring without the tracking server.
+
+    Written beside ``target`` and renamed when complete; an existing export of the same
+    version is kept (re-running is safe), anything else already there is refused.
+    """
+    if target.exists():
+        if target.is_dir() and _exported(target).version == ref.version and ref.version:
+            return target
+        raise RegistryError(f"{target}: already exists; choose another folder or remove it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
+        staged = Path(mlflow.artifacts.download_artifacts(ref.uri, dst_path=tmp))
+        record = {"name": ref.name, "version": ref.version, "source": ref.uri}
+        (staged / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        staged.rename(target)
+    return target

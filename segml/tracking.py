@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import getpass
 import logging
 import os
 import time
@@ -27,6 +29,18 @@ TAG_TRIAL = "segml.trial"
 TAG_FEASIBLE = "segml.feasible"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_NAME = "mlflow.runName"
+TAG_MODEL_URI = "segml.model_uri"
+TAG_FAMILIES_TRIED = "segml.families_tried"
+TAG_DATA_PERIOD = "segml.data.period"
+TAG_DATA_CUSTOMERS = "segml.data.customers"
+TAG_ALIGNED_TO = "segml.aligned_to"
+TAG_CHALLENGER = "segml.challenger"
+TAG_CHAMPION = "segml.champion"
+TAG_VERDICT = "segml.review.verdict"
+TAG_REVIEW_RUN = "segml.review.run_id"
+TAG_RUN_LINK = "segml.run_link"
+VERDICT_PASSED = "passed"
+VERDICT_FAILED = "failed"
 ROLE_STUDY = "study"
 ROLE_TRIAL = "trial"
 ROLE_REVIEW = "review"
@@ -57,6 +71,12 @@ COST_TRIAL_SECONDS = "cost.trial_seconds"
 STUDY_N_TRIALS = "study.n_trials"
 STUDY_N_FEASIBLE = "study.n_feasible"
 STUDY_BEST_TRIAL = "study.best_trial"
+REVIEW_ARI = "review.ari"
+REVIEW_AMI = "review.ami"
+REVIEW_MIGRATION_SHARE = "review.migration_share"
+REVIEW_SILHOUETTE_DROP = "review.silhouette_drop"
+REVIEW_CUSTOMERS = "review.customers"
+REVIEW_PASSED = "review.passed"
 
 METRICS: Mapping[str, str] = {
     QUALITY_SILHOUETTE: "mean silhouette on a seeded sample of segmented customers (-1..1, higher "
@@ -80,7 +100,31 @@ METRICS: Mapping[str, str] = {
     STUDY_N_TRIALS: "(parent run) completed trials in the study",
     STUDY_N_FEASIBLE: "(parent run) trials that met the spec's constraints",
     STUDY_BEST_TRIAL: "(parent run) number of the chosen trial",
+    REVIEW_ARI: "(review run) ARI between champion and challenger on the same customers",
+    REVIEW_AMI: "(review run) adjusted mutual information between the two assignments",
+    REVIEW_MIGRATION_SHARE: "(review run) share of customers whose segment id changes",
+    REVIEW_SILHOUETTE_DROP: "(review run) champion silhouette minus challenger silhouette",
+    REVIEW_CUSTOMERS: "(review run) customers scored by both models",
+    REVIEW_PASSED: "(review run) 1 if every gate passed, else 0",
 }
+"""Review runs also log each model's metrics on the reviewed customers as
+``challenger.<key>`` and ``champion.<key>``."""
+
+CHALLENGER_PREFIX = "challenger."
+CHAMPION_PREFIX = "champion."
+
+
+def audit_tags(
+    action: str, reason: str | None = None, run_id: str | None = None
+) -> dict[str, str]:
+    """Who did ``action``, when, why and from which run: ``segml.<action>.by`` etc."""
+    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    tags = {f"segml.{action}.by": getpass.getuser(), f"segml.{action}.at": stamp}
+    if reason:
+        tags[f"segml.{action}.reason"] = reason
+    if run_id:
+        tags[f"segml.{action}.run_id"] = run_id
+    return tags
 
 
 def param_key(namespace: str, name: str) -> str:

@@ -1,0 +1,344 @@
+"""Champion/challenger review: both models on the same customers, transitions, gates, verdict."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import EvaluationResult, MetricThreshold
+from mlflow.models.evaluation.validation import ModelValidationFailedException
+from mlflow.tracking import MlflowClient
+
+from segml import report
+from segml import tracking as keys
+from segml.features import build_features, outcome_frame
+from segml.metrics import (
+    agreement,
+    migration_matrix,
+    migration_share,
+    quality_metrics,
+    segment_table,
+    transitions,
+)
+from segml.model import SEGMENT_ID, SEGMENT_NAME, Segmenter
+from segml.registry import ModelRef, load_segmenter
+from segml.spec import Gates, Spec, load_spec
+
+SIDE_METRICS = (
+    keys.QUALITY_SILHOUETTE,
+    keys.QUALITY_DAVIES_BOULDIN,
+    keys.QUALITY_NOISE_SHARE,
+    keys.BUSINESS_N_SEGMENTS,
+    keys.BUSINESS_MIN_SHARE,
+    keys.BUSINESS_MAX_SHARE,
+    keys.STABILITY_JACCARD_MIN,
+    keys.STABILITY_JACCARD_MEAN,
+)
+"""Metrics shown side by side; stability comes from each version's tuning run."""
+SIZE_COLUMN = "customers_min"
+"""Smaller of a segment's sizes under the two models: what privacy suppression looks at."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """One gate's outcome: the metric it checks, the value, the bound and the verdict."""
+
+    name: str
+    metric: str
+    value: float
+    bound: str
+    passed: bool
+
+
+@dataclass(frozen=True)
+class Review:
+    """Everything a reviewer needs to decide whether the challenger may become champion."""
+
+    challenger: ModelRef
+    champion: ModelRef | None
+    customers: int
+    metrics: dict[str, float]
+    side_by_side: pd.DataFrame
+    migration: pd.DataFrame
+    fates: pd.DataFrame
+    new_segments: list[int]
+    business: pd.DataFrame
+    gates: list[Gate]
+    names: dict[int, str]
+
+    @property
+    def passed(self) -> bool:
+        """True when every gate passed."""
+        return all(g.passed for g in self.gates)
+
+    @property
+    def verdict(self) -> str:
+        """``passed`` or ``failed``, as tagged on the challenger version."""
+        return keys.VERDICT_PASSED if self.passed else keys.VERDICT_FAILED
+
+
+def review_data(challenger: Segmenter, data: str | Path) -> tuple[Spec, pd.DataFrame]:
+    """The customers to review on: a spec's data, or a file read with the challenger's spec."""
+    path = Path(data)
+    if path.suffix in {".yaml", ".yml"}:
+        spec = load_spec(path)
+    else:
+        spec = challenger.spec.model_copy(
+            update={"data": challenger.spec.data.model_copy(update={"source": path.resolve()})}
+        )
+    return spec, build_features(spec).table
+
+
+def review(
+    client: MlflowClient,
+    challenger_ref: ModelRef,
+    champion_ref: ModelRef | None,
+    data: str | Path,
+) -> Review:
+    """Score the same customers with both models and judge the challenger by the spec's gates.
+
+    Without a champion only the challenger's own gates (stability, smallest share) apply.
+    """
+    challenger = load_segmenter(challenger_ref)
+    spec, table = review_data(challenger, data)
+    new_ids, new_side = _score(client, challenger_ref, challenger, spec, table)
+    names = challenger.segment_names()
+    side = {keys.CHALLENGER_PREFIX + k: v for k, v in new_side.items()}
+    outcomes = outcome_frame(spec, table)
+    business = {keys.CHALLENGER_PREFIX: segment_table(new_ids, outcomes)}
+    metrics: dict[str, float] = {keys.REVIEW_CUSTOMERS: float(len(table))}
+    migration, fates, new_only = pd.DataFrame(), pd.DataFrame(), []
+    if champion_ref is not None:
+        champion = load_segmenter(champion_ref)
+        old_ids, old_side = _score(client, champion_ref, champion, spec, table)
+        names = champion.segment_names() | names
+        side |= {keys.CHAMPION_PREFIX + k: v for k, v in old_side.items()}
+        migration = migration_matrix(old_ids, new_ids)
+        fates, new_only = transitions(old_ids, new_ids)
+        business[keys.CHAMPION_PREFIX] = segment_table(old_ids, outcomes)
+        metrics |= {
+            keys.REVIEW_ARI: agreement(old_ids, new_ids)["ari"],
+            keys.REVIEW_AMI: agreement(old_ids, new_ids)["ami"],
+            keys.REVIEW_MIGRATION_SHARE: migration_share(old_ids, new_ids),
+            keys.REVIEW_SILHOUETTE_DROP: old_side[keys.QUALITY_SILHOUETTE]
+            - new_side[keys.QUALITY_SILHOUETTE],
+        }
+    gates = check_gates(spec.gates, new_side | metrics, champion_ref is not None)
+    metrics |= side | {keys.REVIEW_PASSED: float(all(g.passed for g in gates))}
+    return Review(
+        challenger_ref,
+        champion_ref,
+        len(table),
+        metrics,
+        _side_by_side(side),
+        migration,
+        fates,
+        new_only,
+        business_table(business, spec.min_report_size),
+        gates,
+        names,
+    )
+
+
+def _score(
+    client: MlflowClient, ref: ModelRef, segmenter: Segmenter, spec: Spec, table: pd.DataFrame
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Segment ids of ``table`` and the model's side-by-side metrics on it."""
+    ids = segmenter.predict(table)[SEGMENT_ID].to_numpy()
+    quality = quality_metrics(
+        segmenter.embed(table), ids, sample_size=spec.search.silhouette_sample, seed=0
+    )
+    segmented = ids[ids >= 0]
+    shares = np.bincount(segmented) / max(ids.size, 1) if segmented.size else np.array([np.nan])
+    return ids, {
+        keys.QUALITY_SILHOUETTE: quality.silhouette,
+        keys.QUALITY_DAVIES_BOULDIN: quality.davies_bouldin,
+        keys.QUALITY_NOISE_SHARE: quality.noise_share,
+        keys.BUSINESS_N_SEGMENTS: float(np.unique(segmented).size),
+        keys.BUSINESS_MIN_SHARE: float(shares[shares > 0].min(initial=np.nan)),
+        keys.BUSINESS_MAX_SHARE: float(shares.max()),
+    } | _training_stability(client, ref)
+
+
+def _training_stability(client: MlflowClient, ref: ModelRef) -> dict[str, float]:
+    """Bootstrap stability measured when the version was tuned (NaN if unknown)."""
+    found = dict.fromkeys((keys.STABILITY_JACCARD_MIN, keys.STABILITY_JACCARD_MEAN), np.nan)
+    if ref.name is None or ref.version is None:
+        return found
+    try:
+        run_id = client.get_model_version(ref.name, ref.version).run_id
+        metrics = client.get_run(run_id).data.metrics if run_id else {}
+    except MlflowException:
+        return found
+    return {k: metrics.get(k, v) for k, v in found.items()}
+
+
+def check_gates(gates: Gates, metrics: dict[str, float], with_champion: bool) -> list[Gate]:
+    """Judge the challenger with MLflow's ``MetricThreshold`` validation, one gate at a time.
+
+    A gate whose metric could not be measured (NaN) fails.
+    """
+    wanted = {
+        "min_stability": (keys.STABILITY_JACCARD_MIN, gates.min_stability, True),
+        "min_share": (keys.BUSINESS_MIN_SHARE, gates.min_share, True),
+    }
+    if with_champion:
+        wanted |= {
+            "max_migration_share": (
+                keys.REVIEW_MIGRATION_SHARE,
+                gates.max_migration_share,
+                False,
+            ),
+            "max_quality_drop": (keys.REVIEW_SILHOUETTE_DROP, gates.max_quality_drop, False),
+        }
+    return [
+        _gate(name, metric, metrics.get(metric, math.nan), bound, higher)
+        for name, (metric, bound, higher) in wanted.items()
+    ]
+
+
+def _gate(name: str, metric: str, value: float, bound: float, higher: bool) -> Gate:
+    sign = ">=" if higher else "<="
+    passed = not math.isnan(value)
+    if passed:
+        threshold = {metric: MetricThreshold(threshold=float(bound), greater_is_better=higher)}
+        try:
+            mlflow.validate_evaluation_results(
+                threshold, EvaluationResult(metrics={metric: value}, artifacts={})
+            )
+        except ModelValidationFailedException:
+            passed = False
+    return Gate(name, metric, value, f"{sign} {bound}", passed)
+
+
+def _side_by_side(side: dict[str, float]) -> pd.DataFrame:
+    rows = [
+        (k, side.get(keys.CHAMPION_PREFIX + k, np.nan), side.get(keys.CHALLENGER_PREFIX + k))
+        for k in SIDE_METRICS
+    ]
+    return pd.DataFrame(rows, columns=["metric", "champion", "challenger"])
+
+
+def business_table(tables: dict[str, pd.DataFrame], k: int) -> pd.DataFrame:
+    """Per segment id, each model's business figures (``champion.*``, ``challenger.*``) and
+    their differences (``delta.*``); segments below ``k`` customers in either are blanked."""
+    merged = pd.concat(
+        [t.set_index(SEGMENT_ID).add_prefix(prefix) for prefix, t in tables.items()], axis=1
+    )
+    if len(tables) == 2:
+        champion = tables[keys.CHAMPION_PREFIX]
+        for column in champion.select_dtypes("number").columns.drop(SEGMENT_ID):
+            new, old = keys.CHALLENGER_PREFIX + column, keys.CHAMPION_PREFIX + column
+            merged[f"delta.{column}"] = merged[new] - merged[old]
+    sizes = merged[[p + "customers" for p in tables]].fillna(np.inf).min(axis=1)
+    merged.insert(0, SIZE_COLUMN, sizes.astype(int))
+    table = merged.rename_axis(SEGMENT_ID).reset_index().sort_values(SEGMENT_ID)
+    return report.suppress_small(table.reset_index(drop=True), k, SIZE_COLUMN)
+
+
+def log_review(client: MlflowClient, review: Review, experiment_name: str) -> str:
+    """A review run (tag ``segml.role=review``) with metrics and reports; the challenger
+    version is tagged with the verdict and the run. Returns the run id."""
+    experiment = keys.experiment_id(client, experiment_name)
+    champion = review.champion.label if review.champion else "none"
+    run_id = client.create_run(
+        experiment,
+        run_name=f"review {review.challenger.label} vs {champion}",
+        tags={
+            keys.TAG_ROLE: keys.ROLE_REVIEW,
+            keys.TAG_CHALLENGER: review.challenger.label,
+            keys.TAG_CHAMPION: champion,
+            keys.TAG_VERDICT: review.verdict,
+        },
+    ).info.run_id
+    keys.log_metrics(client, run_id, review.metrics)
+    client.log_text(run_id, review_markdown(review), "review/review.md")
+    client.log_text(run_id, review_html(review), "review/review.html")
+    if not review.migration.empty:
+        client.log_text(run_id, review.migration.to_csv(), "review/migration.csv")
+    if review.challenger.name and review.challenger.version:
+        tags = {keys.TAG_VERDICT: review.verdict, keys.TAG_REVIEW_RUN: run_id}
+        for key, value in (tags | keys.audit_tags("review", run_id=run_id)).items():
+            client.set_model_version_tag(
+                review.challenger.name, review.challenger.version, key, value
+            )
+    client.set_terminated(run_id)
+    return run_id
+
+
+def review_markdown(review: Review) -> str:
+    """The review as Markdown: verdict, gates, agreement, transitions, side-by-side metrics."""
+    champion = review.champion.label if review.champion else "no champion"
+    lines = [
+        f"# Review: {review.challenger.label} vs {champion}",
+        "",
+        f"**Verdict: {review.verdict}** on {review.customers} customers.",
+        "",
+        "## Gates",
+        report.markdown_table(_gate_table(review.gates)),
+        "",
+        "## Side by side",
+        report.markdown_table(review.side_by_side),
+    ]
+    if review.champion is not None:
+        m = review.metrics
+        lines += [
+            "",
+            "## Agreement",
+            f"ARI {m[keys.REVIEW_ARI]:.3f}, AMI {m[keys.REVIEW_AMI]:.3f}; "
+            f"{m[keys.REVIEW_MIGRATION_SHARE]:.1%} of customers change segment.",
+            "",
+            "## What became of the champion's segments",
+            report.markdown_table(_fate_table(review)),
+            "",
+            f"New segments: {', '.join(map(str, review.new_segments)) or 'none'}",
+            "",
+            "## Migration (customers, champion rows to challenger columns)",
+            report.markdown_table(review.migration.reset_index()),
+        ]
+    lines += ["", "## Business metrics per segment", report.markdown_table(review.business)]
+    return "\n".join(lines) + "\n"
+
+
+def review_html(review: Review) -> str:
+    """The review as one self-contained HTML page (tables and inline charts)."""
+    css = "passed" if review.passed else "failed"
+    sections = [
+        ("Verdict", f"<p class='{css}'>{review.verdict}</p><p>{review.customers} customers</p>"),
+        ("Gates", report.table_html(_gate_table(review.gates))),
+        ("Side by side", report.table_html(review.side_by_side)),
+    ]
+    if review.champion is not None:
+        heatmap = report.migration_heatmap(review.migration, review.names)
+        sections += [
+            ("Agreement", report.table_html(_agreement_table(review))),
+            ("Champion segments", report.table_html(_fate_table(review))),
+            ("New segments", f"<p>{', '.join(map(str, review.new_segments)) or 'none'}</p>"),
+            ("Migration", report.figure_html(heatmap)),
+            ("Migration counts", report.table_html(review.migration.reset_index())),
+        ]
+    sections.append(("Business metrics per segment", report.table_html(review.business)))
+    champion = review.champion.label if review.champion else "no champion"
+    return report.html_page(f"Review: {review.challenger.label} vs {champion}", sections)
+
+
+def _gate_table(gates: list[Gate]) -> pd.DataFrame:
+    rows = [(g.name, g.metric, g.value, g.bound, "pass" if g.passed else "FAIL") for g in gates]
+    return pd.DataFrame(rows, columns=["gate", "metric", "value", "required", "outcome"])
+
+
+def _agreement_table(review: Review) -> pd.DataFrame:
+    shown = (keys.REVIEW_ARI, keys.REVIEW_AMI, keys.REVIEW_MIGRATION_SHARE)
+    return pd.DataFrame([(k, review.metrics[k]) for k in shown], columns=["metric", "value"])
+
+
+def _fate_table(review: Review) -> pd.DataFrame:
+    fates = review.fates.copy()
+    fates.insert(1, SEGMENT_NAME, fates[SEGMENT_ID].map(review.names))
+    fates["into"] = fates["into"].map(lambda ids: ", ".join(map(str, ids)))
+    return fates
