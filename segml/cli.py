@@ -154,8 +154,15 @@ def tune(
         str | None, typer.Option("--study", help="Study name (default: the spec's name).")
     ] = None,
     tracking_uri: TrackingUri = None,
+    no_register: Annotated[
+        bool, typer.Option("--no-register", help="Log the model but do not register it.")
+    ] = False,
 ) -> None:
-    """Search k-means, GMM and HDBSCAN segmentations; track every trial in MLflow."""
+    """Search k-means, GMM and HDBSCAN segmentations; track every trial in MLflow.
+
+    The chosen segmentation is refitted, its segment ids aligned to the champion's, and
+    registered as a new version of the spec's model with the alias ``challenger``.
+    """
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -199,6 +206,7 @@ def tune(
             study_name=study,
             tracking_uri=tracking_uri,
             on_trial=advance,
+            register=not no_register,
         )
     chosen = result.chosen
     typer.echo(
@@ -210,6 +218,8 @@ def tune(
     typer.echo(result.segmenter.catalog.to_string(index=False))
     typer.echo(f"parent run: {result.parent_run_id} (experiment {result.experiment_id})")
     typer.echo(f"model: {result.model_uri}")
+    if result.model_version:
+        typer.echo(f"registered: {loaded.model_name} v{result.model_version} (alias challenger)")
 
 
 def _first_line(exc: Exception) -> str:
@@ -232,6 +242,151 @@ def _print_intake(reports: tuple[IntakeReport, ...]) -> None:
         missing = {c: s for c, s in report.missing_share.items() if s > 0}
         for column, share in missing.items():
             typer.echo(f"  missing {share:6.1%}  {column}")
+
+
+ModelName = Annotated[
+    str | None,
+    typer.Option("--model", help="Registered model name (default: from --spec or --data)."),
+]
+SpecOption = Annotated[
+    Path | None, typer.Option("--spec", help="Experiment spec whose registry.model_name to use.")
+]
+Reason = Annotated[str | None, typer.Option("--reason", help="Why; recorded in version tags.")]
+
+
+def _model_name(model: str | None, spec: Path | None) -> str:
+    from segml.errors import SpecError
+    from segml.spec import load_spec
+
+    if model:
+        return model
+    if spec is not None:
+        return load_spec(spec).model_name
+    raise SpecError("name the registered model with --model NAME or --spec SPEC")
+
+
+@command
+def register(
+    run_id: Annotated[str, typer.Argument(help="A segml tune (parent) run id.")],
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Register a tuning run's model as a new version with the alias ``challenger``."""
+    from segml.registry import register_run
+    from segml.tracking import connect
+
+    name, version = register_run(connect(tracking_uri), run_id)
+    typer.echo(f"registered {name} v{version} (alias challenger)")
+
+
+@command
+def review(
+    data: Annotated[
+        Path, typer.Option("--data", help="Spec (its data) or a customer/transaction file.")
+    ],
+    challenger: Annotated[
+        str, typer.Option("--challenger", help="Model reference to judge.")
+    ] = "challenger",
+    champion: Annotated[
+        str, typer.Option("--champion", help="Reference to compare with; 'none' for no champion.")
+    ] = "champion",
+    model: ModelName = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for review.html and review.md.")
+    ] = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Compare a challenger with the champion on the same customers and apply the gates.
+
+    Logs a review run, tags the challenger version with the verdict, prints the Markdown
+    summary; exits 3 when a gate fails. Without a champion, only the challenger's own
+    gates (stability, smallest share) apply.
+    """
+    from segml._io import atomic_path
+    from segml.errors import GateFailed
+    from segml.registry import CHAMPION, champion_version, resolve_ref
+    from segml.review import log_review, review_html, review_markdown
+    from segml.review import review as run_review
+    from segml.tracking import connect
+
+    client = connect(tracking_uri)
+    name = _model_name(model, data if data.suffix in {".yaml", ".yml"} else None)
+    challenger_ref = resolve_ref(challenger, name, client)
+    has_champion = champion != "none" and (
+        champion != CHAMPION or champion_version(client, name) is not None
+    )
+    champion_ref = resolve_ref(champion, name, client) if has_champion else None
+    result = run_review(client, challenger_ref, champion_ref, data)
+    run_id = log_review(client, result, name)
+    markdown = review_markdown(result)
+    typer.echo(markdown)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for filename, text in (("review.md", markdown), ("review.html", review_html(result))):
+            with atomic_path(out / filename) as tmp:
+                tmp.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {out / 'review.html'} and {out / 'review.md'}")
+    typer.echo(f"review run: {run_id}; {challenger_ref.label} tagged {result.verdict}")
+    if not result.passed:
+        failed = ", ".join(g.name for g in result.gates if not g.passed)
+        raise GateFailed(f"{challenger_ref.label} failed review gates: {failed}")
+
+
+@command
+def promote(
+    version: Annotated[str, typer.Argument(help="Model version to make champion.")],
+    model: ModelName = None,
+    spec: SpecOption = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote despite a failed or missing review.")
+    ] = False,
+    reason: Reason = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Move the alias ``champion`` to VERSION if its latest review passed (exit 3 if not).
+
+    The old champion keeps the alias ``previous``; re-running is safe.
+    """
+    from segml.registry import promote as run_promote
+    from segml.tracking import connect
+
+    name = _model_name(model, spec)
+    old = run_promote(connect(tracking_uri), name, version, force=force, reason=reason)
+    typer.echo(f"{name}: champion v{version}" + (f" (previous v{old})" if old else ""))
+
+
+@command
+def rollback(
+    model: ModelName = None,
+    spec: SpecOption = None,
+    reason: Reason = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Make the ``previous`` champion the champion again."""
+    from segml.registry import rollback as run_rollback
+    from segml.tracking import connect
+
+    name = _model_name(model, spec)
+    version = run_rollback(connect(tracking_uri), name, reason)
+    typer.echo(f"{name}: champion v{version} (rolled back)")
+
+
+@command
+def export(
+    ref: Annotated[str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/V, or V/ALIAS.")],
+    target: Annotated[Path, typer.Argument(help="Folder to create, e.g. models/NAME.")],
+    model: ModelName = None,
+    spec: SpecOption = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Write a self-contained model folder that `segml score --model` accepts offline."""
+    from segml.registry import export as run_export
+    from segml.registry import resolve_ref
+    from segml.tracking import connect
+
+    client = connect(tracking_uri)
+    name = model or (_model_name(model, spec) if spec else None)
+    resolved = resolve_ref(ref, name, client)
+    typer.echo(f"exported {resolved.label} to {run_export(resolved, target)}")
 
 
 def main() -> None:
