@@ -333,7 +333,9 @@ def review(
 
 @command
 def promote(
-    version: Annotated[str, typer.Argument(help="Model version to make champion.")],
+    version: Annotated[
+        str, typer.Argument(help="Version (or alias, e.g. challenger) to make champion.")
+    ],
     model: ModelName = None,
     spec: SpecOption = None,
     force: Annotated[
@@ -347,10 +349,13 @@ def promote(
     The old champion keeps the alias ``previous``; re-running is safe.
     """
     from segml.registry import promote as run_promote
+    from segml.registry import resolve_ref
     from segml.tracking import connect
 
+    client = connect(tracking_uri)
     name = _model_name(model, spec)
-    old = run_promote(connect(tracking_uri), name, version, force=force, reason=reason)
+    version = resolve_ref(version, name, client).version or version
+    old = run_promote(client, name, version, force=force, reason=reason)
     typer.echo(f"{name}: champion v{version}" + (f" (previous v{old})" if old else ""))
 
 
