@@ -1,0 +1,38 @@
+"""The bundled experiment specs load, their data validates, and the reference spec is true."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from segml.data import read_customers
+from segml.families import FAMILIES, REDUCTION_SPACE
+from segml.spec import Constraints, FeatureSpec, Gates, load_spec
+from segml.tracking import key_table
+from segml.tuning import search_spaces, to_space
+
+from .conftest import EXPERIMENTS, ROOT
+
+SPECS = sorted(EXPERIMENTS.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_bundled_spec_and_its_data_are_valid(path: Path) -> None:
+    spec = load_spec(path)
+    assert spec.question or spec.name == "reference"
+    intake = read_customers(spec)
+    assert intake.quarantine.empty and intake.reports[0].rows_used > 0
+
+
+def test_reference_spec_shows_every_default() -> None:
+    spec = load_spec(EXPERIMENTS / "reference.yaml")
+    assert (spec.constraints, spec.gates, spec.features) == (Constraints(), Gates(), FeatureSpec())
+    for name, space in search_spaces(spec).items():
+        assert space == FAMILIES[name].default_space, name
+    assert to_space(spec.search.reduction, REDUCTION_SPACE) == REDUCTION_SPACE
+    assert set(spec.search.families) == set(FAMILIES)
+
+
+def test_readme_documents_every_metric_key() -> None:
+    assert key_table() in (ROOT / "README.md").read_text(encoding="utf-8")
