@@ -303,7 +303,8 @@ def review_markdown(review: Review) -> str:
             "## Migration (customers, champion rows to challenger columns)",
             report.markdown_table(review.migration.reset_index()),
         ]
-    lines += ["", "## Business metrics per segment", report.markdown_table(review.business)]
+    summary = review.business[[c for c in review.business.columns if not c.endswith("is_noise")]]
+    lines += ["", "## Business metrics per segment", report.markdown_table(summary)]
     return "\n".join(lines) + "\n"
 
 
