@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,24 +27,35 @@ from segml.features import (
 )
 from segml.metrics import feature_profile, segment_table
 from segml.model import Segmenter, build_segmenter, log_segment_model
-from segml.registry import align_to_champion, register_run
+from segml.registry import ModelRef, align_to_champion, load_segmenter, register_run
 from segml.spec import Spec, spec_digest
 from segml.tuning import (
+    ERROR_ATTR,
     PARENT_RUN_ATTR,
+    Final,
     SearchData,
+    Step,
     TrialResult,
+    claim_trial,
     completed_results,
     create_study,
     evaluate,
+    finalise_step,
     fit_segmentation,
     objective_keys,
     pareto_front,
     pick,
+    reap_lost_trials,
     run_trial,
     search_spaces,
     split_params,
+    trial_seed,
 )
 from segml.tuning import ProgressFn as ProgressFn
+from segml.workers import Coordinator, coordinator
+
+POLL_SECONDS = 1.0
+"""How often a worker with no trial left to claim looks at the study again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +72,19 @@ class TuneResult:
     segmenter: Segmenter
     model_uri: str
     model_version: str | None
+    finalised_here: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Worker:
+    """One tuning worker's handles: tracking client, experiment, parent run, study and peers."""
+
+    client: Any
+    experiment: str
+    parent: str
+    study: optuna.Study
+    peers: Coordinator
+    digest: str
 
 
 def tune(
@@ -79,8 +105,10 @@ def tune(
     The picked model is aligned to the champion's segment ids and, with ``register``,
     registered as the ``challenger`` version of ``spec.model_name``.
     ``n_trials`` is the study's total budget: a resumed study (same ``storage`` and
-    ``study_name``) runs only the trials it still lacks. Command-line values override the
-    spec's ``search`` section.
+    ``study_name``) runs only the trials it still lacks, and workers running at once on a
+    shared storage split it. The worker that completes the study picks, refits and
+    registers, exactly once; the others return that result. Command-line values override
+    the spec's ``search`` section.
     """
     unknown = set(families or ()) - set(spec.search.families)
     if unknown:
@@ -94,44 +122,130 @@ def tune(
     digest = spec_digest(spec)
 
     client = keys.connect(tracking_uri)
-    experiment = keys.experiment_id(client, spec.name)
     built = build_features(spec)
     preprocessor = build_preprocessor(spec, built.table).fit(built.table)
     data = SearchData(preprocessor.transform(built.table), value_outcome(spec, built.table), seed)
     objectives = objective_keys(data.value is not None)
-    spaces = search_spaces(spec, families)
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = create_study(spec, objectives, storage, name, seed)
-    resumed = study.user_attrs.get(PARENT_RUN_ATTR)
-    parent = keys.study_run(client, experiment, name, digest, resumed)
-    if resumed is None:
-        study.set_user_attr(PARENT_RUN_ATTR, parent)
-        keys.log_dataset(client, parent, built.table[built.features], spec.name)
-        if spec.path is not None:
-            client.log_artifact(parent, str(spec.path), "spec")
-    _search(
-        client,
-        experiment,
-        parent,
-        study,
-        data,
-        spec,
-        spaces,
-        objectives,
-        budget,
-        timeout,
-        digest,
-        on_trial,
+    evaluate_trial = functools.partial(
+        run_trial,
+        data=data,
+        spec=spec,
+        spaces=search_spaces(spec, families),
+        objectives=objectives,
     )
 
-    results = completed_results(study)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with contextlib.closing(coordinator(storage, name)) as peers:
+        worker = _join(client, peers, spec, built, objectives, storage, name, seed, digest)
+        deadline = time.monotonic() + (timeout or spec.search.timeout or np.inf)
+        if _search(worker, evaluate_trial, budget, deadline, on_trial) is Step.DONE:
+            return _finalised(worker, name)
+        return _finalise(worker, name, spec, built, preprocessor, data, objectives, register)
+
+
+def _join(
+    client: Any,
+    peers: Coordinator,
+    spec: Spec,
+    built: FeatureSet,
+    objectives: Sequence[str],
+    storage: str | None,
+    name: str,
+    seed: int,
+    digest: str,
+) -> _Worker:
+    """Open the study, and its parent run (the first worker creates it), under the study lock."""
+    with peers.lock():
+        experiment = keys.experiment_id(client, spec.name)
+        study = create_study(spec, objectives, storage, name, seed)
+        parent = study.user_attrs.get(PARENT_RUN_ATTR)
+        if parent is None:
+            parent = keys.study_run(client, experiment, name, digest, None)
+            study.set_user_attr(PARENT_RUN_ATTR, parent)
+            keys.log_dataset(client, parent, built.table[built.features], spec.name)
+            if spec.path is not None:
+                client.log_artifact(parent, str(spec.path), "spec")
+    return _Worker(client, experiment, parent, study, peers, digest)
+
+
+def _search(
+    worker: _Worker,
+    evaluate_trial: Callable[[optuna.Trial], tuple[TrialResult, Any]],
+    budget: int,
+    deadline: float,
+    on_trial: ProgressFn | None,
+) -> Step:
+    """Run trials while the study's budget lasts (until ``deadline``), each logged as a
+    nested run; then return FINALISE (this worker finalises) or DONE (another one did)."""
+    while True:
+        step = _next(worker, budget, deadline)
+        if step is Step.WAIT:
+            time.sleep(POLL_SECONDS)
+        elif isinstance(step, Step):
+            return step
+        else:
+            _run(worker, step, evaluate_trial, budget, on_trial)
+
+
+def _next(worker: _Worker, budget: int, deadline: float) -> optuna.Trial | Step:
+    """Under the study lock: a trial for this worker, else what to do once none is left."""
+    peers, study = worker.peers, worker.study
+    with peers.lock():
+        reap_lost_trials(study, peers.worker, peers.alive)
+        trial = claim_trial(study, budget, peers.worker) if time.monotonic() < deadline else None
+        return trial or finalise_step(study, peers.worker, peers.alive)
+
+
+def _run(
+    worker: _Worker,
+    trial: optuna.Trial,
+    evaluate_trial: Callable[[optuna.Trial], tuple[TrialResult, Any]],
+    budget: int,
+    on_trial: ProgressFn | None,
+) -> None:
+    """Evaluate one claimed trial, tell the study and log it as a nested run."""
+    try:
+        result, _ = evaluate_trial(trial)
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        trial.set_user_attr(ERROR_ATTR, str(exc)[:500])
+        worker.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return
+    worker.study.tell(trial, list(result.objectives))
+    keys.log_trial(
+        worker.client,
+        worker.experiment,
+        worker.parent,
+        result.number,
+        result.params,
+        result.metrics,
+        result.feasible,
+        worker.digest,
+    )
+    if on_trial is not None:
+        on_trial(result, budget)
+
+
+def _finalise(
+    worker: _Worker,
+    name: str,
+    spec: Spec,
+    built: FeatureSet,
+    preprocessor: Any,
+    data: SearchData,
+    objectives: Sequence[str],
+    register: bool,
+) -> TuneResult:
+    """Pick, refit, log and (with ``register``) register the model; record it in the study."""
+    client, parent = worker.client, worker.parent
+    results = completed_results(worker.study)
     if not results:
         raise SpecError(f"{spec.path}: no trial completed; widen search.families or the budget")
+    keys.study_run(client, worker.experiment, name, worker.digest, parent)
     chosen = pick(results)
     params, reduction = split_params(chosen)
-    segmentation = fit_segmentation(data.X, chosen.family, params, reduction, seed)
-    final = evaluate(segmentation, data, spec, spec.search.bootstrap_final, seed)
+    refit_seed = trial_seed(data.seed, chosen.number)
+    segmentation = fit_segmentation(data.X, chosen.family, params, reduction, refit_seed)
+    final = evaluate(segmentation, data, spec, spec.search.bootstrap_final, refit_seed)
     Z = (
         segmentation.embed(data.X)
         if segmentation.reducer is None
@@ -145,60 +259,44 @@ def tune(
     client.set_tag(parent, keys.TAG_MODEL_URI, model_uri)
     client.set_terminated(parent)
     version = register_run(client, parent, segmenter)[1] if register else None
+    record = Final(worker.peers.worker, len(results), chosen.number, model_uri, version, final)
+    record.save(worker.study)
+    return _result(worker, name, results, chosen, record, segmenter, finalised_here=True)
+
+
+def _finalised(worker: _Worker, name: str) -> TuneResult:
+    """The result another worker finalised, read back from the study and the tracking store."""
+    record = Final.of(worker.study)
+    assert record is not None and record.model_uri is not None, "the study is finalised"
+    results = completed_results(worker.study)
+    chosen = next(r for r in results if r.number == record.chosen)
+    segmenter = load_segmenter(ModelRef(record.model_uri))
+    return _result(worker, name, results, chosen, record, segmenter, finalised_here=False)
+
+
+def _result(
+    worker: _Worker,
+    name: str,
+    results: list[TrialResult],
+    chosen: TrialResult,
+    record: Final,
+    segmenter: Segmenter,
+    *,
+    finalised_here: bool,
+) -> TuneResult:
     return TuneResult(
         name,
-        experiment,
-        parent,
+        worker.experiment,
+        worker.parent,
         chosen,
-        final,
+        record.metrics,
         len(results),
         sum(r.feasible for r in results),
         segmenter,
-        model_uri,
-        version,
+        record.model_uri or "",
+        record.version,
+        finalised_here,
     )
-
-
-def _search(
-    client: Any,
-    experiment: str,
-    parent: str,
-    study: optuna.Study,
-    data: SearchData,
-    spec: Spec,
-    spaces: dict[str, Any],
-    objectives: Sequence[str],
-    budget: int,
-    timeout: float | None,
-    digest: str,
-    on_trial: ProgressFn | None,
-) -> None:
-    """Run the trials the study still lacks, each logged as a nested run."""
-    done = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
-    deadline = time.monotonic() + (timeout or spec.search.timeout or np.inf)
-    for _ in range(max(0, budget - done)):
-        if time.monotonic() > deadline:
-            break
-        trial = study.ask()
-        try:
-            result, _ = run_trial(trial, data, spec, spaces, objectives)
-        except (ValueError, np.linalg.LinAlgError) as exc:
-            trial.set_user_attr("segml.error", str(exc)[:500])
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            continue
-        study.tell(trial, list(result.objectives))
-        keys.log_trial(
-            client,
-            experiment,
-            parent,
-            result.number,
-            result.params,
-            result.metrics,
-            result.feasible,
-            digest,
-        )
-        if on_trial is not None:
-            on_trial(result, budget)
 
 
 def _log_study(

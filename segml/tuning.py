@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,10 @@ from segml.spec import Constraints, Dimension, Range, Spec
 METRICS_ATTR = "segml.metrics"
 PARAMS_ATTR = "segml.params"
 PARENT_RUN_ATTR = "segml.parent_run_id"
+WORKER_ATTR = "segml.worker"
+ERROR_ATTR = "segml.error"
+WORKERS_ATTR = "segml.n_workers"
+FINAL_ATTR = "segml.final"
 STABILITY_KEYS = (
     keys.STABILITY_JACCARD_MIN,
     keys.STABILITY_JACCARD_MEAN,
@@ -119,6 +124,11 @@ def suggest_trial(
         rest = {k: v for k, v in reduction.items() if k != "reducer"}
         reducer |= suggest(trial, keys.PREP_NAMESPACE, rest)
     return family, params, reducer
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The seed trial ``number`` fits with; the final refit reuses it to reproduce the trial."""
+    return seed + number
 
 
 def fit_segmentation(
@@ -250,27 +260,120 @@ def pareto_front(results: Sequence[TrialResult]) -> list[TrialResult]:
 def create_study(
     spec: Spec, objectives: Sequence[str], storage: str | None, study_name: str, seed: int
 ) -> optuna.Study:
-    """A new or resumed multi-objective study with constraints, seeded for reproducibility."""
-    sampler = optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=min(10, max(3, spec.search.n_trials // 3))
-    )
-    return optuna.create_study(
+    """A new or resumed multi-objective study with constraints; call it under the study lock.
+
+    The k-th worker to open the study samples with seed ``seed + k``: a lone worker is
+    reproducible, and parallel workers do not repeat each other's first trials.
+    """
+    study = optuna.create_study(
         storage=_storage(storage),
         study_name=study_name,
-        sampler=sampler,
         directions=["maximize"] * len(objectives),
         load_if_exists=True,
     )
+    index = int(study.user_attrs.get(WORKERS_ATTR, 0))
+    study.set_user_attr(WORKERS_ATTR, index + 1)
+    study.sampler = optuna.samplers.TPESampler(
+        seed=seed + index, n_startup_trials=min(10, max(3, spec.search.n_trials // 3))
+    )
+    return study
+
+
+def journal_path(url: str) -> str | None:
+    """The file of a ``journal:PATH`` storage URL (or a bare ``.log``/``.journal`` path)."""
+    if url.startswith("journal:") or url.endswith((".log", ".journal")):
+        return url.removeprefix("journal:")
+    return None
 
 
 def _storage(url: str | None) -> optuna.storages.BaseStorage | str | None:
-    """Optuna storage from a URL: ``journal:PATH`` (or a ``.log`` path) selects a journal file."""
-    if url is None:
+    """Optuna storage from a URL: a journal file, else an RDB URL (None: in memory)."""
+    path = None if url is None else journal_path(url)
+    if path is None:
+        return url
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+
+
+class Step(enum.Enum):
+    """What a worker does once no trial is left for it to claim."""
+
+    FINALISE = "finalise"
+    WAIT = "wait"
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    """A study's finalisation record: who finalises how many complete trials, and the result."""
+
+    worker: str
+    n_trials: int
+    chosen: int | None = None
+    model_uri: str | None = None
+    version: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> Final | None:
+        """The study's record, if any."""
+        record = study.user_attrs.get(FINAL_ATTR)
+        if record is None:
+            return None
+        metrics = {k: np.nan if v is None else v for k, v in record["metrics"].items()}
+        return cls(**{**record, "metrics": metrics})
+
+    def save(self, study: optuna.Study) -> None:
+        """Store the record in the study (as JSON: NaN metrics become null)."""
+        metrics = {k: _json_float(v) for k, v in self.metrics.items()}
+        study.set_user_attr(FINAL_ATTR, asdict(self) | {"metrics": metrics})
+
+
+def reap_lost_trials(study: optuna.Study, worker: str, alive: Callable[[str], bool]) -> None:
+    """Fail running trials whose worker has died, so that their budget is spent again."""
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        owner = trial.user_attrs.get(WORKER_ATTR)
+        if owner != worker and (owner is None or not alive(owner)):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+def claim_trial(study: optuna.Study, budget: int, worker: str) -> optuna.Trial | None:
+    """A new trial owned by ``worker`` while the study's budget lasts; call under the study lock.
+
+    Complete and running trials, and trials that failed on their own, spend the budget;
+    trials lost with their worker do not.
+    """
+    spent = sum(_spends(t) for t in study.get_trials(deepcopy=False))
+    if spent >= budget:
         return None
-    if url.startswith("journal:") or url.endswith((".log", ".journal")):
-        path = url.removeprefix("journal:")
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
-    return url
+    trial = study.ask()
+    trial.set_user_attr(WORKER_ATTR, worker)
+    return trial
+
+
+def _spends(trial: optuna.trial.FrozenTrial) -> bool:
+    running = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+    return trial.state in running or ERROR_ATTR in trial.user_attrs
+
+
+def finalise_step(study: optuna.Study, worker: str, alive: Callable[[str], bool]) -> Step:
+    """Whether ``worker`` finalises the study, waits, or finds it finalised; call under the
+    study lock once no trial is left to claim.
+
+    The first worker to find no running trial claims the finalisation of the complete trials;
+    a claim left by a dead worker passes to the next.
+    """
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
+        return Step.WAIT
+    complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    record = Final.of(study)
+    if record is not None and record.n_trials == complete:
+        if record.model_uri is not None:
+            return Step.DONE
+        if alive(record.worker):
+            return Step.WAIT
+    Final(worker, complete).save(study)
+    return Step.FINALISE
 
 
 def run_trial(
@@ -283,7 +386,7 @@ def run_trial(
     """Fit and evaluate one suggested segmentation; record it on the trial."""
     reduction = to_space(spec.search.reduction, REDUCTION_SPACE)
     family, params, reducer_params = suggest_trial(trial, spaces, reduction)
-    seed = data.seed + trial.number
+    seed = trial_seed(data.seed, trial.number)
     started = time.perf_counter()
     segmentation = fit_segmentation(data.X, family, params, reducer_params, seed)
     fit_seconds = time.perf_counter() - started
