@@ -121,7 +121,6 @@ def tune(
     name = study_name or spec.name
     digest = spec_digest(spec)
 
-    client = keys.connect(tracking_uri)
     built = build_features(spec)
     preprocessor = build_preprocessor(spec, built.table).fit(built.table)
     data = SearchData(preprocessor.transform(built.table), value_outcome(spec, built.table), seed)
@@ -136,7 +135,7 @@ def tune(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with contextlib.closing(coordinator(storage, name)) as peers:
-        worker = _join(client, peers, spec, built, objectives, storage, name, seed, digest)
+        worker = _join(tracking_uri, peers, spec, built, objectives, storage, name, seed, digest)
         deadline = time.monotonic() + (timeout or spec.search.timeout or np.inf)
         if _search(worker, evaluate_trial, budget, deadline, on_trial) is Step.DONE:
             return _finalised(worker, name)
@@ -144,7 +143,7 @@ def tune(
 
 
 def _join(
-    client: Any,
+    tracking_uri: str | None,
     peers: Coordinator,
     spec: Spec,
     built: FeatureSet,
@@ -154,8 +153,10 @@ def _join(
     seed: int,
     digest: str,
 ) -> _Worker:
-    """Open the study, and its parent run (the first worker creates it), under the study lock."""
+    """Under the study lock, connect to the tracking store and open the study and its parent
+    run (the first worker creates it; so, with a new store, are its tables)."""
     with peers.lock():
+        client = keys.connect(tracking_uri)
         experiment = keys.experiment_id(client, spec.name)
         study = create_study(spec, objectives, storage, name, seed)
         parent = study.user_attrs.get(PARENT_RUN_ATTR)

@@ -266,7 +266,7 @@ def create_study(
     reproducible, and parallel workers do not repeat each other's first trials.
     """
     study = optuna.create_study(
-        storage=_storage(storage),
+        storage=open_storage(storage),
         study_name=study_name,
         directions=["maximize"] * len(objectives),
         load_if_exists=True,
@@ -286,7 +286,7 @@ def journal_path(url: str) -> str | None:
     return None
 
 
-def _storage(url: str | None) -> optuna.storages.BaseStorage | str | None:
+def open_storage(url: str | None) -> optuna.storages.BaseStorage | str | None:
     """Optuna storage from a URL: a journal file, else an RDB URL (None: in memory)."""
     path = None if url is None else journal_path(url)
     if path is None:
