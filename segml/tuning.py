@@ -351,8 +351,8 @@ def claim_trial(study: optuna.Study, budget: int, worker: str) -> optuna.Trial |
 
 
 def _spends(trial: optuna.trial.FrozenTrial) -> bool:
-    running = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
-    return trial.state in running or ERROR_ATTR in trial.user_attrs
+    live_or_done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+    return trial.state in live_or_done or ERROR_ATTR in trial.user_attrs
 
 
 def finalise_step(study: optuna.Study, worker: str, alive: Callable[[str], bool]) -> Step:

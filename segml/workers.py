@@ -58,7 +58,12 @@ def coordinator(storage: str | None, study: str) -> Coordinator:
     except sa.exc.ArgumentError as exc:
         raise SpecError(f"--storage {storage!r}: not a storage URL ({exc})") from exc
     if url.get_backend_name() == "postgresql":
-        return PostgresLocks(url, study)
+        try:
+            return PostgresLocks(url, study)
+        except ModuleNotFoundError as exc:
+            raise SpecError(
+                f"--storage {url.render_as_string()!r}: {exc}; pip install 'segml[postgres]'"
+            ) from exc
     if url.get_backend_name() == "sqlite" and url.database:
         return FileLocks(Path(f"{url.database}.locks"), study)
     raise SpecError(
