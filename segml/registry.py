@@ -235,7 +235,12 @@ def register(
         version = str(max(int(v.version) for v in existing))
     else:
         created = client.create_model_version(
-            name, model_uri, run_id=run_id, description=description, tags=tags
+            name,
+            model_uri,
+            run_id=run_id,
+            description=description,
+            tags=tags,
+            model_id=model_uri.removeprefix("models:/"),
         )
         version = str(created.version)
     for key, value in keys.audit_tags("register", run_id=run_id).items():

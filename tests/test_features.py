@@ -72,7 +72,9 @@ def test_cdnow_has_one_row_per_customer(cdnow_spec: Path) -> None:
     assert built.table["customer_id"].iloc[0] == "00001"
     assert {"recency_days", "frequency", "monetary_total"} <= set(built.features)
     (report,) = built.intake.reports
-    assert report.rows_read == report.rows_used == 69_659
+    assert report.rows_read == 69_659
+    assert report.rows_used == 56_902  # purchases in 1997, up to the reference date
+    assert report.rows_used + sum(report.excluded.values()) == report.rows_read
 
 
 def test_preprocessor_excludes_ids_and_outcomes_and_ignores_unseen_categories(
