@@ -21,7 +21,9 @@ from typer.testing import CliRunner
 
 from segml import tracking as keys
 from segml.cli import app
+from segml.experiment import tune
 from segml.registry import CHALLENGER, ModelRef, load_segmenter, resolve_ref
+from segml.spec import load_spec
 from segml.synthetic import synthetic_customers, synthetic_spec
 from segml.tuning import (
     FINAL_ATTR,
@@ -194,11 +196,23 @@ def test_two_workers_share_one_postgres_study(postgres: Postgres, tmp_path: Path
 
 @pytest.mark.slow
 def test_two_workers_share_one_journal_study(tmp_path: Path) -> None:
-    journal = tmp_path / "study.journal"
+    """Journal file storage; then a late worker finds the study finalised and runs nothing."""
+    storage = f"journal:{tmp_path / 'study.journal'}"
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = _spec_file(tmp_path, "journaled")
-    finished = _two_workers(spec, f"journal:{journal}", tracking_uri)
-    study = optuna.load_study(study_name=STUDY, storage=open_storage(f"journal:{journal}"))
+    finished = _two_workers(spec, storage, tracking_uri)
+    late = tune(
+        load_spec(spec),
+        n_trials=BUDGET,
+        families=["kmeans"],
+        storage=storage,
+        study_name=STUDY,
+        tracking_uri=tracking_uri,
+    )
+    assert not late.finalised_here
+    assert (late.n_trials, late.model_version) == (BUDGET, "1")
+    study = optuna.load_study(study_name=STUDY, storage=open_storage(storage))
+    assert late.parent_run_id == study.user_attrs[PARENT_RUN_ATTR]
     _assert_one_study(study, tracking_uri, "journaled", finished)
 
 
@@ -206,8 +220,8 @@ def test_two_workers_share_one_journal_study(tmp_path: Path) -> None:
 def served(tracking_server: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny ``segml tune --no-register`` against the tracking server; its parent run id."""
     spec = _spec_file(tmp_path_factory.mktemp("served"), "served")
-    tune = ["tune", str(spec), "--n-trials", "3", "--families", "kmeans", "--no-register"]
-    tuned = runner.invoke(app, [*tune, "--tracking-uri", tracking_server])
+    command = ["tune", str(spec), "--n-trials", "3", "--families", "kmeans", "--no-register"]
+    tuned = runner.invoke(app, [*command, "--tracking-uri", tracking_server])
     assert tuned.exit_code == 0, tuned.output
     return tuned.output.split("parent run: ")[1].split()[0]
 
@@ -226,11 +240,6 @@ def test_tune_on_a_tracking_server(tracking_server: str, served: str) -> None:
     assert set(assigned["segment_id"]) <= {-1, *segmenter.catalog["segment_id"]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="registry.register() calls create_model_version without model_id; a tracking "
-    "server then rejects the models:/m-... source (issue 7 report)",
-)
 def test_register_on_a_tracking_server(tracking_server: str, served: str) -> None:
     registered = runner.invoke(app, ["register", served, "--tracking-uri", tracking_server])
     assert registered.exit_code == 0, registered.output
