@@ -226,11 +226,15 @@ def register(
 ) -> str:
     """Register run ``run_id``'s segment model as a version of ``name``; alias ``challenger``.
 
-    Safe to re-run: a run already registered keeps its version.
+    Safe to re-run: a model (of this run) already registered keeps its version.
     """
     model_uri = _model_uri(client, run_id)
     _ensure_registered_model(client, name)
-    existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    existing = [
+        v
+        for v in client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+        if v.source == model_uri
+    ]
     if existing:
         version = str(max(int(v.version) for v in existing))
     else:
