@@ -222,6 +222,110 @@ def tune(
         typer.echo(f"registered: {loaded.model_name} v{result.model_version} (alias challenger)")
 
 
+@command
+def score(
+    input_path: Annotated[
+        Path,
+        typer.Option(
+            "--input", help="Customers (or a transaction log): CSV, Parquet, or a folder of them."
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", help="Scores to write (.parquet or .csv), atomically.")
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="models:/NAME@ALIAS, models:/NAME/V, an exported model folder, or with "
+            "--spec a version or alias.",
+        ),
+    ] = "champion",
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            "--spec",
+            help="Spec: model name, monitoring thresholds and bad-row policy "
+            "(default: the model's own).",
+        ),
+    ] = None,
+    previous: Annotated[
+        Path | None,
+        typer.Option("--previous", help="An earlier score output: migration of its customers."),
+    ] = None,
+    reference_date: ReferenceDate = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Folder for scoring.md and scoring.html.")
+    ] = None,
+    fail_on_emerging: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-emerging",
+            help="Exit 4 when emerging segments or drift above the spec's thresholds appear.",
+        ),
+    ] = False,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Assign every customer to a segment; flag emerging segments, drift and migration.
+
+    Writes OUTPUT (customer id, segment_id, segment_name, confidence, novelty_score,
+    is_novel, emerging_id, model_name, model_version) and logs a scoring run. Bad rows fail
+    the run, or with data.bad_rows: drop go to <output>.quarantine.csv.
+    """
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from segml._io import atomic_path
+    from segml.errors import DriftAlert
+    from segml.registry import resolve_ref
+    from segml.scoring import run_scoring, summary_html, summary_markdown
+    from segml.spec import load_spec
+    from segml.tracking import connect
+
+    client = connect(tracking_uri)
+    loaded = load_spec(spec) if spec else None
+    ref = resolve_ref(model, loaded.model_name if loaded else None, client)
+    columns = (
+        TextColumn("scoring"),
+        BarColumn(),
+        TextColumn("{task.fields[rows]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=True, disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task("score", total=None, rows="")
+        started = time.monotonic()
+
+        def advance(rows: int, total: int | None) -> None:
+            of = f" of {total:,}" if total else ""
+            rate = rows / max(time.monotonic() - started, 1e-9)
+            progress.update(
+                task, total=total, completed=rows, rows=f"{rows:,}{of} rows, {rate:,.0f} rows/s"
+            )
+
+        summary, run_id = run_scoring(
+            client,
+            ref,
+            input_path,
+            output,
+            spec=loaded,
+            previous=previous,
+            reference_date=_day(reference_date),
+            on_progress=advance,
+        )
+    typer.echo(summary_markdown(summary))
+    if report is not None:
+        report.mkdir(parents=True, exist_ok=True)
+        for name, text in (("scoring.md", summary_markdown), ("scoring.html", summary_html)):
+            with atomic_path(report / name) as tmp:
+                tmp.write_text(text(summary), encoding="utf-8")
+    typer.echo(f"wrote {summary.output}; scoring run: {run_id}")
+    if summary.quarantine is not None:
+        typer.echo(f"quarantined rows: {summary.quarantine}")
+    if fail_on_emerging and summary.report.alerts:
+        raise DriftAlert("; ".join(summary.report.alerts))
+
+
 def _first_line(exc: Exception) -> str:
     return (str(exc).splitlines() or [""])[0]
 

@@ -39,6 +39,12 @@ class GateFailed(SegmlError):
     exit_code = EXIT_GATE_FAILED
 
 
+class DriftAlert(SegmlError):
+    """``score --fail-on-emerging``: emerging segments or drift above the spec's thresholds."""
+
+    exit_code = EXIT_EMERGING
+
+
 class SegmlWarning(UserWarning):
     """Something the user should know about that did not stop the run.
 

@@ -148,6 +148,12 @@ def build_preprocessor(spec: Spec, table: pd.DataFrame) -> ColumnTransformer:
     )
 
 
+def column_kinds(preprocessor: ColumnTransformer) -> tuple[list[str], list[str]]:
+    """The numeric and the categorical input columns of a fitted ``build_preprocessor`` step."""
+    columns = {name: list(cols) for name, _, cols in preprocessor.transformers_}
+    return columns.get("num", []), columns.get("cat", [])
+
+
 def _log1p_columns(spec: Spec, numeric: list[str]) -> tuple[int, ...] | None:
     """Indices of the numeric columns to log1p; None lets the transformer decide by skewness."""
     log1p = spec.features.log1p

@@ -16,7 +16,8 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from segml.families import FAMILIES
-from segml.features import rfm_features
+from segml.features import column_kinds, rfm_features
+from segml.metrics.drift import DriftReference, drift_reference
 from segml.spec import Spec
 from segml.tuning import Segmentation
 
@@ -56,7 +57,9 @@ _WORDS = {
 @dataclass(frozen=True, slots=True)
 class Segmenter:
     """Everything needed to assign customers, fitted once: preprocessing, reducer, clusterer,
-    the segment catalogue and the novelty calibration. Pure Python; no MLflow inside."""
+    the segment catalogue, the novelty calibration and the training distribution of the input
+    columns (for drift checks; None in models made before it was kept). Pure Python; no MLflow
+    inside."""
 
     spec: Spec
     features: list[str]
@@ -65,6 +68,7 @@ class Segmenter:
     catalog: pd.DataFrame
     novelty_threshold: float
     label_to_id: dict[int, int] = field(default_factory=dict)
+    reference: DriftReference | None = None
 
     @property
     def id_column(self) -> str:
@@ -141,7 +145,8 @@ def build_segmenter(
         spec, features, preprocessor, segmentation, pd.DataFrame(), threshold, label_to_id
     )
     ids = draft.segment_ids(labels)
-    return replace(draft, catalog=segment_catalog(table[features], ids))
+    reference = drift_reference(table[features], column_kinds(preprocessor)[1])
+    return replace(draft, catalog=segment_catalog(table[features], ids), reference=reference)
 
 
 def segment_catalog(features: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:

@@ -177,6 +177,36 @@ class Gates(_Frozen):
     max_quality_drop: float = Field(0.05, ge=0)
 
 
+class Monitoring(_Frozen):
+    """What ``segml score`` flags: emerging-segment candidates and drift.
+
+    A candidate needs ``candidate_min_share`` of the batch and at least ``candidate_min_size``
+    (never fewer than ``min_report_size``) customers, and an RMS radius at most
+    ``candidate_max_spread`` times the segments' median one.
+    Drift defaults follow Evidently's: a two-sample test (KS, chi-square, z-test) at
+    ``p_value`` when either sample has at most ``test_max_rows`` rows, else a distance
+    (normed Wasserstein, Jensen-Shannon) at ``distance``; PSI levels 0.1 and 0.25.
+    """
+
+    candidate_min_share: float = Field(0.005, gt=0, lt=1)
+    candidate_min_size: int = Field(50, ge=5)
+    candidate_max_spread: float = Field(1.5, gt=0)
+    psi_moderate: float = Field(0.1, gt=0)
+    psi_major: float = Field(0.25, gt=0)
+    test_max_rows: int = Field(1_000, ge=1)
+    p_value: float = Field(0.05, gt=0, lt=1)
+    distance: float = Field(0.1, gt=0)
+    drift_share: float = Field(0.5, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Monitoring:
+        if self.psi_moderate > self.psi_major:
+            raise ValueError(
+                f"psi_moderate ({self.psi_moderate}) exceeds psi_major ({self.psi_major})"
+            )
+        return self
+
+
 class RegistrySpec(_Frozen):
     """The registered model that versions of this experiment become."""
 
@@ -193,6 +223,7 @@ class Spec(_Frozen):
     search: SearchSpec = SearchSpec()
     constraints: Constraints = Constraints()
     gates: Gates = Gates()
+    monitoring: Monitoring = Monitoring()
     registry: RegistrySpec | None = None
     min_report_size: Annotated[int, Field(ge=1)] = 20
     path: Path | None = Field(None, exclude=True)

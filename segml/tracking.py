@@ -39,6 +39,7 @@ TAG_CHAMPION = "segml.champion"
 TAG_VERDICT = "segml.review.verdict"
 TAG_REVIEW_RUN = "segml.review.run_id"
 TAG_RUN_LINK = "segml.run_link"
+TAG_SCORED_MODEL = "segml.scored_model"
 VERDICT_PASSED = "passed"
 VERDICT_FAILED = "failed"
 ROLE_STUDY = "study"
@@ -77,6 +78,21 @@ REVIEW_MIGRATION_SHARE = "review.migration_share"
 REVIEW_SILHOUETTE_DROP = "review.silhouette_drop"
 REVIEW_CUSTOMERS = "review.customers"
 REVIEW_PASSED = "review.passed"
+SCORING_ROWS_READ = "scoring.rows_read"
+SCORING_ROWS_SCORED = "scoring.rows_scored"
+SCORING_ROWS_QUARANTINED = "scoring.rows_quarantined"
+SCORING_SECONDS = "scoring.seconds"
+SCORING_ROWS_PER_SECOND = "scoring.rows_per_second"
+SCORING_NOVEL_SHARE = "scoring.novel_share"
+SCORING_ALERT = "scoring.alert"
+EMERGING_CANDIDATES = "emerging.candidates"
+EMERGING_SHARE = "emerging.share"
+DRIFT_SHARE_PSI = "drift.share_psi"
+DRIFT_SHARE_P_VALUE = "drift.share_p_value"
+DRIFT_FEATURE_PSI_MAX = "drift.feature_psi_max"
+DRIFT_FEATURES_DRIFTED = "drift.features_drifted"
+MIGRATION_CUSTOMERS = "migration.customers"
+MIGRATION_SHARE = "migration.share"
 
 METRICS: Mapping[str, str] = {
     QUALITY_SILHOUETTE: "mean silhouette on a seeded sample of segmented customers (-1..1, higher "
@@ -106,6 +122,25 @@ METRICS: Mapping[str, str] = {
     REVIEW_SILHOUETTE_DROP: "(review run) champion silhouette minus challenger silhouette",
     REVIEW_CUSTOMERS: "(review run) customers scored by both models",
     REVIEW_PASSED: "(review run) 1 if every gate passed, else 0",
+    SCORING_ROWS_READ: "(scoring run) input rows read (transactions for a transaction log)",
+    SCORING_ROWS_SCORED: "(scoring run) customers scored and written to the output",
+    SCORING_ROWS_QUARANTINED: "(scoring run) input rows set aside in the quarantine file",
+    SCORING_SECONDS: "(scoring run) wall seconds from the first read to the renamed output",
+    SCORING_ROWS_PER_SECOND: "(scoring run) customers scored per second",
+    SCORING_NOVEL_SHARE: "(scoring run) share of customers above the novelty threshold or "
+    "without a segment",
+    SCORING_ALERT: "(scoring run) 1 if candidates or drift above the spec's thresholds appeared",
+    EMERGING_CANDIDATES: "(scoring run) emerging-segment candidates among the novel customers",
+    EMERGING_SHARE: "(scoring run) share of customers in an emerging-segment candidate",
+    DRIFT_SHARE_PSI: "(scoring run) PSI of the segment shares (no segment included) vs training",
+    DRIFT_SHARE_P_VALUE: "(scoring run) chi-square p-value that the batch and training have the "
+    "same segment shares",
+    DRIFT_FEATURE_PSI_MAX: "(scoring run) largest PSI of an input feature vs training",
+    DRIFT_FEATURES_DRIFTED: "(scoring run) share of input features that drifted (Evidently's "
+    "default tests and distances)",
+    MIGRATION_CUSTOMERS: "(scoring run, --previous) customers in both the previous and this "
+    "output",
+    MIGRATION_SHARE: "(scoring run, --previous) share of those customers whose segment id changed",
 }
 """Review runs also log each model's metrics on the reviewed customers as
 ``challenger.<key>`` and ``champion.<key>``."""

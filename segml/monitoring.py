@@ -1,0 +1,378 @@
+"""What a scored batch says about the segmentation: emerging segments, drift and migration.
+
+Emerging segments follow MINAS (Faria et al., 2016) and DenStream (Cao et al., 2006): customers
+that no segment fits (novel, or HDBSCAN noise) are collected over the whole batch and clustered
+by density (HDBSCAN with a minimum size from the spec). A cluster becomes a candidate only if
+it is about as cohesive as the existing segments (its RMS radius at most
+``candidate_max_spread`` times theirs): scattered outliers, which HDBSCAN may gather into one
+wide cluster, never qualify.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from segml.families.hdbscan import SegmentHDBSCAN, fast_assign
+from segml.metrics.business import LIFT_MIN_MEAN
+from segml.metrics.drift import DriftReference, ShareDrift, feature_drift, share_drift
+from segml.model import SEGMENT_ID, describe
+from segml.spec import Monitoring
+
+EMERGING_ID = "emerging_id"
+EMERGING_FIT_ROWS = 50_000
+"""Novel customers the candidate clustering is fitted on (those with the smallest id hashes);
+the others are assigned to its clusters as new points."""
+CANDIDATE_MIN_SAMPLES = 10
+"""HDBSCAN ``min_samples`` of the candidate clustering (density smoothing)."""
+CENTROID_PREFIX = "z"
+"""Candidate centroid columns (``z0``, ``z1``, ...): model space, to recognise it next run."""
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentSpace:
+    """Where the current segments sit, from a sample of the customers they fit.
+
+    Attributes
+    ----------
+    ids : ndarray
+        Segment ids, in the row order of ``centroids`` and ``means``.
+    centroids : ndarray of shape (n_segments, n_dims)
+        Segment means in the model's space.
+    spread : float
+        Median over segments of their RMS distance to the centroid (NaN without segments).
+    means : DataFrame
+        Numeric feature means per segment (index: segment id), on the business scale.
+    scale : Series
+        Standard deviation of each numeric feature over the sample.
+    """
+
+    ids: np.ndarray
+    centroids: np.ndarray
+    spread: float
+    means: pd.DataFrame
+    scale: pd.Series
+
+
+@dataclass(frozen=True, slots=True)
+class Emerging:
+    """Emerging-segment candidates among a batch's novel customers.
+
+    ``labels`` holds, per novel customer, its candidate's number (``E<n>``) or 0. ``table``
+    has one row per candidate; ``profile`` one row per (candidate, numeric feature).
+    """
+
+    labels: np.ndarray
+    table: pd.DataFrame
+    profile: pd.DataFrame
+
+    @property
+    def ids(self) -> list[str]:
+        """The candidates' ids, ``E1``, ``E2``, ... (largest first)."""
+        return self.table[EMERGING_ID].tolist()
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """Everything ``segml score`` flags about one batch; ``alerts`` is empty when all is well."""
+
+    emerging: Emerging
+    shares: ShareDrift
+    features: pd.DataFrame
+    migration: pd.DataFrame | None
+    alerts: tuple[str, ...]
+
+
+def segment_space(Z: np.ndarray, ids: np.ndarray, numeric: pd.DataFrame) -> SegmentSpace:
+    """Centroids, spread and feature means of the segments, from customers they fit."""
+    segments = np.unique(ids[ids >= 0])
+    centroids = np.array([Z[ids == s].mean(axis=0) for s in segments]).reshape(-1, Z.shape[1])
+    radii = [_rms_radius(Z[ids == s], c) for s, c in zip(segments, centroids, strict=True)]
+    means = numeric.groupby(ids).mean().reindex(segments)
+    spread = float(np.median(radii)) if radii else math.nan
+    return SegmentSpace(segments, centroids, spread, means, numeric.std(ddof=0))
+
+
+def _rms_radius(Z: np.ndarray, centre: np.ndarray) -> float:
+    return float(np.sqrt(((Z - centre) ** 2).sum(axis=1).mean()))
+
+
+def min_candidate_size(settings: Monitoring, n_scored: int, min_report_size: int) -> int:
+    """Customers a candidate needs: ``candidate_min_share`` of the batch, at least
+    ``candidate_min_size``, and never fewer than a report may show (``min_report_size``)."""
+    share = math.ceil(settings.candidate_min_share * n_scored)
+    return max(settings.candidate_min_size, share, min_report_size)
+
+
+def find_emerging(
+    Z: np.ndarray,
+    numeric: pd.DataFrame,
+    order: np.ndarray,
+    n_scored: int,
+    min_size: int,
+    space: SegmentSpace,
+    max_spread: float,
+    names: dict[int, str],
+    previous: pd.DataFrame | None = None,
+) -> Emerging:
+    """Cluster the novel customers and keep the cohesive clusters big enough to matter.
+
+    Parameters
+    ----------
+    Z : ndarray of shape (n_novel, n_dims)
+        The novel customers in the model's space.
+    numeric : DataFrame
+        Their numeric features on the business scale (for profiles and lifts).
+    order : ndarray of uint64
+        A per-customer key (id hash): the smallest ``EMERGING_FIT_ROWS`` are fitted on.
+    n_scored : int
+        Customers in the batch (for the candidates' shares).
+    min_size : int
+        Customers a candidate needs (see :func:`min_candidate_size`).
+    space : SegmentSpace
+        The current segments.
+    max_spread : float
+        Largest ratio of a candidate's RMS radius to the segments' (``candidate_max_spread``).
+    names : dict
+        Segment names by id.
+    previous : DataFrame, optional
+        The candidates table of the previous scoring run of the same model.
+    """
+    raw = _density_clusters(Z, order, min_size)
+    kept = []
+    for cluster in np.unique(raw[raw >= 0]):
+        members = np.flatnonzero(raw == cluster)
+        centre = Z[members].mean(axis=0)
+        radius = _rms_radius(Z[members], centre)
+        if members.size >= min_size and radius <= max_spread * space.spread:
+            kept.append((members, centre, radius))
+    kept.sort(key=lambda k: (-k[0].size, tuple(k[1])))
+    labels = np.zeros(len(Z), dtype=np.int64)
+    rows, profiles = [], []
+    for number, (members, centre, radius) in enumerate(kept, start=1):
+        labels[members] = number
+        name = f"E{number}"
+        profile = _profile(numeric.iloc[members].mean(), space, centre)
+        profiles.append(profile.assign(**{EMERGING_ID: name}))
+        rows.append(
+            _candidate(name, members.size, n_scored, centre, radius, space, names, profile)
+        )
+    table = pd.DataFrame(rows, columns=_candidate_columns(Z.shape[1]))
+    table = _seen_before(table, previous)
+    profile = pd.concat(profiles, ignore_index=True) if profiles else _empty_profile()
+    return Emerging(labels, table, profile[[EMERGING_ID, *_PROFILE_COLUMNS]])
+
+
+def _density_clusters(Z: np.ndarray, order: np.ndarray, min_size: int) -> np.ndarray:
+    """HDBSCAN labels of ``Z`` (-1 noise), fitted on at most ``EMERGING_FIT_ROWS`` rows."""
+    if len(Z) < min_size:
+        return np.full(len(Z), -1, dtype=np.int64)
+    fit = np.sort(np.argsort(order, kind="stable")[:EMERGING_FIT_ROWS])
+    fit_size = max(2, math.ceil(min_size * fit.size / len(Z)))
+    clusterer = SegmentHDBSCAN(
+        min_cluster_size=fit_size,
+        min_samples=min(CANDIDATE_MIN_SAMPLES, fit_size),
+        allow_single_cluster=True,
+        prediction_data=True,
+    ).fit(Z[fit])
+    if fit.size == len(Z):
+        return np.asarray(clusterer.labels_, dtype=np.int64)
+    labels = fast_assign(clusterer, Z)[0]
+    labels[fit] = clusterer.labels_
+    return labels
+
+
+_PROFILE_COLUMNS = ["feature", "mean", "segment_mean", "lift", "std_diff"]
+
+
+def _profile(mean: pd.Series, space: SegmentSpace, centre: np.ndarray) -> pd.DataFrame:
+    """A candidate's feature means against its nearest segment's: lift and standardised gap."""
+    nearest = space.ids[_nearest(space, centre)]
+    base = space.means.loc[nearest].reindex(mean.index)
+    scale = space.scale.reindex(mean.index)
+    meaningful = base.abs() >= LIFT_MIN_MEAN * scale
+    return pd.DataFrame(
+        {
+            "feature": mean.index,
+            "mean": mean.to_numpy(),
+            "segment_mean": base.to_numpy(),
+            "lift": (mean / base).where(meaningful).to_numpy(),
+            "std_diff": ((mean - base) / scale.where(scale > 0)).fillna(0.0).to_numpy(),
+        }
+    )
+
+
+def _empty_profile() -> pd.DataFrame:
+    return pd.DataFrame(columns=[EMERGING_ID, *_PROFILE_COLUMNS])
+
+
+def _nearest(space: SegmentSpace, centre: np.ndarray) -> int:
+    return int(np.linalg.norm(space.centroids - centre, axis=1).argmin())
+
+
+def _candidate_columns(n_dims: int) -> list[str]:
+    return [
+        EMERGING_ID,
+        "customers",
+        "share",
+        "spread_ratio",
+        "nearest_segment_id",
+        "nearest_segment",
+        "distance_ratio",
+        "differs_by",
+        "radius",
+        *(f"{CENTROID_PREFIX}{i}" for i in range(n_dims)),
+    ]
+
+
+def _candidate(
+    name: str,
+    size: int,
+    n_scored: int,
+    centre: np.ndarray,
+    radius: float,
+    space: SegmentSpace,
+    names: dict[int, str],
+    profile: pd.DataFrame,
+) -> list[object]:
+    nearest = _nearest(space, centre)
+    segment = int(space.ids[nearest])
+    distance = float(np.linalg.norm(space.centroids[nearest] - centre))
+    differs = describe(profile.set_index("feature")["std_diff"])
+    return [
+        name,
+        size,
+        size / n_scored,
+        radius / space.spread,
+        segment,
+        names.get(segment, ""),
+        distance / space.spread,
+        differs,
+        radius,
+        *centre.tolist(),
+    ]
+
+
+def _seen_before(table: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
+    """Mark candidates whose centre lies within a previous candidate's radius (or it in theirs)."""
+    seen = pd.Series(pd.NA, index=table.index, dtype="string")
+    centroid = [c for c in table.columns if c.startswith(CENTROID_PREFIX) and c[1:].isdigit()]
+    if previous is not None and len(previous) and set(centroid) <= set(previous.columns):
+        old = previous[centroid].to_numpy(dtype=float)
+        old_radius = previous["radius"].to_numpy(dtype=float)
+        for i, row in enumerate(table[centroid].to_numpy(dtype=float)):
+            near = np.linalg.norm(old - row, axis=1) <= np.maximum(
+                old_radius, table["radius"].iloc[i]
+            )
+            if near.any():
+                seen.iloc[i] = str(previous[EMERGING_ID].iloc[int(near.argmax())])
+    return table.assign(seen_before=seen.notna(), previous_id=seen)
+
+
+def segment_share_drift(catalog: pd.DataFrame, counts: pd.Series) -> ShareDrift:
+    """Segment shares of a batch (counts per segment id, -1 included) against training."""
+    train = catalog.set_index(SEGMENT_ID)["customers"].astype(float)
+    n_train = float((catalog["customers"] / catalog["share"]).iloc[0]) if len(catalog) else 0.0
+    noise = round(n_train - train.sum())
+    if noise > 0:
+        train.loc[-1] = noise
+    return share_drift(train.sort_index(), counts)
+
+
+def psi_level(values: pd.Series, settings: Monitoring) -> pd.Series:
+    """``none``, ``moderate`` or ``major`` shift, by the spec's PSI levels."""
+    levels = np.select(
+        [values >= settings.psi_major, values >= settings.psi_moderate],
+        ["major", "moderate"],
+        "none",
+    )
+    return pd.Series(levels, index=values.index).where(values.notna())
+
+
+def input_drift(
+    reference: DriftReference | None, sample: pd.DataFrame, settings: Monitoring
+) -> pd.DataFrame:
+    """Per-feature drift of a sample of the batch against training (empty without a reference)."""
+    if reference is None:
+        return pd.DataFrame(
+            columns=["feature", "kind", "method", "score", "threshold", "drifted", "psi", "shift"]
+        )
+    drift = feature_drift(
+        reference,
+        sample,
+        test_max_rows=settings.test_max_rows,
+        p_value=settings.p_value,
+        distance=settings.distance,
+    )
+    return drift.assign(shift=psi_level(drift["psi"], settings))
+
+
+class MigrationCounter:
+    """Customers per (previous segment, new segment) pair, counted batch by batch.
+
+    Built from the previous assignment as id hashes and segment ids; customers are matched
+    on their id hash (64 bits: about one false match in 10^6 at 10 million customers).
+    """
+
+    def __init__(self, hashes: np.ndarray, segments: np.ndarray) -> None:
+        order = np.argsort(hashes, kind="stable")
+        self.hashes = hashes[order]
+        self.segments = segments[order]
+        self.pairs: Counter[tuple[int, int]] = Counter()
+
+    def add(self, hashes: np.ndarray, segments: np.ndarray) -> None:
+        """Count the customers of a batch that the previous assignment also holds."""
+        if not self.hashes.size:
+            return
+        at = np.minimum(np.searchsorted(self.hashes, hashes), self.hashes.size - 1)
+        found = self.hashes[at] == hashes
+        pairs = np.stack([self.segments[at[found]], segments[found]], axis=1)
+        unique, counts = np.unique(pairs, axis=0, return_counts=True)
+        self.pairs.update(
+            {(int(a), int(b)): int(n) for (a, b), n in zip(unique, counts, strict=True)}
+        )
+
+    def matrix(self) -> pd.DataFrame:
+        """Rows previous segment ids, columns new ones (as ``metrics.migration_matrix``)."""
+        if not self.pairs:
+            return pd.DataFrame()
+        index = pd.MultiIndex.from_tuples(self.pairs, names=["from_segment", "to_segment"])
+        counts = pd.Series(list(self.pairs.values()), index=index).sort_index()
+        return counts.unstack(fill_value=0)
+
+
+def migration_summary(matrix: pd.DataFrame) -> tuple[int, float]:
+    """Customers in both assignments, and the share of them whose segment id changed."""
+    total = int(matrix.to_numpy().sum()) if not matrix.empty else 0
+    if total == 0:
+        return 0, math.nan
+    same = sum(int(matrix.at[s, s]) for s in matrix.index if s in matrix.columns)
+    return total, 1.0 - same / total
+
+
+def alerts(
+    emerging: Emerging, shares: ShareDrift, features: pd.DataFrame, settings: Monitoring
+) -> tuple[str, ...]:
+    """What ``--fail-on-emerging`` acts on: candidates, a major share shift, feature drift."""
+    found = []
+    if len(emerging.table):
+        listed = ", ".join(
+            f"{r[EMERGING_ID]} ({r['customers']} customers, {r['share']:.1%})"
+            for _, r in emerging.table.iterrows()
+        )
+        found.append(f"{len(emerging.table)} emerging-segment candidate(s): {listed}")
+    if shares.psi >= settings.psi_major:
+        found.append(f"segment-share PSI {shares.psi:.3f} >= {settings.psi_major}")
+    if len(features):
+        drifted = features[features["drifted"]]
+        share = len(drifted) / len(features)
+        if share >= settings.drift_share:
+            found.append(
+                f"{len(drifted)} of {len(features)} features drifted "
+                f"(>= {settings.drift_share:.0%}): {', '.join(drifted['feature'])}"
+            )
+    return tuple(found)

@@ -1,0 +1,1048 @@
+"""Batch scoring: stream customers through a segment model into an atomically written file.
+
+The input (CSV or Parquet; a file or a folder of them) is read in pyarrow batches of only the
+columns the model needs, so memory stays flat as the input grows. Each batch is checked against
+the model's input signature, bad rows are quarantined or fail the run (the spec's
+``data.bad_rows``), and the scores are appended to a staging Parquet file. What the monitoring
+finds (emerging candidates, drift, migration) needs the whole batch, so a second pass fills
+``emerging_id``; the output is renamed onto its target only when complete. A transaction log is
+aggregated per customer first, as at training, so its memory grows with the log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pv
+import pyarrow.parquet as pq
+from mlflow.entities import LoggedModelInput
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from segml import report
+from segml import tracking as keys
+from segml._io import atomic_path, is_parquet
+from segml.data import NUMERIC_SHARE, REASON_COLUMN, ROW_COLUMN, read_customers
+from segml.errors import DataError
+from segml.features import column_kinds, customer_table
+from segml.model import (
+    CONFIDENCE,
+    IS_NOVEL,
+    NOVELTY_SCORE,
+    SEGMENT_ID,
+    SEGMENT_NAME,
+    Segmenter,
+)
+from segml.monitoring import (
+    EMERGING_ID,
+    BatchReport,
+    Emerging,
+    MigrationCounter,
+    alerts,
+    find_emerging,
+    input_drift,
+    migration_summary,
+    min_candidate_size,
+    psi_level,
+    segment_share_drift,
+    segment_space,
+)
+from segml.registry import ModelRef, load_segmenter
+from segml.spec import Monitoring, Spec
+
+READ_ROWS = 65_536
+"""Rows per Parquet batch (CSV batches are blocks of ``CSV_BLOCK_BYTES``)."""
+CSV_BLOCK_BYTES = 4 << 20
+SAMPLE_ROWS = 50_000
+"""Customers (those with the smallest id hashes) kept for feature drift and segment geometry."""
+INPUT_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
+MODEL_NAME = "model_name"
+MODEL_VERSION = "model_version"
+SOURCE_COLUMN = "source"
+QUARANTINE_SUFFIX = ".quarantine.csv"
+ARTIFACT_DIR = "scoring"
+CANDIDATES_ARTIFACT = f"{ARTIFACT_DIR}/candidates.json"
+ProgressFn = Callable[[int, int | None], None]
+"""Called after each batch with the input rows read so far and the total (None if unknown)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """The input a segment model needs: the id column and its numeric and categorical features.
+
+    ``categories`` holds, per categorical column, the values seen at training.
+    """
+
+    id_column: str
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    categories: dict[str, pa.Array]
+
+    @classmethod
+    def of(cls, segmenter: Segmenter) -> Signature:
+        """The signature of a fitted segmenter (from its preprocessing step)."""
+        numeric, categorical = column_kinds(segmenter.preprocessor)
+        categories: dict[str, pa.Array] = {}
+        if categorical:
+            encoder = segmenter.preprocessor.named_transformers_["cat"].named_steps["onehot"]
+            for column, known in zip(categorical, encoder.categories_, strict=True):
+                categories[column] = pa.array([str(v) for v in known], pa.string())
+        return cls(segmenter.id_column, tuple(numeric), tuple(categorical), categories)
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column read from the input."""
+        return [self.id_column, *self.numeric, *self.categorical]
+
+    def check(self, path: Path, schema: pa.Schema) -> tuple[str, ...]:
+        """Fail on a missing column or a column of the wrong type; return the ignored columns."""
+        names = [str(n) for n in schema.names]
+        for column in self.columns:
+            if column not in names:
+                what = "id column" if column == self.id_column else "model input column"
+                found = ", ".join(names[:12])
+                raise DataError(f"{path}: missing {what} {column!r} (found: {found})")
+            kind = schema.field(column).type
+            if pa.types.is_nested(kind) or (column in self.numeric and not _numeric_type(kind)):
+                expected = "numbers" if column in self.numeric else "text or integers"
+                raise DataError(
+                    f"{path}: column {column!r} has type {kind}; the model expects {expected}"
+                )
+        return tuple(n for n in names if n not in self.columns)
+
+
+def _numeric_type(kind: pa.DataType) -> bool:
+    return (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_decimal(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_null(kind)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreSummary:
+    """What one scoring run read, wrote, set aside and found."""
+
+    model: ModelRef
+    model_name: str
+    family: str
+    output: Path
+    quarantine: Path | None
+    rows_read: int
+    rows_scored: int
+    quarantined: dict[str, int]
+    excluded: dict[str, int]
+    ignored_columns: tuple[str, ...]
+    missing: dict[str, int]
+    novel: int
+    seconds: float
+    report: BatchReport
+    settings: Monitoring
+    min_report_size: int
+    segment_names: dict[int, str]
+
+    @property
+    def rows_per_second(self) -> float:
+        """Customers scored per second of the whole run."""
+        return self.rows_scored / self.seconds if self.seconds > 0 else float("nan")
+
+    def metrics(self) -> dict[str, float]:
+        """The scoring run's metrics, under the keys of ``segml.tracking``."""
+        shares, features = self.report.shares, self.report.features
+        emerging = self.report.emerging.table
+        values = {
+            keys.SCORING_ROWS_READ: self.rows_read,
+            keys.SCORING_ROWS_SCORED: self.rows_scored,
+            keys.SCORING_ROWS_QUARANTINED: sum(self.quarantined.values()),
+            keys.SCORING_SECONDS: self.seconds,
+            keys.SCORING_ROWS_PER_SECOND: self.rows_per_second,
+            keys.SCORING_NOVEL_SHARE: self.novel / self.rows_scored,
+            keys.SCORING_ALERT: float(bool(self.report.alerts)),
+            keys.EMERGING_CANDIDATES: len(emerging),
+            keys.EMERGING_SHARE: float(emerging["customers"].sum()) / self.rows_scored,
+            keys.DRIFT_SHARE_PSI: shares.psi,
+            keys.DRIFT_SHARE_P_VALUE: shares.p_value,
+            keys.DRIFT_FEATURE_PSI_MAX: features["psi"].max() if len(features) else np.nan,
+            keys.DRIFT_FEATURES_DRIFTED: features["drifted"].mean() if len(features) else np.nan,
+        }
+        if self.report.migration is not None:
+            matched, share = migration_summary(self.report.migration)
+            values |= {keys.MIGRATION_CUSTOMERS: matched, keys.MIGRATION_SHARE: share}
+        return {k: float(v) for k, v in values.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def input_files(path: Path) -> list[Path]:
+    """The files to score: ``path`` itself, or the CSV/Parquet files of a folder, by name.
+
+    Hidden files and files starting with ``_`` (such as Spark's ``_SUCCESS``) are skipped.
+    """
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_file():
+        return [path]
+    files = sorted(
+        p
+        for p in path.iterdir()
+        if p.is_file() and not p.name.startswith((".", "_")) and p.suffix.lower() in INPUT_SUFFIXES
+    )
+    if not files:
+        raise DataError(f"{path}: the folder holds no CSV or Parquet file")
+    return files
+
+
+def _schema(path: Path, delimiter: str) -> pa.Schema:
+    """The file's columns (CSV columns as text, names stripped as at training)."""
+    try:
+        if is_parquet(path):
+            return pq.read_schema(path)
+        sep = r"\s+" if delimiter == "whitespace" else delimiter
+        header = pd.read_csv(path, sep=sep, nrows=0, encoding="utf-8-sig").columns
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: file is empty (no header and no rows)") from None
+    except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV or Parquet file ({_first(exc)})") from None
+    return pa.schema([(str(c).strip(), pa.string()) for c in header])
+
+
+def _read(path: Path, schema: pa.Schema, columns: list[str], delimiter: str) -> Iterator[pa.Table]:
+    """Batches of ``columns`` of one file, in order."""
+    try:
+        if is_parquet(path):
+            for batch in pq.ParquetFile(path).iter_batches(READ_ROWS, columns=columns):
+                yield pa.Table.from_batches([batch])
+        elif delimiter == "whitespace":
+            chunks = pd.read_csv(path, sep=r"\s+", dtype=str, usecols=columns, chunksize=READ_ROWS)
+            for chunk in chunks:
+                yield pa.Table.from_pandas(chunk[columns], preserve_index=False)
+        else:
+            yield from _read_csv(path, schema, columns, delimiter)
+    except (pa.ArrowException, OSError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: not a readable CSV or Parquet file ({_first(exc)})") from None
+
+
+def _read_csv(
+    path: Path, schema: pa.Schema, columns: list[str], delimiter: str
+) -> Iterator[pa.Table]:
+    reader = pv.open_csv(
+        path,
+        read_options=pv.ReadOptions(
+            column_names=schema.names, skip_rows=1, block_size=CSV_BLOCK_BYTES
+        ),
+        parse_options=pv.ParseOptions(delimiter=delimiter),
+        convert_options=pv.ConvertOptions(
+            include_columns=columns,
+            column_types={c: pa.string() for c in columns},
+            strings_can_be_null=True,
+        ),
+    )
+    for batch in reader:
+        yield pa.Table.from_batches([batch])
+
+
+def _first(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _total_rows(files: list[Path]) -> int | None:
+    """Input rows, when the files say so without being read (Parquet)."""
+    if not all(is_parquet(f) for f in files):
+        return None
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ids
+
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_PRIME = np.uint64(0x100000001B3)
+_ALL_BITS = np.uint64(2**64 - 1)
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser: spreads every input bit over the whole word."""
+    h = h ^ (h >> np.uint64(30))
+    h *= _MIX1
+    h ^= h >> np.uint64(27)
+    h *= _MIX2
+    return h ^ (h >> np.uint64(31))
+
+
+def id_hashes(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A stable 64-bit hash of each id (text), eight bytes at a time, without Python loops.
+
+    The same id always gets the same hash, in any process and any batch: it orders the
+    sample, finds duplicates and matches customers with a previous output.
+    """
+    text = ids.cast(pa.large_string())
+    text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+    n = len(text)
+    offsets = np.frombuffer(text.buffers()[1], np.int64, count=n + 1, offset=text.offset * 8)
+    raw = text.buffers()[2]
+    data = np.zeros((raw.size if raw is not None else 0) + 8, dtype=np.uint8)
+    if raw is not None:
+        data[: raw.size] = np.frombuffer(raw, dtype=np.uint8)
+    # Overlapping little-endian words: words[i] holds bytes i..i+7.
+    words = np.ndarray((data.size - 7,), dtype="<u8", buffer=data, strides=(1,))
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    h = _mix(lengths.astype(np.uint64))
+    for k in range(0, int(lengths.max(initial=0)), 8):
+        left = np.clip(lengths - k, 0, 8).astype(np.uint64)
+        mask = np.where(left >= 8, _ALL_BITS, (np.uint64(1) << (left * np.uint64(8))) - 1)
+        h = _mix((h * _PRIME) ^ (words[np.minimum(starts + k, data.size - 8)] & mask))
+    return h
+
+
+class _SeenIds:
+    """Hashes of the ids scored so far, as sorted runs merged like a log-structured tree."""
+
+    def __init__(self) -> None:
+        self.runs: list[np.ndarray] = []
+
+    def duplicated(self, hashes: np.ndarray) -> np.ndarray:
+        """True for a hash already seen, or seen earlier in ``hashes``."""
+        found = pd.Series(hashes).duplicated().to_numpy()
+        for run in self.runs:
+            at = np.minimum(np.searchsorted(run, hashes), run.size - 1)
+            found = found | (run[at] == hashes)
+        return found
+
+    def add(self, hashes: np.ndarray) -> None:
+        """Remember ``hashes`` (distinct and not yet seen)."""
+        run = np.sort(hashes)
+        while self.runs and self.runs[-1].size <= run.size:
+            run = np.sort(np.concatenate([self.runs.pop(), run]), kind="stable")
+        self.runs.append(run)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cleaning
+
+
+class _Reasons:
+    """The first reason each row of a batch is bad."""
+
+    def __init__(self, n_rows: int) -> None:
+        self.bad = np.zeros(n_rows, dtype=bool)
+        self.reason = np.full(n_rows, None, dtype=object)
+
+    def flag(self, mask: np.ndarray, reason: str) -> None:
+        new = np.asarray(mask, dtype=bool) & ~self.bad
+        self.reason[new] = reason
+        self.bad |= new
+
+
+def _text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Values as trimmed text; empty strings become missing."""
+    text = pc.utf8_trim_whitespace(column.cast(pa.string()))
+    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+
+
+def _numbers(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Values as float64 (NaN when missing) and the cells that are present but not numbers."""
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        values = column.cast(pa.float64()).to_numpy()
+        return values, np.zeros(values.size, dtype=bool)
+    text = _text(column)
+    try:
+        values = pc.cast(text, pa.float64()).to_numpy()
+    except pa.ArrowInvalid:
+        values = pd.to_numeric(text.to_pandas(), errors="coerce").to_numpy(dtype=float)
+    present = pc.is_valid(text).to_numpy()
+    return values, present & np.isnan(values)
+
+
+def _clean(
+    signature: Signature, table: pa.Table, path: Path, first: bool
+) -> tuple[pd.DataFrame, pa.ChunkedArray, _Reasons, dict[str, int]]:
+    """The model's input frame of a batch, its ids, the bad rows and missing cells per column."""
+    reasons = _Reasons(table.num_rows)
+    id_column = signature.id_column
+    ids = _text(table[id_column])
+    reasons.flag(
+        pc.is_null(ids).to_numpy(zero_copy_only=False), f"missing id in column {id_column!r}"
+    )
+    frame = {id_column: ids.to_pandas()}
+    missing: dict[str, int] = {}
+    for column in signature.numeric:
+        values, unparsed = _numbers(table[column])
+        if first:
+            _check_numeric(path, column, unparsed, values, table[column])
+        reasons.flag(unparsed, f"non-numeric value in column {column!r}")
+        reasons.flag(np.isinf(values), f"non-finite value in column {column!r}")
+        missing[column] = int((np.isnan(values) & ~unparsed).sum())
+        frame[column] = values
+    for column in signature.categorical:
+        text = _text(table[column])
+        known = pc.is_in(text, value_set=signature.categories[column])
+        unseen = pc.and_(pc.is_valid(text), pc.invert(known)).to_numpy(zero_copy_only=False)
+        reasons.flag(unseen, f"unseen category in column {column!r}")
+        missing[column] = text.null_count
+        frame[column] = text.to_pandas().astype("string")
+    return pd.DataFrame(frame), ids, reasons, missing
+
+
+def _check_numeric(
+    path: Path, column: str, unparsed: np.ndarray, values: np.ndarray, raw: pa.ChunkedArray
+) -> None:
+    """The signature check of a text column: most of its first batch must parse as numbers."""
+    present = int(unparsed.sum() + np.isfinite(values).sum())
+    if present and unparsed.sum() / present > 1 - NUMERIC_SHARE:
+        example = raw[int(np.flatnonzero(unparsed)[0])].as_py()
+        raise DataError(
+            f"{path}: column {column!r} does not hold numbers ({unparsed.sum()} of the first "
+            f"{present} values do not parse, e.g. {example!r}); the model expects numbers"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Collecting what the monitoring needs
+
+
+@dataclass
+class _Sample:
+    """The ``size`` customers with the smallest id hashes: a uniform, order-free sample."""
+
+    size: int
+    hashes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
+    frame: pd.DataFrame | None = None
+
+    def add(self, hashes: np.ndarray, frame: pd.DataFrame) -> None:
+        if self.hashes.size >= self.size:
+            keep = hashes < self.hashes.max()
+            hashes, frame = hashes[keep], frame[keep]
+        merged = np.concatenate([self.hashes, hashes])
+        rows = (
+            pd.concat([self.frame, frame], ignore_index=True)
+            if self.frame is not None
+            else frame.reset_index(drop=True)
+        )
+        if merged.size > self.size:
+            take = np.sort(np.argpartition(merged, self.size - 1)[: self.size])
+            merged, rows = merged[take], rows.iloc[take].reset_index(drop=True)
+        self.hashes, self.frame = merged, rows
+
+    def rows(self) -> pd.DataFrame:
+        """The sample, ordered by hash (the same whatever the input order)."""
+        assert self.frame is not None
+        return self.frame.iloc[np.argsort(self.hashes, kind="stable")].reset_index(drop=True)
+
+
+@dataclass
+class _Novel:
+    """The novel customers: model-space coordinates, numeric features, output row, id hash."""
+
+    Z: list[np.ndarray] = field(default_factory=list)
+    numeric: list[pd.DataFrame] = field(default_factory=list)
+    rows: list[np.ndarray] = field(default_factory=list)
+    hashes: list[np.ndarray] = field(default_factory=list)
+
+    def add(
+        self, Z: np.ndarray, numeric: pd.DataFrame, rows: np.ndarray, hashes: np.ndarray
+    ) -> None:
+        self.Z.append(Z)
+        self.numeric.append(numeric.reset_index(drop=True))
+        self.rows.append(rows)
+        self.hashes.append(hashes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+
+
+@dataclass
+class _Run:
+    """The state of one scoring pass over the input."""
+
+    segmenter: Segmenter
+    signature: Signature
+    policy: str
+    staging: Path
+    quarantine_path: Path
+    model_name: str
+    model_version: str | None
+    migration: MigrationCounter | None
+    on_progress: ProgressFn | None
+    total: int | None = None
+    rows_read: int = 0
+    rows_scored: int = 0
+    quarantined: Counter[str] = field(default_factory=Counter)
+    missing: Counter[str] = field(default_factory=Counter)
+    counts: Counter[int] = field(default_factory=Counter)
+    seen: _SeenIds = field(default_factory=_SeenIds)
+    sample: _Sample = field(default_factory=lambda: _Sample(SAMPLE_ROWS))
+    novel: _Novel = field(default_factory=_Novel)
+    writer: pq.ParquetWriter | None = None
+    schema: pa.Schema = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.schema = output_schema(self.signature.id_column)
+
+    def add(self, table: pa.Table, path: Path, first_row: int, first: bool) -> None:
+        """Check, quarantine and score one batch of input rows."""
+        frame, ids, reasons, missing = _clean(self.signature, table, path, first)
+        hashes = id_hashes(ids)
+        self._flag_duplicates(hashes, reasons)
+        self.missing.update(missing)
+        if reasons.bad.any():
+            self._set_aside(table, reasons, path, first_row)
+        good = ~reasons.bad
+        if good.any():
+            self._score(
+                frame[good].reset_index(drop=True), ids.filter(pa.array(good)), hashes[good]
+            )
+        self.rows_read += table.num_rows
+        if self.on_progress is not None:
+            self.on_progress(self.rows_read, self.total)
+
+    def _flag_duplicates(self, hashes: np.ndarray, reasons: _Reasons) -> None:
+        candidates = np.flatnonzero(~reasons.bad)
+        twice = self.seen.duplicated(hashes[candidates])
+        mask = np.zeros(reasons.bad.size, dtype=bool)
+        mask[candidates[twice]] = True
+        reasons.flag(mask, f"duplicate id in column {self.signature.id_column!r}")
+        if (~twice).any():
+            self.seen.add(hashes[candidates[~twice]])
+
+    def _set_aside(self, table: pa.Table, reasons: _Reasons, path: Path, first_row: int) -> None:
+        bad = np.flatnonzero(reasons.bad)
+        if self.policy != "drop":
+            raise DataError(
+                f"{path}: data row {first_row + bad[0] + 1}: {reasons.reason[bad[0]]}; fix it "
+                "or set data.bad_rows: drop to quarantine such rows"
+            )
+        rows = table.take(pa.array(bad)).to_pandas()
+        rows.insert(0, SOURCE_COLUMN, str(path))
+        rows.insert(0, REASON_COLUMN, reasons.reason[bad])
+        rows.insert(0, ROW_COLUMN, first_row + bad + 1)
+        exists = self.quarantine_path.exists()
+        rows.to_csv(self.quarantine_path, mode="a", header=not exists, index=False)
+        self.quarantined.update(Counter(reasons.reason[bad].tolist()))
+
+    def _score(self, frame: pd.DataFrame, ids: pa.ChunkedArray, hashes: np.ndarray) -> None:
+        out = self.segmenter.predict(frame)
+        segments = out[SEGMENT_ID].to_numpy()
+        novel = out[IS_NOVEL].to_numpy()
+        features = frame[self.segmenter.features]
+        if novel.any():
+            self.novel.add(
+                self.segmenter.embed(frame[novel]),
+                features[novel][list(self.signature.numeric)],
+                self.rows_scored + np.flatnonzero(novel),
+                hashes[novel],
+            )
+        self.sample.add(hashes, features.assign(**{SEGMENT_ID: segments, IS_NOVEL: novel}))
+        self.counts.update(dict(zip(*np.unique(segments, return_counts=True), strict=True)))
+        if self.migration is not None:
+            self.migration.add(hashes, segments)
+        self._write(ids, out)
+        self.rows_scored += len(out)
+
+    def _write(self, ids: pa.ChunkedArray, out: pd.DataFrame) -> None:
+        n = len(out)
+        columns = [
+            ids.combine_chunks(),
+            pa.array(out[SEGMENT_ID].to_numpy(), pa.int64()),
+            pa.array(out[SEGMENT_NAME].to_numpy(), pa.string()),
+            pa.array(out[CONFIDENCE].to_numpy(), pa.float64()),
+            pa.array(out[NOVELTY_SCORE].to_numpy(), pa.float64()),
+            pa.array(out[IS_NOVEL].to_numpy(), pa.bool_()),
+            pa.nulls(n, pa.string()),
+            pa.repeat(pa.scalar(self.model_name, pa.string()), n),
+            pa.repeat(pa.scalar(self.model_version, pa.string()), n),
+        ]
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.staging, self.schema)
+        self.writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self.schema))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def output_schema(id_column: str) -> pa.Schema:
+    """The columns of a score output, in order."""
+    return pa.schema(
+        [
+            (id_column, pa.string()),
+            (SEGMENT_ID, pa.int64()),
+            (SEGMENT_NAME, pa.string()),
+            (CONFIDENCE, pa.float64()),
+            (NOVELTY_SCORE, pa.float64()),
+            (IS_NOVEL, pa.bool_()),
+            (EMERGING_ID, pa.string()),
+            (MODEL_NAME, pa.string()),
+            (MODEL_VERSION, pa.string()),
+        ]
+    )
+
+
+def score(
+    segmenter: Segmenter,
+    input_path: Path,
+    output: Path,
+    *,
+    model: ModelRef | None = None,
+    spec: Spec | None = None,
+    previous: Path | None = None,
+    previous_candidates: pd.DataFrame | None = None,
+    reference_date: dt.date | None = None,
+    on_progress: ProgressFn | None = None,
+) -> ScoreSummary:
+    """Score every customer of ``input_path`` and write ``output`` (Parquet or CSV) atomically.
+
+    Parameters
+    ----------
+    segmenter : Segmenter
+        The fitted segment model.
+    input_path : Path
+        A customer table (or, for a transaction model, a transaction log): CSV or Parquet,
+        a file or a folder of them.
+    output : Path
+        ``.parquet`` or ``.csv``; written beside, renamed when complete. Rows set aside go to
+        ``<output stem>.quarantine.csv`` with their data row number, reason and file.
+    model : ModelRef, optional
+        What the output names as model and version.
+    spec : Spec, optional
+        Overrides the model's ``monitoring`` thresholds and ``data.bad_rows`` policy.
+    previous : Path, optional
+        An earlier score output: the migration of customers present in both.
+    previous_candidates : DataFrame, optional
+        The candidates of the previous scoring run of the same model.
+    reference_date : date, optional
+        For transactions: features as of this day (default: the last purchase).
+    on_progress : callable, optional
+        Called after each batch with the rows read so far and the total (if known).
+
+    Raises
+    ------
+    DataError
+        Unreadable input, a missing or mistyped column, a bad row under ``bad_rows: fail``,
+        or nothing left to score. No output is written then.
+    """
+    started = time.perf_counter()
+    _check_paths(input_path, output, previous)
+    own = spec or segmenter.spec
+    files = input_files(input_path)
+    signature = Signature.of(segmenter)
+    model = model or ModelRef("", segmenter.spec.model_name)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp:
+        run = _Run(
+            segmenter,
+            signature,
+            own.data.bad_rows,
+            Path(tmp) / "scores.parquet",
+            Path(tmp) / "quarantine.csv",
+            model.name or segmenter.spec.model_name,
+            model.version,
+            _migration(previous, signature.id_column),
+            on_progress,
+        )
+        try:
+            ignored, excluded = _feed(run, files, input_path, reference_date)
+        finally:
+            run.close()
+        if run.rows_scored == 0:
+            raise DataError(f"{input_path}: no customer to score ({_nothing(run)})")
+        report = _monitor(run, own, previous_candidates)
+        quarantine = _publish(run, report.emerging, output)
+    return ScoreSummary(
+        model,
+        run.model_name,
+        segmenter.segmentation.family,
+        output,
+        quarantine,
+        run.rows_read,
+        run.rows_scored,
+        dict(run.quarantined),
+        excluded,
+        ignored,
+        dict(run.missing),
+        int(sum(len(r) for r in run.novel.rows)),
+        time.perf_counter() - started,
+        report,
+        own.monitoring,
+        own.min_report_size,
+        segmenter.segment_names(),
+    )
+
+
+def _check_paths(input_path: Path, output: Path, previous: Path | None) -> None:
+    if output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise DataError(f"{output}: the output must end in .parquet or .csv")
+    for other in (input_path, previous):
+        if other is not None and output.resolve() == other.resolve():
+            raise DataError(f"{output}: the output would overwrite an input; choose another path")
+
+
+def _nothing(run: _Run) -> str:
+    if run.rows_read == 0:
+        return "the input has no data rows"
+    return f"all {run.rows_read} rows were quarantined"
+
+
+def _feed(
+    run: _Run, files: list[Path], input_path: Path, reference_date: dt.date | None
+) -> tuple[tuple[str, ...], dict[str, int]]:
+    """Stream every input file through ``run``; return the ignored columns and exclusions."""
+    spec = run.segmenter.spec
+    first_schema = _schema(files[0], spec.data.delimiter)
+    if spec.data.kind == "transactions" and not set(run.segmenter.features) & set(
+        first_schema.names
+    ):
+        return (), _feed_transactions(run, input_path, reference_date)
+    run.total = _total_rows(files)
+    ignored: dict[str, None] = {}
+    for path in files:
+        schema = _schema(path, spec.data.delimiter)
+        ignored |= dict.fromkeys(run.signature.check(path, schema))
+        offset = 0
+        for table in _read(path, schema, run.signature.columns, spec.data.delimiter):
+            run.add(table, path, offset, first=offset == 0)
+            offset += table.num_rows
+    return tuple(ignored), {}
+
+
+def _feed_transactions(
+    run: _Run, input_path: Path, reference_date: dt.date | None
+) -> dict[str, int]:
+    """Aggregate a transaction log per customer (as at training), then score the customers."""
+    spec = run.segmenter.spec
+    data = spec.data.model_copy(
+        update={"source": input_path, "bad_rows": run.policy, "reference_date": None}
+    )
+    spec = spec.model_copy(update={"data": data})
+    intake = read_customers(spec, reference_date)
+    table = customer_table(spec, intake, reference_date)
+    if not intake.quarantine.empty:
+        intake.quarantine.to_csv(run.quarantine_path, index=False)
+    for report_ in intake.reports:
+        run.quarantined.update(report_.quarantined)
+    customers = pa.Table.from_pandas(table[run.signature.columns], preserve_index=False)
+    run.total = customers.num_rows
+    for start in range(0, customers.num_rows, READ_ROWS):
+        run.add(customers.slice(start, READ_ROWS), input_path, start, first=start == 0)
+    run.rows_read = intake.reports[0].rows_read
+    return dict(intake.reports[0].excluded)
+
+
+def _migration(previous: Path | None, id_column: str) -> MigrationCounter | None:
+    """The previous assignment (id hashes and segment ids) of an earlier score output."""
+    if previous is None:
+        return None
+    hashes, segments = [], []
+    for path in input_files(previous):
+        schema = _schema(path, ",")
+        for column in (id_column, SEGMENT_ID):
+            if column not in schema.names:
+                raise DataError(f"{path}: missing column {column!r}; is it a segml score output?")
+        for table in _read(path, schema, [id_column, SEGMENT_ID], ","):
+            hashes.append(id_hashes(_text(table[id_column])))
+            segments.append(table[SEGMENT_ID].cast(pa.int64()).to_numpy())
+    return MigrationCounter(
+        np.concatenate(hashes) if hashes else np.empty(0, np.uint64),
+        np.concatenate(segments) if segments else np.empty(0, np.int64),
+    )
+
+
+def _monitor(run: _Run, spec: Spec, previous: pd.DataFrame | None) -> BatchReport:
+    """Emerging candidates, share and feature drift, migration: the whole batch's findings."""
+    segmenter, numeric, settings = run.segmenter, list(run.signature.numeric), spec.monitoring
+    sample = run.sample.rows()
+    Z_sample = segmenter.embed(sample)
+    fitted = ~sample[IS_NOVEL].to_numpy() & (sample[SEGMENT_ID].to_numpy() >= 0)
+    space = segment_space(
+        Z_sample[fitted], sample[SEGMENT_ID].to_numpy()[fitted], sample.loc[fitted, numeric]
+    )
+    novel = run.novel
+    emerging = find_emerging(
+        np.concatenate([Z_sample[:0], *novel.Z]),
+        pd.concat([sample[numeric].iloc[:0], *novel.numeric], ignore_index=True),
+        np.concatenate([np.empty(0, np.uint64), *novel.hashes]),
+        run.rows_scored,
+        min_candidate_size(settings, run.rows_scored, spec.min_report_size),
+        space,
+        settings.candidate_max_spread,
+        segmenter.segment_names(),
+        previous,
+    )
+    shares = segment_share_drift(segmenter.catalog, pd.Series(run.counts).sort_index())
+    # Models saved before the training reference was kept have no ``reference`` slot set.
+    reference = getattr(segmenter, "reference", None)
+    features = input_drift(reference, sample[segmenter.features], settings)
+    migration = run.migration.matrix() if run.migration is not None else None
+    found = alerts(emerging, shares, features, settings)
+    return BatchReport(emerging, shares, features, migration, found)
+
+
+def _publish(run: _Run, emerging: Emerging, output: Path) -> Path | None:
+    """Write the output (with ``emerging_id``) and the quarantine file; rename them into place.
+
+    The quarantine file goes first: an output in place means the run completed.
+    """
+    quarantine = output.with_suffix(QUARANTINE_SUFFIX)
+    if run.quarantine_path.exists():
+        with atomic_path(quarantine) as tmp:
+            os.replace(run.quarantine_path, tmp)
+    else:
+        quarantine.unlink(missing_ok=True)
+    rows = np.concatenate([np.empty(0, np.int64), *run.novel.rows])
+    member = emerging.labels > 0
+    names = np.array([None, *emerging.ids], dtype=object)[emerging.labels[member]]
+    with atomic_path(output) as tmp:
+        if is_parquet(output) and not member.any():
+            os.replace(run.staging, tmp)
+        else:
+            _finish(run.staging, tmp, rows[member], names, csv=not is_parquet(output))
+    return quarantine if quarantine.exists() else None
+
+
+def _finish(staging: Path, target: Path, rows: np.ndarray, names: np.ndarray, csv: bool) -> None:
+    """Copy the staged scores to ``target``, with ``emerging_id`` ``names`` at output ``rows``."""
+    source = pq.ParquetFile(staging)
+    schema = source.schema_arrow
+    column = schema.get_field_index(EMERGING_ID)
+    writer: Any = pv.CSVWriter(str(target), schema) if csv else pq.ParquetWriter(target, schema)
+    offset = 0
+    with writer:
+        for batch in source.iter_batches(READ_ROWS):
+            n = batch.num_rows
+            lo, hi = np.searchsorted(rows, [offset, offset + n])
+            if hi > lo:
+                values = np.full(n, None, dtype=object)
+                values[rows[lo:hi] - offset] = names[lo:hi]
+                batch = batch.set_column(column, EMERGING_ID, pa.array(values, pa.string()))
+            writer.write_batch(batch)
+            offset += n
+
+
+# ---------------------------------------------------------------------------------------------
+# Tracking and reports
+
+
+def run_scoring(
+    client: MlflowClient,
+    ref: ModelRef,
+    input_path: Path,
+    output: Path,
+    *,
+    spec: Spec | None = None,
+    previous: Path | None = None,
+    reference_date: dt.date | None = None,
+    on_progress: ProgressFn | None = None,
+) -> tuple[ScoreSummary, str]:
+    """Load the model, score (see :func:`score`) and log the scoring run; return both."""
+    segmenter = load_segmenter(ref)
+    experiment = segmenter.spec.name
+    summary = score(
+        segmenter,
+        input_path,
+        output,
+        model=ref,
+        spec=spec,
+        previous=previous,
+        previous_candidates=previous_candidates(client, experiment, _label(ref, segmenter)),
+        reference_date=reference_date,
+        on_progress=on_progress,
+    )
+    return summary, log_scoring(client, summary, experiment)
+
+
+def _label(ref: ModelRef, segmenter: Segmenter) -> str:
+    return ref.label or segmenter.spec.model_name
+
+
+def previous_candidates(
+    client: MlflowClient, experiment_name: str, label: str
+) -> pd.DataFrame | None:
+    """The candidates of the latest finished scoring run of model ``label`` (None if none)."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            f"tags.`{keys.TAG_ROLE}` = '{keys.ROLE_SCORING}' and "
+            f"tags.`{keys.TAG_SCORED_MODEL}` = '{label}' and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(runs[0].info.run_id, CANDIDATES_ARTIFACT, tmp)
+        except (MlflowException, OSError):
+            return None
+        table = json.loads(Path(path).read_text(encoding="utf-8"))
+    return pd.DataFrame(table["data"], columns=table["columns"])
+
+
+def log_scoring(client: MlflowClient, summary: ScoreSummary, experiment_name: str) -> str:
+    """A scoring run (tag ``segml.role=scoring``) with metrics, tables and summaries.
+
+    A registered model version is linked as the run's input model. Returns the run id.
+    """
+    label = summary.model.label or summary.model_name
+    run_id = client.create_run(
+        keys.experiment_id(client, experiment_name),
+        run_name=f"score {label}",
+        tags={
+            keys.TAG_ROLE: keys.ROLE_SCORING,
+            keys.TAG_SCORED_MODEL: label,
+            keys.TAG_FAMILY: summary.family,
+        },
+    ).info.run_id
+    model_id = _logged_model_id(client, summary.model)
+    if model_id:
+        client.log_inputs(run_id, models=[LoggedModelInput(model_id)])
+    keys.log_metrics(client, run_id, summary.metrics())
+    for name, table in artifact_tables(summary).items():
+        client.log_table(run_id, table, f"{ARTIFACT_DIR}/{name}.json")
+    if summary.report.migration is not None:
+        migration = summary.report.migration.reset_index().to_csv(index=False)
+        client.log_text(run_id, migration, f"{ARTIFACT_DIR}/migration.csv")
+    client.log_text(run_id, summary_markdown(summary), f"{ARTIFACT_DIR}/summary.md")
+    client.log_text(run_id, summary_html(summary), f"{ARTIFACT_DIR}/summary.html")
+    client.set_terminated(run_id)
+    return run_id
+
+
+def _logged_model_id(client: MlflowClient, ref: ModelRef) -> str | None:
+    """The MLflow logged model behind a registered version (its source is ``models:/<id>``)."""
+    if not (ref.name and ref.version):
+        return None
+    try:
+        version = client.get_model_version(ref.name, ref.version)
+    except MlflowException:
+        return None
+    source = version.source or ""
+    logged = source.removeprefix("models:/") if source.startswith("models:/m-") else None
+    return version.model_id or logged
+
+
+def artifact_tables(summary: ScoreSummary) -> dict[str, pd.DataFrame]:
+    """The tables a scoring run logs: candidates, their profiles, share and feature drift."""
+    emerging = summary.report.emerging
+    return {
+        "candidates": emerging.table,
+        "candidate_profiles": emerging.profile,
+        "segment_shares": _share_table(summary),
+        "feature_drift": summary.report.features,
+    }
+
+
+def _share_table(summary: ScoreSummary) -> pd.DataFrame:
+    table = summary.report.shares.table.copy()
+    names = {-1: "no segment"} | summary.segment_names
+    table.insert(1, SEGMENT_NAME, table[SEGMENT_ID].map(names))
+    table["shift"] = psi_level(table["psi"], summary.settings)
+    return report.suppress_small(table, summary.min_report_size)
+
+
+CANDIDATE_COLUMNS = [
+    EMERGING_ID,
+    "customers",
+    "share",
+    "nearest_segment_id",
+    "nearest_segment",
+    "distance_ratio",
+    "spread_ratio",
+    "differs_by",
+    "seen_before",
+    "previous_id",
+]
+"""The candidate columns the summaries show (the logged table adds radius and centroid)."""
+
+
+def _sections(summary: ScoreSummary) -> list[tuple[str, str | pd.DataFrame]]:
+    """The summary's sections: (heading, a paragraph or a table)."""
+    found, settings = summary.report, summary.settings
+    candidates = found.emerging.table[CANDIDATE_COLUMNS]
+    shares = found.shares
+    sections: list[tuple[str, str | pd.DataFrame]] = [
+        ("Run", _overview(summary)),
+        ("Alerts", "; ".join(found.alerts) or "none"),
+        ("Emerging-segment candidates", candidates if len(candidates) else "none"),
+        (
+            "Segment shares against training",
+            f"PSI {shares.psi:.4f} (moderate from {settings.psi_moderate}, major from "
+            f"{settings.psi_major}); chi-square {shares.chi2:.1f}, p = {shares.p_value:.3g}",
+        ),
+        ("Segment shares", _share_table(summary)),
+        (
+            "Feature drift",
+            found.features
+            if len(found.features)
+            else "not measured: the model keeps no training reference (re-tune it)",
+        ),
+    ]
+    if found.migration is not None:
+        matched, share = migration_summary(found.migration)
+        sections += [
+            ("Migration", f"{matched} customers in both outputs; {share:.1%} changed segment"),
+            ("Migration counts (previous rows, new columns)", found.migration.reset_index()),
+        ]
+    return sections
+
+
+def _overview(summary: ScoreSummary) -> str:
+    quarantined = sum(summary.quarantined.values())
+    excluded = sum(summary.excluded.values())
+    parts = [
+        f"model {summary.model.label or summary.model_name} ({summary.family})",
+        f"{summary.rows_scored} customers scored from {summary.rows_read} rows read "
+        f"({quarantined} quarantined, {excluded} excluded)",
+        f"{summary.seconds:.1f} s, {summary.rows_per_second:,.0f} customers/s",
+        f"novel {summary.novel} ({summary.novel / summary.rows_scored:.2%})",
+    ]
+    if summary.ignored_columns:
+        parts.append(f"ignored columns: {', '.join(summary.ignored_columns)}")
+    missing = {c: n for c, n in summary.missing.items() if n}
+    if missing:
+        parts.append("imputed: " + ", ".join(f"{c} {n}" for c, n in missing.items()))
+    return "; ".join(parts)
+
+
+def summary_markdown(summary: ScoreSummary) -> str:
+    """The scoring run as Markdown."""
+    lines = [f"# Scoring: {summary.model.label or summary.model_name}"]
+    for heading, body in _sections(summary):
+        text = body if isinstance(body, str) else report.markdown_table(body)
+        lines += ["", f"## {heading}", "", text]
+    return "\n".join(lines) + "\n"
+
+
+def summary_html(summary: ScoreSummary) -> str:
+    """The scoring run as one self-contained HTML page."""
+    from html import escape
+
+    sections = [
+        (heading, f"<p>{escape(body)}</p>" if isinstance(body, str) else report.table_html(body))
+        for heading, body in _sections(summary)
+    ]
+    return report.html_page(f"Scoring: {summary.model.label or summary.model_name}", sections)

@@ -1,0 +1,463 @@
+"""Batch scoring: emerging segments with known truth, bad input, atomic output, tracking, CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from segml import tracking as keys
+from segml.cli import app
+from segml.errors import DataError
+from segml.features import build_features, build_preprocessor
+from segml.model import SEGMENT_ID, Segmenter, build_segmenter, log_segment_model
+from segml.monitoring import EMERGING_ID
+from segml.scoring import MODEL_NAME, MODEL_VERSION, output_schema, score
+from segml.spec import Spec, load_spec
+from segml.synthetic import (
+    FEATURES,
+    ID_COLUMN,
+    TRUTH_COLUMN,
+    synthetic_customers,
+    synthetic_spec,
+)
+from segml.tuning import fit_segmentation
+
+runner = CliRunner()
+NEW_GROUP = 5
+PARAMS: dict[str, dict[str, Any]] = {
+    "kmeans": {"n_clusters": 5},
+    "gmm": {"n_components": 5},
+    "hdbscan": {"min_cluster_size": 50, "min_samples": 10},
+}
+COLUMNS = list(output_schema(ID_COLUMN).names)
+
+
+def fit_segmenter(folder: Path, family: str, table: pd.DataFrame, spec: dict) -> Segmenter:
+    """A segmenter fitted directly (no search, no MLflow) on ``table``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_csv(folder / "customers.csv", index=False)
+    (folder / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    loaded = load_spec(folder / "spec.yaml")
+    built = build_features(loaded)
+    preprocessor = build_preprocessor(loaded, built.table).fit(built.table)
+    X = preprocessor.transform(built.table)
+    segmentation = fit_segmentation(X, family, PARAMS[family], {}, 0)
+    return build_segmenter(loaded, built.features, preprocessor, segmentation, built.table, X)
+
+
+@pytest.fixture(scope="module")
+def segmenters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Segmenter]:
+    """One model per family, trained on 3,000 customers of the five known segments."""
+    tmp = tmp_path_factory.mktemp("models")
+    train = synthetic_customers(3_000, seed=1)
+    return {
+        family: fit_segmenter(tmp / family, family, train, synthetic_spec("customers.csv"))
+        for family in PARAMS
+    }
+
+
+def _with(spec: Spec, **data: Any) -> Spec:
+    return spec.model_copy(update={"data": spec.data.model_copy(update=data)})
+
+
+def _batch(tmp_path: Path, frame: pd.DataFrame, name: str = "batch.parquet") -> Path:
+    path = tmp_path / name
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Must show: emerging segments with known truth
+
+
+@pytest.mark.parametrize("family", list(PARAMS))
+def test_unseen_group_is_one_candidate(segmenters, tmp_path: Path, family: str) -> None:
+    batch = synthetic_customers(10_000, seed=11, new_group_share=0.03)
+    summary = score(segmenters[family], _batch(tmp_path, batch), tmp_path / "out.parquet")
+    assert summary.report.emerging.ids == ["E1"]
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    member = (out[EMERGING_ID] == "E1").to_numpy()
+    new = (batch[TRUTH_COLUMN] == NEW_GROUP).to_numpy()
+    assert new[member].mean() >= 0.8, "purity: members are mostly the unseen group"
+    assert member[new].mean() >= 0.8, "recall: the candidate holds most of the unseen group"
+    assert summary.report.alerts and "E1" in summary.report.alerts[0]
+    assert out[EMERGING_ID].isna().sum() == (~member).sum()
+
+
+@pytest.mark.parametrize("family", list(PARAMS))
+def test_in_distribution_batches_raise_no_alarm(segmenters, tmp_path: Path, family: str) -> None:
+    for seed in range(10):
+        batch = synthetic_customers(5_000, seed=100 + seed)
+        summary = score(segmenters[family], _batch(tmp_path, batch), tmp_path / "out.parquet")
+        assert summary.report.emerging.ids == [], f"seed {seed}"
+        assert summary.report.alerts == (), f"seed {seed}: {summary.report.alerts}"
+
+
+def test_scattered_outliers_are_not_candidates(segmenters, tmp_path: Path) -> None:
+    batch = synthetic_customers(10_000, seed=12)
+    rng = np.random.default_rng(0)
+    scattered = rng.choice(len(batch), size=400, replace=False)
+    batch.loc[scattered, list(FEATURES)] = rng.uniform(-40, 40, size=(400, len(FEATURES)))
+    summary = score(segmenters["kmeans"], _batch(tmp_path, batch), tmp_path / "out.parquet")
+    assert summary.novel >= 300
+    assert summary.report.emerging.ids == []
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+
+
+def test_output_is_complete_and_identical_when_run_twice(segmenters, tmp_path: Path) -> None:
+    batch = synthetic_customers(4_000, seed=13, new_group_share=0.03)
+    source = _batch(tmp_path, batch)
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    summary = score(segmenters["gmm"], source, first)
+    score(segmenters["gmm"], source, second)
+    assert first.read_bytes() == second.read_bytes()
+    out = pd.read_parquet(first)
+    assert list(out.columns) == COLUMNS
+    assert out[ID_COLUMN].tolist() == batch[ID_COLUMN].tolist()
+    assert set(out[MODEL_NAME]) == {"synthetic"} and out[MODEL_VERSION].isna().all()
+    expected = segmenters["gmm"].predict(batch)
+    pd.testing.assert_frame_equal(out[expected.columns], expected, check_dtype=False)
+    assert summary.rows_read == summary.rows_scored == 4_000
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging left"
+
+
+def test_csv_folder_gives_the_same_scores_as_one_parquet_file(segmenters, tmp_path: Path) -> None:
+    batch = synthetic_customers(3_000, seed=14, new_group_share=0.03)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    batch.iloc[:1_200].to_csv(folder / "part-0.csv", index=False)
+    batch.iloc[1_200:].to_csv(folder / "part-1.csv", index=False)
+    (folder / "_SUCCESS").touch()
+    score(segmenters["kmeans"], folder, tmp_path / "from_csv.csv")
+    score(segmenters["kmeans"], _batch(tmp_path, batch), tmp_path / "from_parquet.parquet")
+    from_csv = pd.read_csv(tmp_path / "from_csv.csv", dtype={MODEL_VERSION: str})
+    from_parquet = pd.read_parquet(tmp_path / "from_parquet.parquet")
+    pd.testing.assert_frame_equal(from_csv, from_parquet, check_dtype=False)
+    assert from_csv[EMERGING_ID].notna().sum() > 0
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: fail early with the column named, or quarantine and count
+
+
+def _bad(tmp_path: Path, case: str) -> Path:
+    frame = synthetic_customers(200, seed=15)
+    path = tmp_path / "in.csv"
+    if case == "missing column":
+        frame = frame.drop(columns=["basket_index"])
+    elif case == "missing id column":
+        frame = frame.drop(columns=[ID_COLUMN])
+    elif case == "not numbers":
+        frame["engagement"] = "high"
+    elif case == "bad cell":
+        frame["engagement"] = frame["engagement"].astype(object)
+        frame.loc[2, "engagement"] = "abc"
+    elif case == "wrong type":
+        frame["engagement"] = pd.Timestamp("2020-01-01")
+        path = tmp_path / "in.parquet"
+    elif case == "header only":
+        frame = frame.iloc[:0]
+    if case == "empty file":
+        path.write_text("")
+    elif path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing column", r"in\.csv: missing model input column 'basket_index'"),
+        ("missing id column", r"missing id column 'customer_id'"),
+        ("not numbers", r"column 'engagement' does not hold numbers .*e\.g\. 'high'"),
+        ("bad cell", r"data row 3: non-numeric value in column 'engagement'; .*bad_rows: drop"),
+        ("wrong type", r"column 'engagement' has type timestamp.*expects numbers"),
+        ("header only", r"no customer to score \(the input has no data rows\)"),
+        ("empty file", r"in\.csv: file is empty"),
+    ],
+)
+def test_bad_input_fails_early_naming_file_and_column(
+    segmenters, tmp_path: Path, case: str, message: str
+) -> None:
+    out = tmp_path / "out.parquet"
+    with pytest.raises(DataError, match=message):
+        score(segmenters["kmeans"], _bad(tmp_path, case), out)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_bad_rows_are_quarantined_and_counted(segmenters, tmp_path: Path) -> None:
+    frame = synthetic_customers(500, seed=16).astype({"engagement": object})
+    frame["note"] = "extra column"
+    frame.loc[3, "engagement"] = "oops"
+    frame.loc[5, "price_sensitivity"] = np.inf
+    frame.loc[7, ID_COLUMN] = " "
+    frame.loc[9, ID_COLUMN] = frame.loc[8, ID_COLUMN]
+    frame.loc[11, "basket_index"] = np.nan
+    segmenter = segmenters["kmeans"]
+    out = tmp_path / "out.parquet"
+    summary = score(
+        segmenter,
+        _batch(tmp_path, frame, "in.csv"),
+        out,
+        spec=_with(segmenter.spec, bad_rows="drop"),
+    )
+    assert summary.rows_read == 500 and summary.rows_scored == 496
+    assert summary.quarantined == {
+        "non-numeric value in column 'engagement'": 1,
+        "non-finite value in column 'price_sensitivity'": 1,
+        "missing id in column 'customer_id'": 1,
+        "duplicate id in column 'customer_id'": 1,
+    }
+    assert summary.ignored_columns == ("revenue", "converted", "true_segment", "note")
+    assert summary.missing["basket_index"] == 1, "missing values are imputed and counted"
+    quarantine = pd.read_csv(summary.quarantine)
+    assert quarantine["row"].tolist() == [4, 6, 8, 10]
+    assert len(pd.read_parquet(out)) == 496
+
+
+def test_unseen_category_is_a_bad_row(tmp_path: Path) -> None:
+    train = synthetic_customers(1_000, seed=17)
+    train["region"] = np.random.default_rng(0).choice(["north", "south"], size=len(train))
+    spec = synthetic_spec("customers.csv")
+    spec["data"]["attributes"]["geographic"] = ["region"]
+    spec["features"]["categorical"] = ["region"]
+    segmenter = fit_segmenter(tmp_path / "model", "kmeans", train, spec)
+    batch = synthetic_customers(300, seed=18).assign(region="north")
+    batch.loc[4, "region"] = "mars"
+    source = _batch(tmp_path, batch)
+    with pytest.raises(DataError, match=r"data row 5: unseen category in column 'region'"):
+        score(segmenter, source, tmp_path / "out.parquet")
+    summary = score(
+        segmenter, source, tmp_path / "out.parquet", spec=_with(segmenter.spec, bad_rows="drop")
+    )
+    assert summary.quarantined == {"unseen category in column 'region'": 1}
+    assert summary.report.features.set_index("feature").loc["region", "kind"] == "categorical"
+
+
+# --------------------------------------------------------------------------------------------
+# Monitoring across runs
+
+
+def test_previous_output_gives_the_migration(segmenters, tmp_path: Path) -> None:
+    batch = synthetic_customers(2_000, seed=19)
+    segmenter = segmenters["kmeans"]
+    score(segmenter, _batch(tmp_path, batch), tmp_path / "before.parquet")
+    moved = batch.copy()
+    moved.loc[:99, list(FEATURES)] = moved.loc[100:199, list(FEATURES)].to_numpy()
+    newcomers = synthetic_customers(50, seed=20, id_offset=10_000)
+    later = pd.concat([moved.iloc[50:], newcomers], ignore_index=True)
+    summary = score(
+        segmenter,
+        _batch(tmp_path, later, "later.parquet"),
+        tmp_path / "after.parquet",
+        previous=tmp_path / "before.parquet",
+    )
+    before = pd.read_parquet(tmp_path / "before.parquet").set_index(ID_COLUMN)[SEGMENT_ID]
+    after = pd.read_parquet(tmp_path / "after.parquet").set_index(ID_COLUMN)[SEGMENT_ID]
+    both = before.index.intersection(after.index)
+    matrix = summary.report.migration
+    assert matrix is not None and int(matrix.to_numpy().sum()) == len(both) == 1_950
+    expected = pd.crosstab(before[both], after[both])
+    assert matrix.loc[expected.index, expected.columns].equals(
+        expected.astype(matrix.dtypes.iloc[0])
+    )
+    metrics = summary.metrics()
+    changed = float((before[both] != after[both]).mean())
+    assert metrics[keys.MIGRATION_SHARE] == pytest.approx(changed) and changed > 0
+
+
+def test_candidate_seen_in_the_previous_run(segmenters, tmp_path: Path) -> None:
+    segmenter = segmenters["kmeans"]
+    first = score(
+        segmenter,
+        _batch(tmp_path, synthetic_customers(6_000, seed=21, new_group_share=0.03)),
+        tmp_path / "first.parquet",
+    )
+    second = score(
+        segmenter,
+        _batch(tmp_path, synthetic_customers(6_000, seed=22, new_group_share=0.04), "b.parquet"),
+        tmp_path / "second.parquet",
+        previous_candidates=first.report.emerging.table,
+    )
+    table = second.report.emerging.table
+    assert table["seen_before"].tolist() == [True]
+    assert table["previous_id"].tolist() == ["E1"]
+    assert not first.report.emerging.table["seen_before"].any()
+
+
+def test_transaction_log_is_aggregated_as_at_training(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    n = 3_000
+    tx = pd.DataFrame(
+        {
+            ID_COLUMN: [f"C{i:04d}" for i in rng.integers(0, 400, size=n)],
+            "day": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365, n), "D"),
+            "amount": rng.gamma(2.0, 30.0, size=n).round(2),
+        }
+    )
+    tx.to_csv(tmp_path / "tx.csv", index=False)
+    spec = {
+        "name": "tx",
+        "data": {
+            "source": "tx.csv",
+            "kind": "transactions",
+            "id_column": ID_COLUMN,
+            "transactions": {"timestamp": "day", "amount": "amount"},
+        },
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    loaded = load_spec(tmp_path / "spec.yaml")
+    built = build_features(loaded)
+    preprocessor = build_preprocessor(loaded, built.table).fit(built.table)
+    X = preprocessor.transform(built.table)
+    segmentation = fit_segmentation(X, "kmeans", {"n_clusters": 3}, {}, 0)
+    segmenter = build_segmenter(loaded, built.features, preprocessor, segmentation, built.table, X)
+    cutoff = pd.Timestamp("2024-10-31")
+    summary = score(
+        segmenter, tmp_path / "tx.csv", tmp_path / "out.parquet", reference_date=cutoff.date()
+    )
+    late = int((tx["day"] > cutoff).sum())
+    assert summary.rows_read == n and sum(summary.excluded.values()) == late
+    customers = build_features(loaded, cutoff.date()).table
+    expected = segmenter.predict(customers)
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert out[ID_COLUMN].tolist() == expected[ID_COLUMN].tolist()
+    assert out[SEGMENT_ID].tolist() == expected[SEGMENT_ID].tolist()
+
+
+# --------------------------------------------------------------------------------------------
+# The command: registry model, tracking, exit codes, kill and rerun
+
+
+@pytest.fixture(scope="module")
+def registered(segmenters, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The k-means model logged, registered as ``synthetic`` v1 and made champion."""
+    tmp = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    client = keys.connect(uri)
+    segmenter = segmenters["kmeans"]
+    run_id = client.create_run(keys.experiment_id(client, "synthetic")).info.run_id
+    model_uri = log_segment_model(segmenter, synthetic_customers(200, seed=1), run_id)
+    client.create_registered_model("synthetic")
+    version = client.create_model_version("synthetic", model_uri, run_id=run_id).version
+    client.set_registered_model_alias("synthetic", "champion", version)
+    spec = tmp / "spec.yaml"
+    spec.write_text(yaml.safe_dump(synthetic_spec("customers.csv")), encoding="utf-8")
+    return {"uri": uri, "spec": spec, "tmp": tmp, "version": str(version)}
+
+
+def _score_cli(registered: dict, *args: str) -> Any:
+    return runner.invoke(
+        app,
+        ["score", "--spec", str(registered["spec"]), "--tracking-uri", registered["uri"], *args],
+    )
+
+
+def test_score_command_tracks_the_run_and_fails_on_emerging(registered, tmp_path: Path) -> None:
+    emerging = _batch(tmp_path, synthetic_customers(6_000, seed=23, new_group_share=0.03))
+    out = tmp_path / "scores.parquet"
+    result = _score_cli(
+        registered,
+        "--input",
+        str(emerging),
+        "--output",
+        str(out),
+        "--fail-on-emerging",
+        "--report",
+        str(tmp_path / "report"),
+    )
+    assert result.exit_code == 4, result.output
+    assert "segml: error: 1 emerging-segment candidate(s): E1" in result.output
+    assert (tmp_path / "report" / "scoring.html").is_file()
+    out_frame = pd.read_parquet(out)
+    assert set(out_frame[MODEL_VERSION]) == {registered["version"]}
+
+    client = mlflow.tracking.MlflowClient(registered["uri"])
+    runs = client.search_runs(
+        [client.get_experiment_by_name("synthetic").experiment_id],
+        filter_string=f"tags.`{keys.TAG_ROLE}` = '{keys.ROLE_SCORING}'",
+    )
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.tags[keys.TAG_SCORED_MODEL] == f"synthetic v{registered['version']}"
+    assert run.data.metrics[keys.EMERGING_CANDIDATES] == 1
+    assert run.data.metrics[keys.SCORING_ROWS_SCORED] == 6_000
+    assert set(run.data.metrics) <= set(keys.METRICS)
+    version = client.get_model_version("synthetic", registered["version"])
+    inputs = client.get_run(run.info.run_id).inputs.model_inputs
+    assert [f"models:/{m.model_id}" for m in inputs] == [version.source]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "scoring")}
+    assert {
+        "scoring/candidates.json",
+        "scoring/segment_shares.json",
+        "scoring/feature_drift.json",
+        "scoring/summary.md",
+        "scoring/summary.html",
+    } <= artifacts
+
+    again = _score_cli(
+        registered,
+        "--input",
+        str(emerging),
+        "--output",
+        str(tmp_path / "again.parquet"),
+        "--previous",
+        str(out),
+    )
+    assert again.exit_code == 0, again.output
+    assert "| E1 |" in again.output and "True | E1 |" in again.output, "seen in the last run"
+    assert "0.0% changed segment" in again.output
+
+
+def test_score_command_bad_input_is_one_line_exit_2(registered, tmp_path: Path) -> None:
+    source = _batch(tmp_path, synthetic_customers(100, seed=24).drop(columns=["engagement"]))
+    result = _score_cli(registered, "--input", str(source), "--output", str(tmp_path / "o.csv"))
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"segml: error: {source}: missing model input column 'engagement' (found: customer_id, "
+        "price_sensitivity, basket_index, digital_affinity, revenue, converted, true_segment)"
+    ]
+
+
+def test_killed_scoring_leaves_no_output_and_a_rerun_completes(registered, tmp_path: Path) -> None:
+    source = _batch(tmp_path, synthetic_customers(400_000, seed=25))
+    out = tmp_path / "scores.parquet"
+    command = [
+        sys.executable, "-m", "segml", "score", "--spec", str(registered["spec"]),
+        "--input", str(source), "--output", str(out), "--tracking-uri", registered["uri"],
+    ]  # fmt: skip
+    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and worker.poll() is None:
+        if list(tmp_path.glob(".scores.parquet.*/scores.parquet")):
+            break
+        time.sleep(0.02)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    assert worker.returncode == -signal.SIGKILL, "killed while scoring, not after"
+    assert not out.exists()
+
+    rerun = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(pd.read_parquet(out, columns=[SEGMENT_ID])) == 400_000
