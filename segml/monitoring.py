@@ -29,6 +29,9 @@ EMERGING_FIT_ROWS = 50_000
 the others are assigned to its clusters as new points."""
 CANDIDATE_MIN_SAMPLES = 10
 """HDBSCAN ``min_samples`` of the candidate clustering (density smoothing)."""
+CORE_MEMBERSHIP = 0.1
+"""Customers of a cluster with a lower HDBSCAN membership strength are its stragglers (points
+that joined it only at a low density, typically scattered outliers) and stay out of it."""
 CENTROID_PREFIX = "z"
 """Candidate centroid columns (``z0``, ``z1``, ...): model space, to recognise it next run."""
 
@@ -142,10 +145,10 @@ def find_emerging(
     previous : DataFrame, optional
         The candidates table of the previous scoring run of the same model.
     """
-    raw = _density_clusters(Z, order, min_size)
+    raw, strength = _density_clusters(Z, order, min_size)
     kept = []
     for cluster in np.unique(raw[raw >= 0]):
-        members = np.flatnonzero(raw == cluster)
+        members = np.flatnonzero((raw == cluster) & (strength >= CORE_MEMBERSHIP))
         centre = Z[members].mean(axis=0)
         radius = _rms_radius(Z[members], centre)
         if members.size >= min_size and radius <= max_spread * space.spread:
@@ -167,10 +170,13 @@ def find_emerging(
     return Emerging(labels, table, profile[[EMERGING_ID, *_PROFILE_COLUMNS]])
 
 
-def _density_clusters(Z: np.ndarray, order: np.ndarray, min_size: int) -> np.ndarray:
-    """HDBSCAN labels of ``Z`` (-1 noise), fitted on at most ``EMERGING_FIT_ROWS`` rows."""
+def _density_clusters(
+    Z: np.ndarray, order: np.ndarray, min_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """HDBSCAN labels (-1 noise) and membership strengths of ``Z``, fitted on at most
+    ``EMERGING_FIT_ROWS`` rows; a single cluster is allowed (one group among outliers)."""
     if len(Z) < min_size:
-        return np.full(len(Z), -1, dtype=np.int64)
+        return np.full(len(Z), -1, dtype=np.int64), np.zeros(len(Z))
     fit = np.sort(np.argsort(order, kind="stable")[:EMERGING_FIT_ROWS])
     fit_size = max(2, math.ceil(min_size * fit.size / len(Z)))
     clusterer = SegmentHDBSCAN(
@@ -179,11 +185,13 @@ def _density_clusters(Z: np.ndarray, order: np.ndarray, min_size: int) -> np.nda
         allow_single_cluster=True,
         prediction_data=True,
     ).fit(Z[fit])
-    if fit.size == len(Z):
-        return np.asarray(clusterer.labels_, dtype=np.int64)
-    labels = fast_assign(clusterer, Z)[0]
-    labels[fit] = clusterer.labels_
-    return labels
+    labels, strength = np.full(len(Z), -1, dtype=np.int64), np.zeros(len(Z))
+    labels[fit], strength[fit] = clusterer.labels_, clusterer.probabilities_
+    rest = np.ones(len(Z), dtype=bool)
+    rest[fit] = False
+    if rest.any():
+        labels[rest], strength[rest] = fast_assign(clusterer, Z[rest])
+    return labels, strength
 
 
 _PROFILE_COLUMNS = ["feature", "mean", "segment_mean", "lift", "std_diff"]

@@ -1,0 +1,208 @@
+"""Monitoring: drift statistics, emerging-candidate rules, migration counts, alerts, spec."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from segml.errors import SpecError
+from segml.metrics import migration_matrix
+from segml.metrics.drift import (
+    REFERENCE_QUANTILES,
+    drift_reference,
+    feature_drift,
+    psi,
+    share_drift,
+)
+from segml.monitoring import (
+    MigrationCounter,
+    alerts,
+    find_emerging,
+    migration_summary,
+    min_candidate_size,
+    segment_space,
+)
+from segml.spec import Monitoring, load_spec
+
+from .conftest import EXPERIMENTS
+
+SETTINGS = Monitoring()
+
+
+def _drift(reference: pd.DataFrame, current: pd.DataFrame, categorical=()) -> pd.DataFrame:
+    return feature_drift(
+        drift_reference(reference, categorical),
+        current,
+        test_max_rows=SETTINGS.test_max_rows,
+        p_value=SETTINGS.p_value,
+        distance=SETTINGS.distance,
+    ).set_index("feature")
+
+
+def test_psi_is_zero_for_equal_shares_and_matches_the_formula() -> None:
+    assert psi([0.5, 0.5], [0.5, 0.5]).sum() == 0.0
+    expected = (0.7 - 0.5) * np.log(0.7 / 0.5) + (0.3 - 0.5) * np.log(0.3 / 0.5)
+    assert psi([0.5, 0.5], [0.7, 0.3]).sum() == pytest.approx(expected)
+    assert np.isfinite(psi([1.0, 0.0], [0.5, 0.5]).sum()), "empty bins are smoothed"
+
+
+def test_share_drift_separates_noise_from_a_shift() -> None:
+    training = pd.Series({-1: 100, 0: 3_000, 1: 3_000, 2: 3_900})
+    same = share_drift(training, pd.Series({-1: 11, 0: 299, 1: 301, 2: 389}))
+    assert same.psi < 0.01 and same.p_value > 0.05
+    shifted = share_drift(training, pd.Series({-1: 10, 0: 600, 1: 100, 2: 290}))
+    assert shifted.psi > 0.25 and shifted.p_value < 1e-6
+    table = shifted.table.set_index("segment_id")
+    assert table.loc[1, "p_value"] < 1e-6 and table["psi"].sum() == pytest.approx(shifted.psi)
+    assert table["customers"].sum() == 1_000
+
+
+def test_reference_keeps_quantiles_and_counts_not_rows() -> None:
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame(
+        {
+            "x": rng.normal(size=5_000),
+            "kids": rng.integers(0, 3, size=5_000).astype(float),
+            "region": rng.choice(["n", "s"], size=5_000),
+        }
+    )
+    reference = drift_reference(train, categorical=["region"])
+    assert reference.rows == 5_000
+    assert reference.quantiles["x"].size == REFERENCE_QUANTILES
+    assert set(reference.counts) == {"kids", "region"}, "few-valued numbers are categories"
+    assert sum(reference.counts["region"].values()) == 5_000
+
+
+def test_feature_drift_uses_tests_for_small_samples_and_distances_above() -> None:
+    rng = np.random.default_rng(1)
+    train = pd.DataFrame(
+        {"x": rng.normal(size=4_000), "c": rng.choice(["a", "b", "c"], size=4_000)}
+    )
+    big_same = pd.DataFrame({"x": rng.normal(size=3_000), "c": rng.choice(["a", "b", "c"], 3_000)})
+    big_moved = pd.DataFrame(
+        {
+            "x": rng.normal(0.5, 1.0, size=3_000),
+            "c": rng.choice(["a", "b", "c"], 3_000, p=[0.8, 0.1, 0.1]),
+        }
+    )
+    same = _drift(train, big_same, ["c"])
+    assert same["method"].tolist() == ["wasserstein", "jensenshannon"]
+    assert not same["drifted"].any()
+    moved = _drift(train, big_moved, ["c"])
+    assert moved["drifted"].all() and (moved["psi"] > 0.1).all()
+    small = _drift(train, big_moved.head(300), ["c"])
+    assert small["method"].tolist() == ["ks", "chi2"]
+    assert small["drifted"].all() and (small["score"] < 0.05).all(), "p-values"
+    binary = _drift(
+        train.assign(c=rng.choice(["a", "b"], 4_000)), big_same.head(200).assign(c="a"), ["c"]
+    )
+    assert binary.loc["c", "method"] == "z" and binary.loc["c", "drifted"]
+
+
+def _blobs(rng: np.random.Generator, centres: list[tuple[float, float]], n: int) -> np.ndarray:
+    return np.vstack([rng.normal(c, 1.0, size=(n, 2)) for c in centres])
+
+
+def _space(rng: np.random.Generator):
+    Z = _blobs(rng, [(0, 0), (10, 0)], 1_000)
+    ids = np.repeat([0, 1], 1_000)
+    numeric = pd.DataFrame({"a": Z[:, 0] + 20.0, "b": Z[:, 1] + 20.0})
+    return segment_space(Z, ids, numeric)
+
+
+def _emerging(Z: np.ndarray, space, previous: pd.DataFrame | None = None, n_scored: int = 20_000):
+    numeric = pd.DataFrame({"a": Z[:, 0] + 20.0, "b": Z[:, 1] + 20.0})
+    order = np.random.default_rng(0).permutation(len(Z)).astype(np.uint64)
+    size = min_candidate_size(SETTINGS, n_scored, 20)
+    return find_emerging(
+        Z, numeric, order, n_scored, size, space, SETTINGS.candidate_max_spread,
+        {0: "first", 1: "second"}, previous,
+    )  # fmt: skip
+
+
+def test_a_dense_group_is_a_candidate_and_scattered_points_are_not() -> None:
+    rng = np.random.default_rng(2)
+    space = _space(rng)
+    scattered = rng.uniform(-40, 40, size=(600, 2))
+    assert _emerging(scattered, space).table.empty
+    group = rng.normal((5, 15), 1.0, size=(400, 2))
+    found = _emerging(np.vstack([scattered, group]), space)
+    assert found.ids == ["E1"]
+    members = found.labels[600:] == 1
+    assert members.mean() > 0.95 and (found.labels[:600] == 1).mean() < 0.05
+    row = found.table.iloc[0]
+    assert row["nearest_segment_id"] in (0, 1) and row["spread_ratio"] < 1.5
+    profile = found.profile.set_index("feature")
+    assert profile.loc["b", "std_diff"] > 1, "the group sits high on b"
+
+
+def test_too_small_a_group_is_not_a_candidate() -> None:
+    rng = np.random.default_rng(3)
+    group = rng.normal((5, 15), 1.0, size=(80, 2))
+    assert min_candidate_size(SETTINGS, 20_000, 20) == 100
+    assert _emerging(group, _space(rng)).table.empty
+
+
+def test_a_candidate_near_a_previous_one_was_seen_before() -> None:
+    rng = np.random.default_rng(4)
+    space = _space(rng)
+    first = _emerging(rng.normal((5, 15), 1.0, size=(400, 2)), space)
+    again = _emerging(rng.normal((5.3, 15), 1.0, size=(400, 2)), space, first.table)
+    elsewhere = _emerging(rng.normal((-15, -15), 1.0, size=(400, 2)), space, first.table)
+    assert again.table["previous_id"].tolist() == ["E1"]
+    assert elsewhere.table["seen_before"].tolist() == [False]
+
+
+def test_migration_counts_match_the_in_memory_matrix() -> None:
+    rng = np.random.default_rng(5)
+    old = rng.integers(-1, 3, size=1_000)
+    new = np.where(rng.random(1_000) < 0.2, rng.integers(0, 4, size=1_000), old)
+    hashes = rng.permutation(1_000).astype(np.uint64) * np.uint64(7919)
+    counter = MigrationCounter(hashes, old)
+    for rows in np.array_split(np.arange(1_000), 3):
+        counter.add(hashes[rows], new[rows])
+    counter.add(np.array([1, 2], dtype=np.uint64) * np.uint64(7919 * 10_000), np.array([0, 0]))
+    expected = migration_matrix(old, new)
+    assert counter.matrix().to_numpy().tolist() == expected.to_numpy().tolist()
+    matched, share = migration_summary(counter.matrix())
+    assert matched == 1_000 and share == pytest.approx(float((old != new).mean()))
+
+
+def test_alerts_follow_the_thresholds() -> None:
+    rng = np.random.default_rng(6)
+    space = _space(rng)
+    none = _emerging(np.empty((0, 2)), space)
+    calm = share_drift(pd.Series({0: 500, 1: 500}), pd.Series({0: 490, 1: 510}))
+    moved = share_drift(pd.Series({0: 500, 1: 500}), pd.Series({0: 900, 1: 100}))
+    features = pd.DataFrame({"feature": ["a", "b"], "drifted": [True, False]})
+    assert alerts(none, calm, features.iloc[:0], SETTINGS) == ()
+    assert "segment-share PSI" in alerts(none, moved, features.iloc[:0], SETTINGS)[0]
+    assert "1 of 2 features drifted" in alerts(none, calm, features, SETTINGS)[0]
+    stricter = Monitoring(drift_share=0.6)
+    assert alerts(none, calm, features, stricter) == ()
+
+
+def test_reference_spec_shows_the_monitoring_defaults() -> None:
+    assert load_spec(EXPERIMENTS / "reference.yaml").monitoring == Monitoring()
+
+
+def test_psi_levels_must_be_ordered(write_spec, synthetic_spec_file) -> None:
+    spec = yaml.safe_load(synthetic_spec_file.read_text())
+    spec["monitoring"] = {"psi_moderate": 0.3, "psi_major": 0.2}
+    with pytest.raises(SpecError, match=r"monitoring: .*psi_moderate \(0.3\) exceeds psi_major"):
+        load_spec(write_spec(spec))
+
+
+def test_candidates_fitted_on_a_subsample_take_in_the_rest(monkeypatch) -> None:
+    rng = np.random.default_rng(7)
+    space = _space(rng)
+    group = rng.normal((5, 15), 1.0, size=(2_000, 2))
+    Z = np.vstack([rng.uniform(-40, 40, size=(3_000, 2)), group])
+    whole = _emerging(Z, space, n_scored=100_000)
+    monkeypatch.setattr("segml.monitoring.EMERGING_FIT_ROWS", 2_500)
+    sampled = _emerging(Z, space, n_scored=100_000)
+    assert sampled.ids == whole.ids == ["E1"]
+    assert (sampled.labels[3_000:] == 1).mean() > 0.95
+    assert (sampled.labels == whole.labels).mean() > 0.97
