@@ -20,15 +20,20 @@ DEMO_SPEC := experiments/cdnow.yaml
 DEMO_TRIALS ?= 30
 SEGML := $(BIN)/segml
 
-# The life of a segmentation on CDNOW: tune on 1997, review, promote. Safe to re-run: a second
-# run registers a new challenger aligned to the champion and promotes it only if it passes.
+# The life of a segmentation on CDNOW: tune on 1997, review, promote, then score the same
+# customers as of mid-1998 as a batch job. Safe to re-run: a second run registers a new
+# challenger aligned to the champion and promotes it only if it passes review.
 demo: install
 	$(SEGML) tune $(DEMO_SPEC) --n-trials $(DEMO_TRIALS)
 	@status=0; $(SEGML) review --data $(DEMO_SPEC) --out build/review || status=$$?; \
 	if [ $$status -eq 0 ]; then $(SEGML) promote challenger --spec $(DEMO_SPEC); \
 	elif [ $$status -eq 3 ]; then echo "demo: the challenger failed review; the champion stays"; \
 	else exit $$status; fi
-	@echo "demo: review report build/review/review.html; MLflow store ./mlflow.db (make ui)"
+	$(SEGML) score --spec $(DEMO_SPEC) --input experiments/data/cdnow_master.txt \
+	  --reference-date 1998-06-30 --output build/scores.parquet --report build/scoring
+	@echo "demo: champion $$(sed -n 's/^# Scoring: //p' build/scoring/scoring.md) scored the customers as of 1998-06-30"
+	@echo "demo: scores build/scores.parquet; scoring report build/scoring/scoring.html;"
+	@echo "demo: review build/review/review.html; MLflow store ./mlflow.db (open it with: make ui)"
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
