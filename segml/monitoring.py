@@ -24,7 +24,7 @@ from segml.model import SEGMENT_ID, describe
 from segml.spec import Monitoring
 
 EMERGING_ID = "emerging_id"
-EMERGING_FIT_ROWS = 50_000
+EMERGING_FIT_ROWS = 20_000
 """Novel customers the candidate clustering is fitted on (those with the smallest id hashes);
 the others are assigned to its clusters as new points."""
 CANDIDATE_MIN_SAMPLES = 10
@@ -287,7 +287,7 @@ def segment_share_drift(catalog: pd.DataFrame, counts: pd.Series) -> ShareDrift:
     n_train = float((catalog["customers"] / catalog["share"]).iloc[0]) if len(catalog) else 0.0
     noise = round(n_train - train.sum())
     if noise > 0:
-        train.loc[-1] = noise
+        train = pd.concat([pd.Series({-1: float(noise)}), train])
     return share_drift(train.sort_index(), counts)
 
 
@@ -358,7 +358,8 @@ def migration_summary(matrix: pd.DataFrame) -> tuple[int, float]:
     total = int(matrix.to_numpy().sum()) if not matrix.empty else 0
     if total == 0:
         return 0, math.nan
-    same = sum(int(matrix.at[s, s]) for s in matrix.index if s in matrix.columns)
+    kept = matrix.index.intersection(matrix.columns)
+    same = int(np.trace(matrix.loc[kept, kept].to_numpy()))
     return total, 1.0 - same / total
 
 

@@ -73,6 +73,7 @@ OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
 MODEL_NAME = "model_name"
 MODEL_VERSION = "model_version"
 SOURCE_COLUMN = "source"
+REPEATED_COLUMNS = (SEGMENT_ID, SEGMENT_NAME, IS_NOVEL, EMERGING_ID, MODEL_NAME, MODEL_VERSION)
 QUARANTINE_SUFFIX = ".quarantine.csv"
 ARTIFACT_DIR = "scoring"
 CANDIDATES_ARTIFACT = f"{ARTIFACT_DIR}/candidates.json"
@@ -384,7 +385,9 @@ def _clean(
     reasons.flag(
         pc.is_null(ids).to_numpy(zero_copy_only=False), f"missing id in column {id_column!r}"
     )
-    frame = {id_column: ids.to_pandas()}
+    # The model sees row numbers as ids; the ids themselves stay in Arrow, because their round
+    # trip through pandas strings (in and out of ``predict``) costs as much as the model.
+    frame: dict[str, Any] = {id_column: np.arange(table.num_rows)}
     missing: dict[str, int] = {}
     for column in signature.numeric:
         values, unparsed = _numbers(table[column])
@@ -565,7 +568,7 @@ class _Run:
         columns = [
             ids.combine_chunks(),
             pa.array(out[SEGMENT_ID].to_numpy(), pa.int64()),
-            pa.array(out[SEGMENT_NAME].to_numpy(), pa.string()),
+            pa.array(out[SEGMENT_NAME], pa.string()),
             pa.array(out[CONFIDENCE].to_numpy(), pa.float64()),
             pa.array(out[NOVELTY_SCORE].to_numpy(), pa.float64()),
             pa.array(out[IS_NOVEL].to_numpy(), pa.bool_()),
@@ -574,7 +577,7 @@ class _Run:
             pa.repeat(pa.scalar(self.model_version, pa.string()), n),
         ]
         if self.writer is None:
-            self.writer = pq.ParquetWriter(self.staging, self.schema)
+            self.writer = _parquet_writer(self.staging, self.schema)
         self.writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self.schema))
 
     def close(self) -> None:
@@ -597,6 +600,13 @@ def output_schema(id_column: str) -> pa.Schema:
             (MODEL_VERSION, pa.string()),
         ]
     )
+
+
+def _parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    """Dictionary encoding and statistics only where values repeat: on unique ids both cost
+    more time than they save space (about half of the write time)."""
+    repeated = list(REPEATED_COLUMNS)
+    return pq.ParquetWriter(path, schema, use_dictionary=repeated, write_statistics=repeated)
 
 
 def score(
@@ -811,30 +821,34 @@ def _publish(run: _Run, emerging: Emerging, output: Path) -> Path | None:
         quarantine.unlink(missing_ok=True)
     rows = np.concatenate([np.empty(0, np.int64), *run.novel.rows])
     member = emerging.labels > 0
-    names = np.array([None, *emerging.ids], dtype=object)[emerging.labels[member]]
+    codes = emerging.labels[member] - 1
     with atomic_path(output) as tmp:
         if is_parquet(output) and not member.any():
             os.replace(run.staging, tmp)
         else:
-            _finish(run.staging, tmp, rows[member], names, csv=not is_parquet(output))
+            _finish(run.staging, tmp, rows[member], codes, emerging.ids, not is_parquet(output))
     return quarantine if quarantine.exists() else None
 
 
-def _finish(staging: Path, target: Path, rows: np.ndarray, names: np.ndarray, csv: bool) -> None:
-    """Copy the staged scores to ``target``, with ``emerging_id`` ``names`` at output ``rows``."""
+def _finish(
+    staging: Path, target: Path, rows: np.ndarray, codes: np.ndarray, ids: list[str], csv: bool
+) -> None:
+    """Copy the staged scores to ``target``; output ``rows`` get ``emerging_id`` ``ids[codes]``."""
     source = pq.ParquetFile(staging)
     schema = source.schema_arrow
     column = schema.get_field_index(EMERGING_ID)
-    writer: Any = pv.CSVWriter(str(target), schema) if csv else pq.ParquetWriter(target, schema)
+    names = pa.array(ids, pa.string())
+    writer: Any = pv.CSVWriter(str(target), schema) if csv else _parquet_writer(target, schema)
     offset = 0
     with writer:
         for batch in source.iter_batches(READ_ROWS):
             n = batch.num_rows
             lo, hi = np.searchsorted(rows, [offset, offset + n])
             if hi > lo:
-                values = np.full(n, None, dtype=object)
-                values[rows[lo:hi] - offset] = names[lo:hi]
-                batch = batch.set_column(column, EMERGING_ID, pa.array(values, pa.string()))
+                index = np.full(n, -1)
+                index[rows[lo:hi] - offset] = codes[lo:hi]
+                values = pc.take(names, pa.array(index, mask=index < 0))
+                batch = batch.set_column(column, EMERGING_ID, values)
             writer.write_batch(batch)
             offset += n
 

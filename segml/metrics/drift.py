@@ -81,7 +81,8 @@ def drift_reference(frame: pd.DataFrame, categorical: Sequence[str]) -> DriftRef
     for column in frame.columns:
         values = frame[column]
         if column in categorical or values.nunique() <= FEW_VALUES:
-            counts[column] = category_keys(values).value_counts().sort_index().to_dict()
+            tally = category_keys(values).value_counts().sort_index()
+            counts[column] = {str(k): int(v) for k, v in tally.items()}
         else:
             present = values.dropna().to_numpy(dtype=float)
             size = min(present.size, REFERENCE_QUANTILES)

@@ -1,0 +1,176 @@
+"""Rows/s and peak memory of ``segml.scoring.score`` per family, against a bare scoring loop.
+
+Usage: ``python benchmarks/bench_scoring.py [--rows 1000000 10000000] [--families kmeans gmm
+hdbscan] [--format parquet|csv] [--workdir build/bench_scoring]``.
+
+For each family a model is fitted on ``--train`` synthetic customers (4 features, 5 segments);
+inputs of ``--rows`` customers (3% of them an unseen group) are written once to ``--workdir``.
+Each measurement runs in a fresh process, which reports its wall time and peak RSS:
+
+- ``score``: ``segml.scoring.score`` (read, check, score, novelty, monitoring, both passes of
+  the atomic output write; the command adds model loading and one tracking call);
+- ``bare``: read the same file in batches with pandas, ``preprocessor.transform`` and
+  ``predict`` (the family's ``assign`` for HDBSCAN, which has no ``predict``), nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import joblib
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from segml.families import FAMILIES
+from segml.synthetic import synthetic_customers, synthetic_spec
+
+PARAMS = {
+    "kmeans": {"n_clusters": 5},
+    "gmm": {"n_components": 5},
+    "hdbscan": {"min_cluster_size": 100, "min_samples": 10},
+}
+HEADER = (
+    "| family | customers | segml rows/s | bare rows/s | time ratio | segml peak RSS "
+    "| bare peak RSS | candidates | novel |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+)
+CHUNK_ROWS = 1_000_000
+"""Customers generated (and held in memory) at a time while writing an input."""
+
+
+def write_input(path: Path, rows: int, fmt: str) -> Path:
+    """``rows`` synthetic customers with a 3% unseen group, written chunk by chunk."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = None
+    for start in range(0, rows, CHUNK_ROWS):
+        n = min(CHUNK_ROWS, rows - start)
+        chunk = synthetic_customers(n, seed=start + 1, new_group_share=0.03, id_offset=start)
+        if fmt == "csv":
+            chunk.to_csv(path, mode="a", header=start == 0, index=False)
+            continue
+        table = pa.Table.from_pandas(chunk, preserve_index=False)
+        writer = writer or pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+    if writer is not None:
+        writer.close()
+    return path
+
+
+def fit_model(workdir: Path, family: str, train: int) -> Path:
+    """A segmenter of ``family`` fitted on ``train`` customers, saved with joblib."""
+    from segml.features import build_features, build_preprocessor
+    from segml.model import build_segmenter
+    from segml.spec import load_spec
+    from segml.tuning import fit_segmentation
+
+    target = workdir / f"model-{family}-{train}.joblib"
+    if target.exists():
+        return target
+    folder = workdir / "train"
+    folder.mkdir(parents=True, exist_ok=True)
+    synthetic_customers(train, seed=0).to_csv(folder / "customers.csv", index=False)
+    (folder / "spec.yaml").write_text(yaml.safe_dump(synthetic_spec("customers.csv")))
+    spec = load_spec(folder / "spec.yaml")
+    built = build_features(spec)
+    preprocessor = build_preprocessor(spec, built.table).fit(built.table)
+    X = preprocessor.transform(built.table)
+    segmentation = fit_segmentation(X, family, PARAMS[family], {}, 0)
+    segmenter = build_segmenter(spec, built.features, preprocessor, segmentation, built.table, X)
+    joblib.dump(segmenter, target)
+    return target
+
+
+def child_score(model: Path, source: Path, output: Path) -> dict:
+    """``segml.scoring.score`` once; its own timing and findings."""
+    from segml.scoring import score
+
+    segmenter = joblib.load(model)
+    start = time.perf_counter()
+    summary = score(segmenter, source, output)
+    return {
+        "seconds": time.perf_counter() - start,
+        "rows": summary.rows_scored,
+        "candidates": len(summary.report.emerging.table),
+        "novel_share": summary.novel / summary.rows_scored,
+    }
+
+
+def child_bare(model: Path, source: Path, batch_rows: int) -> dict:
+    """Read in batches with pandas, transform and predict; nothing checked or written."""
+    segmenter = joblib.load(model)
+    estimator = segmenter.segmentation.estimator
+    family = FAMILIES[segmenter.segmentation.family]
+    predict = getattr(estimator, "predict", None) or (lambda X: family.assign(estimator, X)[0])
+    columns = segmenter.features
+    start, rows = time.perf_counter(), 0
+    if source.suffix == ".csv":
+        batches = pd.read_csv(source, usecols=columns, chunksize=batch_rows)
+    else:
+        parquet = pq.ParquetFile(source)
+        batches = (b.to_pandas() for b in parquet.iter_batches(batch_rows, columns=columns))
+    for frame in batches:
+        predict(segmenter.preprocessor.transform(frame[columns]))
+        rows += len(frame)
+    return {"seconds": time.perf_counter() - start, "rows": rows}
+
+
+def run_child(*args: str) -> dict:
+    """Run this script in ``--child`` mode; its result with its peak RSS (MiB)."""
+    command = [sys.executable, __file__, "--child", *args]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--families", nargs="+", default=list(PARAMS), choices=list(PARAMS))
+    parser.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    parser.add_argument("--train", type=int, default=20_000)
+    parser.add_argument("--workdir", type=Path, default=Path("build/bench_scoring"))
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        mode, model, source, extra = args.child
+        if mode == "score":
+            result = child_score(Path(model), Path(source), Path(extra))
+        else:
+            result = child_bare(Path(model), Path(source), int(extra))
+        result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
+
+    from segml.scoring import READ_ROWS
+
+    print(HEADER)
+    for family in args.families:
+        model = fit_model(args.workdir, family, args.train)
+        for rows in args.rows:
+            source = write_input(
+                args.workdir / f"customers-{rows}.{args.format}", rows, args.format
+            )
+            with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+                scored = run_child("score", str(model), str(source), f"{tmp}/scores.parquet")
+            bare = run_child("bare", str(model), str(source), str(READ_ROWS))
+            print(
+                f"| {family} | {rows:,} | {rows / scored['seconds']:,.0f} | "
+                f"{rows / bare['seconds']:,.0f} | {scored['seconds'] / bare['seconds']:.2f} | "
+                f"{scored['peak_rss_mib']:,.0f} MiB | {bare['peak_rss_mib']:,.0f} MiB | "
+                f"{scored['candidates']} | {scored['novel_share']:.1%} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
