@@ -263,7 +263,9 @@ def _read_csv(
 
 
 def _first(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    """The first line of an error; a CSV parse error loses the row text it quotes (PII)."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return ": ".join(line.split(": ")[:2]) if line.startswith("CSV parse error") else line
 
 
 def _total_rows(files: list[Path]) -> int | None:
