@@ -44,16 +44,18 @@ PARAMS: dict[str, dict[str, Any]] = {
 COLUMNS = list(output_schema(ID_COLUMN).names)
 
 
-def fit_segmenter(folder: Path, family: str, table: pd.DataFrame, spec: dict) -> Segmenter:
-    """A segmenter fitted directly (no search, no MLflow) on ``table``."""
+def fit_segmenter(
+    folder: Path, family: str, table: pd.DataFrame, spec: dict, params: dict | None = None
+) -> Segmenter:
+    """A segmenter fitted directly (no search, no MLflow) on ``table``, the spec's source."""
     folder.mkdir(parents=True, exist_ok=True)
-    table.to_csv(folder / "customers.csv", index=False)
+    table.to_csv(folder / spec["data"]["source"], index=False)
     (folder / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
     loaded = load_spec(folder / "spec.yaml")
     built = build_features(loaded)
     preprocessor = build_preprocessor(loaded, built.table).fit(built.table)
     X = preprocessor.transform(built.table)
-    segmentation = fit_segmentation(X, family, PARAMS[family], {}, 0)
+    segmentation = fit_segmentation(X, family, params or PARAMS[family], {}, 0)
     return build_segmenter(loaded, built.features, preprocessor, segmentation, built.table, X)
 
 
@@ -321,7 +323,6 @@ def test_transaction_log_is_aggregated_as_at_training(tmp_path: Path) -> None:
             "amount": rng.gamma(2.0, 30.0, size=n).round(2),
         }
     )
-    tx.to_csv(tmp_path / "tx.csv", index=False)
     spec = {
         "name": "tx",
         "data": {
@@ -331,20 +332,14 @@ def test_transaction_log_is_aggregated_as_at_training(tmp_path: Path) -> None:
             "transactions": {"timestamp": "day", "amount": "amount"},
         },
     }
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    loaded = load_spec(tmp_path / "spec.yaml")
-    built = build_features(loaded)
-    preprocessor = build_preprocessor(loaded, built.table).fit(built.table)
-    X = preprocessor.transform(built.table)
-    segmentation = fit_segmentation(X, "kmeans", {"n_clusters": 3}, {}, 0)
-    segmenter = build_segmenter(loaded, built.features, preprocessor, segmentation, built.table, X)
+    segmenter = fit_segmenter(tmp_path, "kmeans", tx, spec, {"n_clusters": 3})
     cutoff = pd.Timestamp("2024-10-31")
     summary = score(
         segmenter, tmp_path / "tx.csv", tmp_path / "out.parquet", reference_date=cutoff.date()
     )
     late = int((tx["day"] > cutoff).sum())
     assert summary.rows_read == n and sum(summary.excluded.values()) == late
-    customers = build_features(loaded, cutoff.date()).table
+    customers = build_features(segmenter.spec, cutoff.date()).table
     expected = segmenter.predict(customers)
     out = pd.read_parquet(tmp_path / "out.parquet")
     assert out[ID_COLUMN].tolist() == expected[ID_COLUMN].tolist()
