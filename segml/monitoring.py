@@ -149,9 +149,11 @@ def find_emerging(
     kept = []
     for cluster in np.unique(raw[raw >= 0]):
         members = np.flatnonzero((raw == cluster) & (strength >= CORE_MEMBERSHIP))
+        if members.size < min_size:
+            continue
         centre = Z[members].mean(axis=0)
         radius = _rms_radius(Z[members], centre)
-        if members.size >= min_size and radius <= max_spread * space.spread:
+        if radius <= max_spread * space.spread:
             kept.append((members, centre, radius))
     kept.sort(key=lambda k: (-k[0].size, tuple(k[1])))
     labels = np.zeros(len(Z), dtype=np.int64)
