@@ -1,31 +1,71 @@
-"""A tune on the bundled CDNOW data leaves one parent and one nested run per trial, keyed."""
+"""A small tune on the bundled CDNOW data leaves one parent and one keyed nested run per trial."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import mlflow
+import pytest
+import yaml
 
 from segml import tracking as keys
-from segml.experiment import tune
+from segml.experiment import TuneResult, tune
 from segml.spec import load_spec
+from segml.tuning import search_spaces
 
+N_TRIALS = 5
+FAMILIES = ["kmeans", "gmm"]
 TRIAL_METRICS = {
     k for k in keys.METRICS if k.split(".")[0] in {"quality", "stability", "business", "cost"}
 }
 
 
-def test_cdnow_tune_tracks_every_trial(cdnow_spec: Path, tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = tune(load_spec(cdnow_spec), n_trials=4, families=["kmeans"], tracking_uri=uri)
-    client = mlflow.MlflowClient(uri)
-    runs = client.search_runs([result.experiment_id], max_results=100)
-    parents = [r for r in runs if r.data.tags[keys.TAG_ROLE] == keys.ROLE_STUDY]
-    trials = [r for r in runs if r.data.tags[keys.TAG_ROLE] == keys.ROLE_TRIAL]
-    assert len(parents) == 1 and len(trials) == 4
+@pytest.fixture(scope="module")
+def cdnow_tune(
+    cdnow_spec: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[TuneResult, str]:
+    """A 5-trial k-means/GMM tune of the CDNOW spec without UMAP, on a store of its own."""
+    tmp = tmp_path_factory.mktemp("cdnow")
+    raw = yaml.safe_load(cdnow_spec.read_text(encoding="utf-8"))
+    raw["data"]["source"] = str((cdnow_spec.parent / raw["data"]["source"]).resolve())
+    raw["search"] = {**raw.get("search", {}), "reduction": {"reducer": "none"}}
+    spec_path = tmp / "cdnow.yaml"
+    spec_path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    return tune(load_spec(spec_path), n_trials=N_TRIALS, families=FAMILIES, tracking_uri=uri), uri
+
+
+def _runs_by_role(result: TuneResult, uri: str) -> dict[str, list[mlflow.entities.Run]]:
+    runs = mlflow.MlflowClient(uri).search_runs([result.experiment_id], max_results=100)
+    by_role: dict[str, list[mlflow.entities.Run]] = {}
+    for run in runs:
+        by_role.setdefault(run.data.tags.get(keys.TAG_ROLE, ""), []).append(run)
+    return by_role
+
+
+def test_one_parent_and_one_nested_run_per_trial(cdnow_tune: tuple[TuneResult, str]) -> None:
+    result, uri = cdnow_tune
+    by_role = _runs_by_role(result, uri)
+    assert set(by_role) == {keys.ROLE_STUDY, keys.ROLE_TRIAL}
+    assert [run.info.run_id for run in by_role[keys.ROLE_STUDY]] == [result.parent_run_id]
+    trials = by_role[keys.ROLE_TRIAL]
+    assert len(trials) == N_TRIALS
+    assert {run.data.tags[keys.TAG_PARENT] for run in trials} == {result.parent_run_id}
+
+
+def test_every_trial_carries_the_documented_keys(
+    cdnow_tune: tuple[TuneResult, str], cdnow_spec: Path
+) -> None:
+    result, uri = cdnow_tune
+    spaces = search_spaces(load_spec(cdnow_spec), FAMILIES)
+    trials = _runs_by_role(result, uri)[keys.ROLE_TRIAL]
+    # the spec's seed (7) samples both families in 5 trials, so both are checked
+    assert {run.data.params[keys.PARAM_FAMILY] for run in trials} == set(FAMILIES)
     for run in trials:
-        assert run.data.tags[keys.TAG_PARENT] == parents[0].info.run_id
-        assert TRIAL_METRICS <= set(run.data.metrics), TRIAL_METRICS - set(run.data.metrics)
-        assert run.data.params["family"] == "kmeans" and "kmeans.n_clusters" in run.data.params
-    assert result.segmenter.catalog["customers"].sum() == 23_570
-    assert result.model_version == "1"
+        missing = TRIAL_METRICS - set(run.data.metrics)
+        assert not missing, f"{run.info.run_name} lacks {sorted(missing)}"
+        family = run.data.params[keys.PARAM_FAMILY]
+        assert run.data.tags[keys.TAG_FAMILY] == family
+        expected = {keys.param_key(family, name) for name in spaces[family]}
+        assert expected <= set(run.data.params), expected - set(run.data.params)
+        assert run.data.params[keys.param_key(keys.PREP_NAMESPACE, "reducer")] == "none"
