@@ -373,7 +373,8 @@ class HDBSCANFamily:
             cluster_selection_method=params.get("cluster_selection_method", "eom"),
             cluster_selection_epsilon=float(params.get("cluster_selection_epsilon", 0.0)),
             prediction_data=True,
-        )
+            core_dist_n_jobs=1,  # the default (4) starts a process pool per fit above 16k rows,
+        )  # which costs more than it saves when the bootstrap already uses every core
         return model.fit(X)
 
     def training_labels(self, estimator: hdbscan_lib.HDBSCAN) -> np.ndarray:
