@@ -20,6 +20,7 @@ from segml import tracking as keys
 from segml.features import build_features, outcome_frame
 from segml.metrics import (
     agreement,
+    business_metrics,
     migration_matrix,
     migration_share,
     quality_metrics,
@@ -122,9 +123,10 @@ def review(
         migration = migration_matrix(old_ids, new_ids)
         fates, new_only = transitions(old_ids, new_ids)
         business[keys.CHAMPION_PREFIX] = segment_table(old_ids, outcomes)
+        agreed = agreement(old_ids, new_ids)
         metrics |= {
-            keys.REVIEW_ARI: agreement(old_ids, new_ids)["ari"],
-            keys.REVIEW_AMI: agreement(old_ids, new_ids)["ami"],
+            keys.REVIEW_ARI: agreed["ari"],
+            keys.REVIEW_AMI: agreed["ami"],
             keys.REVIEW_MIGRATION_SHARE: migration_share(old_ids, new_ids),
             keys.REVIEW_SILHOUETTE_DROP: old_side[keys.QUALITY_SILHOUETTE]
             - new_side[keys.QUALITY_SILHOUETTE],
@@ -154,15 +156,14 @@ def _score(
     quality = quality_metrics(
         segmenter.embed(table), ids, sample_size=spec.search.silhouette_sample, seed=0
     )
-    counts = np.bincount(ids[ids >= 0])
-    shares = counts[counts > 0] / ids.size if counts.any() else np.array([np.nan])
+    business = business_metrics(ids)
     return ids, {
         keys.QUALITY_SILHOUETTE: quality.silhouette,
         keys.QUALITY_DAVIES_BOULDIN: quality.davies_bouldin,
         keys.QUALITY_NOISE_SHARE: quality.noise_share,
-        keys.BUSINESS_N_SEGMENTS: float(np.count_nonzero(counts)),
-        keys.BUSINESS_MIN_SHARE: float(shares.min()),
-        keys.BUSINESS_MAX_SHARE: float(shares.max()),
+        keys.BUSINESS_N_SEGMENTS: float(business.n_segments),
+        keys.BUSINESS_MIN_SHARE: business.min_share,
+        keys.BUSINESS_MAX_SHARE: business.max_share,
     } | _training_stability(client, ref)
 
 

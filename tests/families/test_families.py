@@ -127,6 +127,12 @@ def test_batches_do_not_change_results(
         np.testing.assert_array_equal(a, b)
 
 
+def _assert_same_assignment(family: Any, a: Any, b: Any, X: np.ndarray) -> None:
+    """Labels and confidence of ``a`` and ``b`` on ``X`` are identical."""
+    for left, right in zip(family.assign(a, X), family.assign(b, X), strict=True):
+        np.testing.assert_array_equal(left, right)
+
+
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_same_seed_same_segmentation(name: str, blobs: dict, fitted: dict) -> None:
     family = FAMILIES[name]
@@ -134,24 +140,14 @@ def test_same_seed_same_segmentation(name: str, blobs: dict, fitted: dict) -> No
     np.testing.assert_array_equal(
         family.training_labels(again), family.training_labels(fitted[name])
     )
-    for a, b in zip(
-        family.assign(again, blobs["X_new"]),
-        family.assign(fitted[name], blobs["X_new"]),
-        strict=True,
-    ):
-        np.testing.assert_array_equal(a, b)
+    _assert_same_assignment(family, again, fitted[name], blobs["X_new"])
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_fitted_estimator_pickles(name: str, blobs: dict, fitted: dict) -> None:
     family = FAMILIES[name]
     restored = pickle.loads(pickle.dumps(fitted[name]))
-    for a, b in zip(
-        family.assign(restored, blobs["X_new"]),
-        family.assign(fitted[name], blobs["X_new"]),
-        strict=True,
-    ):
-        np.testing.assert_array_equal(a, b)
+    _assert_same_assignment(family, restored, fitted[name], blobs["X_new"])
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
