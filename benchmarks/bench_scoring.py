@@ -1,7 +1,7 @@
 """Rows/s and peak memory of ``segml.scoring.score`` per family, against a bare scoring loop.
 
-Usage: ``python benchmarks/bench_scoring.py [--rows 1000000 10000000] [--families kmeans gmm
-hdbscan] [--format parquet|csv] [--workdir build/bench_scoring]``.
+Usage: ``python benchmarks/bench_scoring.py [--rows 1000000 10000000] [--repeat 3]
+[--families kmeans gmm hdbscan] [--format parquet|csv] [--workdir build/bench_scoring]``.
 
 For each family a model is fitted on ``--train`` synthetic customers (4 features, 5 segments);
 inputs of ``--rows`` customers (3% of them an unseen group) are written once to ``--workdir``.
@@ -9,15 +9,22 @@ Each measurement runs in a fresh process, which reports its wall time and peak R
 
 - ``score``: ``segml.scoring.score`` (read, check, score, novelty, monitoring, both passes of
   the atomic output write; the command adds model loading and one tracking call);
-- ``bare``: read the same file in batches with pandas, ``preprocessor.transform`` and
-  ``predict`` (the family's ``assign`` for HDBSCAN, which has no ``predict``), nothing written.
+- ``bare loop``: read the same file in batches with pandas, ``preprocessor.transform`` and
+  ``predict`` (the family's ``assign`` for HDBSCAN, which has no ``predict``), nothing written;
+- ``bare job``: the same loop that also reads the ids and writes id and segment to Parquet,
+  the least a hand-written scoring job does.
+
+Each figure is the median of ``--repeat`` runs (3); ratios are segml's time over the bare one's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,9 +46,9 @@ PARAMS = {
     "hdbscan": {"min_cluster_size": 100, "min_samples": 10},
 }
 HEADER = (
-    "| family | customers | segml rows/s | bare rows/s | time ratio | segml peak RSS "
-    "| bare peak RSS | candidates | novel |\n"
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    "| family | customers | segml rows/s | bare loop rows/s | ratio | bare job rows/s | ratio "
+    "| segml peak RSS | bare peak RSS | candidates | novel |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
 CHUNK_ROWS = 1_000_000
 """Customers generated (and held in memory) at a time while writing an input."""
@@ -106,22 +113,30 @@ def child_score(model: Path, source: Path, output: Path) -> dict:
     }
 
 
-def child_bare(model: Path, source: Path, batch_rows: int) -> dict:
-    """Read in batches with pandas, transform and predict; nothing checked or written."""
+def child_bare(model: Path, source: Path, batch_rows: int, output: str) -> dict:
+    """Read in batches with pandas, transform and predict; nothing checked. With an ``output``
+    path, also write each customer's id and segment there (a minimal hand-written job)."""
     segmenter = joblib.load(model)
     estimator = segmenter.segmentation.estimator
     family = FAMILIES[segmenter.segmentation.family]
-    predict = getattr(estimator, "predict", None) or (lambda X: family.assign(estimator, X)[0])
-    columns = segmenter.features
-    start, rows = time.perf_counter(), 0
+    predict = getattr(estimator, "predict", None) or (lambda X: family.assign(estimator, X).labels)
+    columns = [segmenter.id_column, *segmenter.features] if output else segmenter.features
+    start, rows, writer = time.perf_counter(), 0, None
     if source.suffix == ".csv":
         batches = pd.read_csv(source, usecols=columns, chunksize=batch_rows)
     else:
         parquet = pq.ParquetFile(source)
         batches = (b.to_pandas() for b in parquet.iter_batches(batch_rows, columns=columns))
     for frame in batches:
-        predict(segmenter.preprocessor.transform(frame[columns]))
+        labels = predict(segmenter.preprocessor.transform(frame[segmenter.features]))
         rows += len(frame)
+        if output:
+            ids = frame[segmenter.id_column].to_numpy()
+            table = pa.table({segmenter.id_column: ids, "segment_id": labels})
+            writer = writer or pq.ParquetWriter(output, table.schema)
+            writer.write_table(table)
+    if writer is not None:
+        writer.close()
     return {"seconds": time.perf_counter() - start, "rows": rows}
 
 
@@ -132,27 +147,59 @@ def run_child(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def median_run(repeat: int, *args: str) -> dict:
+    """``run_child`` ``repeat`` times: the median time, the largest peak RSS, the last findings."""
+    results = [run_child(*args) for _ in range(repeat)]
+    last = dict(results[-1])
+    last["seconds"] = statistics.median(r["seconds"] for r in results)
+    last["peak_rss_mib"] = max(r["peak_rss_mib"] for r in results)
+    return last
+
+
+def measure(family: str, model: Path, source: Path, workdir: Path, repeat: int) -> str:
+    """One table row: segml against both bare loops on the same input, medians of ``repeat``."""
+    from segml.scoring import READ_ROWS
+
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        scored = median_run(repeat, "score", str(model), str(source), f"{tmp}/scores.parquet")
+        bare = median_run(repeat, "bare", str(model), str(source), str(READ_ROWS), "")
+        job = median_run(
+            repeat, "bare", str(model), str(source), str(READ_ROWS), f"{tmp}/bare.parquet"
+        )
+    rows = scored["rows"]
+    return (
+        f"| {family} | {rows:,} | {rows / scored['seconds']:,.0f} | "
+        f"{rows / bare['seconds']:,.0f} | {scored['seconds'] / bare['seconds']:.2f} | "
+        f"{rows / job['seconds']:,.0f} | {scored['seconds'] / job['seconds']:.2f} | "
+        f"{scored['peak_rss_mib']:,.0f} MiB | {bare['peak_rss_mib']:,.0f} MiB | "
+        f"{scored['candidates']} | {scored['novel_share']:.1%} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--families", nargs="+", default=list(PARAMS), choices=list(PARAMS))
     parser.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     parser.add_argument("--train", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--workdir", type=Path, default=Path("build/bench_scoring"))
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        mode, model, source, extra = args.child
+        mode, model, source, *extra = args.child
         if mode == "score":
-            result = child_score(Path(model), Path(source), Path(extra))
+            result = child_score(Path(model), Path(source), Path(extra[0]))
         else:
-            result = child_bare(Path(model), Path(source), int(extra))
+            result = child_bare(Path(model), Path(source), int(extra[0]), extra[1])
         result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
 
-    from segml.scoring import READ_ROWS
-
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.1f} at start; medians of {args.repeat} runs\n"
+    )
     print(HEADER)
     for family in args.families:
         model = fit_model(args.workdir, family, args.train)
@@ -160,16 +207,8 @@ def main() -> None:
             source = write_input(
                 args.workdir / f"customers-{rows}.{args.format}", rows, args.format
             )
-            with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-                scored = run_child("score", str(model), str(source), f"{tmp}/scores.parquet")
-            bare = run_child("bare", str(model), str(source), str(READ_ROWS))
-            print(
-                f"| {family} | {rows:,} | {rows / scored['seconds']:,.0f} | "
-                f"{rows / bare['seconds']:,.0f} | {scored['seconds'] / bare['seconds']:.2f} | "
-                f"{scored['peak_rss_mib']:,.0f} MiB | {bare['peak_rss_mib']:,.0f} MiB | "
-                f"{scored['candidates']} | {scored['novel_share']:.1%} |",
-                flush=True,
-            )
+            print(measure(family, model, source, args.workdir, args.repeat), flush=True)
+    print(f"\nload average {os.getloadavg()[0]:.1f} at end")
 
 
 if __name__ == "__main__":

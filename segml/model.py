@@ -30,6 +30,8 @@ SEGMENT_NAME = "segment_name"
 CONFIDENCE = "confidence"
 NOVELTY_SCORE = "novelty_score"
 IS_NOVEL = "is_novel"
+NO_SEGMENT = "no segment"
+"""The segment name of customers no segment takes (segment id -1)."""
 ARTIFACT_KEY = "segmenter"
 RUNTIME_PACKAGES = (
     "mlflow",
@@ -52,6 +54,29 @@ _WORDS = {
     "tenure_days": ("long-standing", "new"),
     "interpurchase_days": ("slow repeat", "fast repeat"),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """Customers' segments as a segment model assigns them, one entry per customer.
+
+    Attributes
+    ----------
+    Z : ndarray of shape (n_customers, n_dims)
+        The customers in the space the clusterer saw.
+    segment_ids : ndarray of int64
+        Stable segment ids; -1 = no segment.
+    confidence, novelty : ndarray of float64
+        The family's confidence (0 without a segment) and novelty score.
+    is_novel : ndarray of bool
+        Novelty above the calibrated threshold, or no segment.
+    """
+
+    Z: np.ndarray
+    segment_ids: np.ndarray
+    confidence: np.ndarray
+    novelty: np.ndarray
+    is_novel: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,29 +114,43 @@ class Segmenter:
         X = self.preprocessor.transform(table[self.features])
         return self.segmentation.embed(X)
 
+    def assign(self, table: pd.DataFrame) -> Assignment:
+        """The segments of customers (one row each), with their model-space coordinates."""
+        Z = self.embed(table)
+        found = FAMILIES[self.segmentation.family].assign(self.segmentation.estimator, Z)
+        ids = self.segment_ids(found.labels)
+        is_novel = (found.novelty > self.novelty_threshold) | (ids < 0)
+        confidence = np.where(ids >= 0, found.confidence, 0.0)
+        return Assignment(Z, ids, confidence, found.novelty, is_novel)
+
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """One row per customer: id, segment id and name, confidence, novelty, is_novel."""
         table = self.customer_table(frame)
-        Z = self.embed(table)
-        family = FAMILIES[self.segmentation.family]
-        labels, confidence = family.assign(self.segmentation.estimator, Z)
-        novelty = family.novelty(self.segmentation.estimator, Z)
-        ids = self.segment_ids(labels)
-        names = self.catalog.set_index(SEGMENT_ID)[SEGMENT_NAME]
+        found = self.assign(table)
         return pd.DataFrame(
             {
                 self.id_column: table[self.id_column].to_numpy(),
-                SEGMENT_ID: ids,
-                SEGMENT_NAME: pd.Series(ids).map(names).fillna("no segment").to_numpy(),
-                CONFIDENCE: np.where(ids >= 0, confidence, 0.0),
-                NOVELTY_SCORE: novelty,
-                IS_NOVEL: (novelty > self.novelty_threshold) | (ids < 0),
+                SEGMENT_ID: found.segment_ids,
+                SEGMENT_NAME: np.asarray(self.names_by_position(), dtype=object)[
+                    found.segment_ids + 1
+                ],
+                CONFIDENCE: found.confidence,
+                NOVELTY_SCORE: found.novelty,
+                IS_NOVEL: found.is_novel,
             }
         )
 
     def segment_names(self) -> dict[int, str]:
         """Segment id to name, from the catalogue."""
         return dict(zip(self.catalog[SEGMENT_ID], self.catalog[SEGMENT_NAME], strict=True))
+
+    def names_by_position(self) -> list[str]:
+        """Segment names at position ``segment id + 1``: ``NO_SEGMENT`` first and in id gaps."""
+        named = self.segment_names()
+        names = [NO_SEGMENT] * (max(named, default=-1) + 2)
+        for segment, name in named.items():
+            names[segment + 1] = name
+        return names
 
     def segment_ids(self, labels: np.ndarray) -> np.ndarray:
         """Stable segment ids for the clusterer's raw labels (-1 stays -1)."""
@@ -139,7 +178,7 @@ def build_segmenter(
     segments = sorted(int(s) for s in np.unique(labels) if s >= 0)
     label_to_id = {label: i for i, label in enumerate(segments)}
     family = FAMILIES[segmentation.family]
-    novelty = family.novelty(segmentation.estimator, Z)
+    novelty = family.assign(segmentation.estimator, Z).novelty
     threshold = float(np.quantile(novelty[labels >= 0], NOVELTY_QUANTILE))
     draft = Segmenter(
         spec, features, preprocessor, segmentation, pd.DataFrame(), threshold, label_to_id

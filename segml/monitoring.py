@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from segml.families.hdbscan import SegmentHDBSCAN, fast_assign
+from segml.families.hdbscan import SegmentHDBSCAN, fast_predict
 from segml.metrics.business import LIFT_MIN_MEAN
 from segml.metrics.drift import DriftReference, ShareDrift, feature_drift, share_drift
 from segml.model import SEGMENT_ID, describe
@@ -186,13 +186,14 @@ def _density_clusters(
         min_samples=min(CANDIDATE_MIN_SAMPLES, fit_size),
         allow_single_cluster=True,
         prediction_data=True,
+        core_dist_n_jobs=1,  # hdbscan's default starts a process pool: seconds on 20k rows
     ).fit(Z[fit])
     labels, strength = np.full(len(Z), -1, dtype=np.int64), np.zeros(len(Z))
     labels[fit], strength[fit] = clusterer.labels_, clusterer.probabilities_
     rest = np.ones(len(Z), dtype=bool)
     rest[fit] = False
     if rest.any():
-        labels[rest], strength[rest] = fast_assign(clusterer, Z[rest])
+        labels[rest], strength[rest], _ = fast_predict(clusterer, Z[rest])
     return labels, strength
 
 

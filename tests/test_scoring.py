@@ -459,7 +459,9 @@ def test_killed_scoring_leaves_no_output_and_a_rerun_completes(registered, tmp_p
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
     assert not out.exists()
+    assert list(tmp_path.glob(f".scores.parquet.pid{worker.pid}.*")), "the killed run's staging"
 
     rerun = _score_cli(registered, *args)
     assert rerun.exit_code == 0, rerun.output
     assert len(pd.read_parquet(out, columns=[SEGMENT_ID])) == 250_000
+    assert not list(tmp_path.glob(".scores.parquet.*")), "the rerun removed the dead staging"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from segml.families._base import (
     BATCH_ROWS,
+    Assigned,
     Choice,
     Dimension,
     Family,
@@ -27,6 +28,7 @@ FAMILIES: dict[str, Family] = {
 
 __all__ = [
     "BATCH_ROWS",
+    "Assigned",
     "FAMILIES",
     "REDUCTION_SPACE",
     "Choice",

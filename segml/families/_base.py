@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import optuna
@@ -60,6 +60,37 @@ def suggest(trial: optuna.Trial, prefix: str, space: Space) -> dict[str, Any]:
     return params
 
 
+class Assigned(NamedTuple):
+    """What a family says of new rows.
+
+    Attributes
+    ----------
+    labels : ndarray of int64
+        Segment label of each row; -1 = no segment.
+    confidence : ndarray of float64
+        How firmly the row belongs to its segment, in [0, 1] (0 without a segment).
+    novelty : ndarray of float64
+        Higher means the row fits no segment well (the family's own scale).
+    """
+
+    labels: np.ndarray
+    confidence: np.ndarray
+    novelty: np.ndarray
+
+    @classmethod
+    def empty(cls, n_rows: int) -> Assigned:
+        """Arrays of ``n_rows`` to fill batch by batch."""
+        return cls(
+            np.empty(n_rows, dtype=np.int64),
+            np.empty(n_rows, dtype=np.float64),
+            np.empty(n_rows, dtype=np.float64),
+        )
+
+    def fill(self, rows: slice, labels: Any, confidence: Any, novelty: Any) -> None:
+        """Set the values of ``rows``."""
+        self.labels[rows], self.confidence[rows], self.novelty[rows] = labels, confidence, novelty
+
+
 class Family(Protocol):
     """A segmentation algorithm: how to search it, fit it and assign new customers.
 
@@ -77,17 +108,13 @@ class Family(Protocol):
         """Segment labels of the rows the estimator was fitted on (-1 = noise)."""
         ...
 
-    def assign(self, estimator: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Labels (-1 = no segment) and confidence in [0, 1] for new rows."""
-        ...
-
-    def novelty(self, estimator: Any, X: np.ndarray) -> np.ndarray:
-        """Novelty score per row: higher means the row fits no segment well."""
+    def assign(self, estimator: Any, X: np.ndarray) -> Assigned:
+        """Labels (-1 = no segment), confidence in [0, 1] and novelty of new rows, in one pass."""
         ...
 
 
 BATCH_ROWS = 65_536
-"""Rows per batch in ``assign`` and ``novelty``: bounds the temporary arrays, not the result."""
+"""Rows per batch in ``assign``: bounds the temporary arrays, not the result."""
 
 
 def row_batches(n_rows: int, batch_rows: int | None = None) -> Iterator[slice]:

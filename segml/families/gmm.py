@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 from sklearn.mixture import GaussianMixture
+from sklearn.utils import check_array
 
-from segml.families._base import Choice, FloatRange, IntRange, Space, row_batches
+from segml.families._base import Assigned, Choice, FloatRange, IntRange, Space, row_batches
 
 
 class LabelledGaussianMixture(GaussianMixture):
@@ -74,8 +75,8 @@ class GMMFamily:
         """Labels of the fitted rows (a mixture has no noise)."""
         return estimator.labels_
 
-    def assign(self, estimator: GaussianMixture, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Most probable component and its posterior probability for new rows.
+    def assign(self, estimator: GaussianMixture, X: np.ndarray) -> Assigned:
+        """Most probable component, its posterior and the negative log-density, in one pass.
 
         Parameters
         ----------
@@ -86,22 +87,17 @@ class GMMFamily:
 
         Returns
         -------
-        labels : ndarray of int64, shape (n_samples,)
-            The component with the largest posterior (``predict``).
-        confidence : ndarray of float64, shape (n_samples,)
-            That largest posterior, in [1 / n_components, 1].
+        Assigned
+            ``labels``: the component with the largest posterior (``predict``);
+            ``confidence``: that posterior, in [1 / n_components, 1]; ``novelty``: the
+            negative log-likelihood of the row under the mixture (``-score_samples``).
         """
-        labels = np.empty(X.shape[0], dtype=np.int64)
-        confidence = np.empty(X.shape[0], dtype=np.float64)
+        X = check_array(X, dtype=[np.float64, np.float32], ensure_min_samples=0)
+        out = Assigned.empty(X.shape[0])
         for rows in row_batches(X.shape[0]):
-            proba = estimator.predict_proba(X[rows])
-            labels[rows] = proba.argmax(axis=1)
-            confidence[rows] = proba.max(axis=1)
-        return labels, np.clip(confidence, 0.0, 1.0)
-
-    def novelty(self, estimator: GaussianMixture, X: np.ndarray) -> np.ndarray:
-        """Negative log-likelihood of each row under the mixture (``-score_samples``)."""
-        out = np.empty(X.shape[0], dtype=np.float64)
-        for rows in row_batches(X.shape[0]):
-            out[rows] = -estimator.score_samples(X[rows])
+            # What predict_proba and score_samples each compute, computed once.
+            log_density, log_resp = estimator._estimate_log_prob_resp(X[rows])
+            labels = log_resp.argmax(axis=1)
+            posterior = np.exp(log_resp[np.arange(labels.size), labels])
+            out.fill(rows, labels, np.clip(posterior, 0.0, 1.0), -log_density)
         return out

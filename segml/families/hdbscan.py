@@ -1,8 +1,8 @@
 """HDBSCAN segmentation (the ``hdbscan`` package) with a vectorised, batched assign of new rows.
 
 ``hdbscan.approximate_predict`` walks the condensed tree once per new row in Python. Here the
-state it needs is flattened into arrays at fit time (:class:`AssignIndex`), and ``assign`` and
-``novelty`` reproduce ``approximate_predict`` and ``approximate_predict_scores`` on whole batches:
+state it needs is flattened into arrays at fit time (:class:`AssignIndex`), and ``assign``
+reproduces ``approximate_predict`` and ``approximate_predict_scores`` on whole batches at once:
 
 1. k nearest training rows of each new row (a ``scipy`` ``cKDTree``, queried on all cores);
 2. the nearest neighbour in mutual-reachability distance and the row's lambda = 1 / distance;
@@ -26,10 +26,10 @@ import numpy as np
 from hdbscan.prediction import approximate_predict, approximate_predict_scores
 from scipy.spatial import cKDTree
 
-from segml.families._base import Choice, FloatRange, IntRange, Space, row_batches
+from segml.families._base import Assigned, Choice, FloatRange, IntRange, Space, row_batches
 
 KNN_WORKERS = -1
-"""Threads of the nearest-neighbour queries in ``assign``/``novelty`` (-1: all cores)."""
+"""Threads of the nearest-neighbour queries in ``assign`` (-1: all cores)."""
 # The cKDTree uses sliding-midpoint splits (balanced_tree=False): on 4-feature blobs its
 # 11-neighbour queries were ~30% faster than with median splits, and it builds faster.
 _NO_PREDICTION_DATA = (
@@ -239,8 +239,8 @@ def _checked(index: AssignIndex, X: np.ndarray) -> np.ndarray:
     return X
 
 
-def fast_assign(clusterer: hdbscan_lib.HDBSCAN, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and membership strengths of new rows, as ``hdbscan.approximate_predict``.
+def fast_predict(clusterer: hdbscan_lib.HDBSCAN, X: np.ndarray) -> Assigned:
+    """``approximate_predict`` and ``approximate_predict_scores`` of new rows, in one pass.
 
     Parameters
     ----------
@@ -251,65 +251,54 @@ def fast_assign(clusterer: hdbscan_lib.HDBSCAN, X: np.ndarray) -> tuple[np.ndarr
 
     Returns
     -------
-    labels : ndarray of int64, shape (n_samples,)
-        Selected segment, or -1 (noise).
-    strength : ndarray of float64, shape (n_samples,)
-        ``min(lambda, max_lambda) / max_lambda`` of the segment, 0 for noise.
+    Assigned
+        ``labels``: selected segment, or -1 (noise); ``confidence``: the membership strength
+        ``min(lambda, max_lambda) / max_lambda`` of the segment, 0 for noise; ``novelty``: the
+        GLOSH outlier score ``(max_lambda - lambda) / max_lambda`` with ``max_lambda`` the
+        largest lambda below the nearest neighbour's cluster: near 1 far from all data, near 0
+        (or slightly below 0) in the densest parts; 1 everywhere when there are no clusters.
     """
     index = _assign_index(clusterer)
     X = _checked(index, X)
-    labels = np.full(X.shape[0], -1, dtype=np.int64)
-    strength = np.zeros(X.shape[0], dtype=np.float64)
+    out = Assigned(
+        np.full(X.shape[0], -1, dtype=np.int64), np.zeros(X.shape[0]), np.ones(X.shape[0])
+    )
     if not index.has_clusters:
-        return labels, strength
-    for rows in row_batches(X.shape[0]):
-        nearest, lam, _ = _connect(index, X[rows])
-        cluster = index.point_cluster[nearest]
-        # Walk up while the cluster was born after (at a higher lambda than) the new row joins.
-        active = np.flatnonzero(index.point_lambda[nearest] > lam)
-        while active.size:
-            current = cluster[active]
-            up = index.cluster_birth[current] >= lam[active]
-            active = active[up]
-            cluster[active] = index.cluster_parent[current[up]]
-        label = index.cluster_label[cluster]
-        max_lambda = index.cluster_max_lambda[cluster]
-        member = np.ones(lam.shape[0])
-        np.divide(np.minimum(max_lambda, lam), max_lambda, out=member, where=max_lambda > 0.0)
-        labels[rows] = label
-        strength[rows] = np.where(label >= 0, member, 0.0)
-    return labels, strength
-
-
-def fast_outlier_scores(clusterer: hdbscan_lib.HDBSCAN, X: np.ndarray) -> np.ndarray:
-    """GLOSH outlier scores of new rows, as ``hdbscan.prediction.approximate_predict_scores``.
-
-    Parameters
-    ----------
-    clusterer : hdbscan.HDBSCAN
-        Fitted with prediction data.
-    X : ndarray of shape (n_samples, n_features)
-        Rows in the space the clusterer was fitted on.
-
-    Returns
-    -------
-    ndarray of float64, shape (n_samples,)
-        ``(max_lambda - lambda) / max_lambda`` with ``max_lambda`` the largest lambda below the
-        nearest neighbour's cluster: near 1 far from all data, near 0 (or slightly below 0) in
-        the densest parts; 1 everywhere when there are no clusters.
-    """
-    index = _assign_index(clusterer)
-    X = _checked(index, X)
-    scores = np.ones(X.shape[0], dtype=np.float64)
-    if not index.has_clusters:
-        return scores
+        return out
     for rows in row_batches(X.shape[0]):
         nearest, lam, is_training_row = _connect(index, X[rows])
-        lam = np.where(is_training_row, index.point_lambda[nearest], lam)
-        max_lambda = index.subtree_max_lambda[index.point_cluster[nearest]]
-        out = np.zeros(lam.shape[0])
-        np.divide(max_lambda - lam, max_lambda, out=out, where=max_lambda > 0.0)
-        scores[rows] = out
+        labels, strength = _membership(index, nearest, lam)
+        out.fill(rows, labels, strength, _glosh(index, nearest, lam, is_training_row))
+    return out
+
+
+def _membership(
+    index: AssignIndex, nearest: np.ndarray, lam: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Segment and membership strength of rows joining the tree at ``lam`` next to ``nearest``."""
+    cluster = index.point_cluster[nearest]
+    # Walk up while the cluster was born after (at a higher lambda than) the new row joins.
+    active = np.flatnonzero(index.point_lambda[nearest] > lam)
+    while active.size:
+        current = cluster[active]
+        up = index.cluster_birth[current] >= lam[active]
+        active = active[up]
+        cluster[active] = index.cluster_parent[current[up]]
+    label = index.cluster_label[cluster]
+    max_lambda = index.cluster_max_lambda[cluster]
+    member = np.ones(lam.shape[0])
+    np.divide(np.minimum(max_lambda, lam), max_lambda, out=member, where=max_lambda > 0.0)
+    return label, np.where(label >= 0, member, 0.0)
+
+
+def _glosh(
+    index: AssignIndex, nearest: np.ndarray, lam: np.ndarray, is_training_row: np.ndarray
+) -> np.ndarray:
+    """GLOSH outlier scores, as ``approximate_predict_scores``."""
+    lam = np.where(is_training_row, index.point_lambda[nearest], lam)
+    max_lambda = index.subtree_max_lambda[index.point_cluster[nearest]]
+    scores = np.zeros(lam.shape[0])
+    np.divide(max_lambda - lam, max_lambda, out=scores, where=max_lambda > 0.0)
     return scores
 
 
@@ -328,7 +317,7 @@ def reference_assign(
 
 
 def reference_novelty(clusterer: hdbscan_lib.HDBSCAN, X: np.ndarray) -> np.ndarray:
-    """``hdbscan.prediction.approximate_predict_scores``: the reference for ``novelty``."""
+    """``hdbscan.prediction.approximate_predict_scores``: the reference of ``assign``'s novelty."""
     _require_prediction_data(clusterer)
     return np.asarray(approximate_predict_scores(clusterer, X), dtype=np.float64)
 
@@ -381,12 +370,7 @@ class HDBSCANFamily:
         """Labels of the fitted rows (-1 = noise)."""
         return np.asarray(estimator.labels_, dtype=np.int64)
 
-    def assign(
-        self, estimator: hdbscan_lib.HDBSCAN, X: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Segment (-1 = noise) and membership strength of new rows; see :func:`fast_assign`."""
-        return fast_assign(estimator, X)
-
-    def novelty(self, estimator: hdbscan_lib.HDBSCAN, X: np.ndarray) -> np.ndarray:
-        """Approximate GLOSH outlier score of new rows; see :func:`fast_outlier_scores`."""
-        return fast_outlier_scores(estimator, X)
+    def assign(self, estimator: hdbscan_lib.HDBSCAN, X: np.ndarray) -> Assigned:
+        """Segment (-1 = noise), membership strength and approximate GLOSH outlier score of
+        new rows; see :func:`fast_predict`."""
+        return fast_predict(estimator, X)

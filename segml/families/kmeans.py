@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 
-from segml.families._base import IntRange, Space, row_batches
+from segml.families._base import Assigned, IntRange, Space, row_batches
 
 MINIBATCH_MIN_ROWS = 50_000
 """From this many rows on, ``fit`` uses ``MiniBatchKMeans``; below it, full ``KMeans``."""
@@ -60,10 +60,8 @@ class KMeansFamily:
         """Labels of the fitted rows (k-means has no noise)."""
         return np.asarray(estimator.labels_, dtype=np.int64)
 
-    def assign(
-        self, estimator: KMeans | MiniBatchKMeans, X: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest centroid and a margin confidence for new rows.
+    def assign(self, estimator: KMeans | MiniBatchKMeans, X: np.ndarray) -> Assigned:
+        """Nearest centroid, a margin confidence and the distance, from one distance pass.
 
         Parameters
         ----------
@@ -74,29 +72,21 @@ class KMeansFamily:
 
         Returns
         -------
-        labels : ndarray of int64, shape (n_samples,)
-            Index of the nearest centroid.
-        confidence : ndarray of float64, shape (n_samples,)
-            ``1 - d1 / d2`` (nearest over second-nearest centroid distance): 1 at a centroid,
-            0 on the boundary between two; 1.0 when there is a single centroid.
+        Assigned
+            ``labels``: index of the nearest centroid; ``confidence``: ``1 - d1 / d2``
+            (nearest over second-nearest centroid distance), 1 at a centroid, 0 on the boundary
+            between two, 1.0 when there is a single centroid; ``novelty``: ``d1``, the Euclidean
+            distance to the nearest centroid in the units of ``X``.
         """
-        labels = np.empty(X.shape[0], dtype=np.int64)
-        confidence = np.empty(X.shape[0], dtype=np.float64)
+        out = Assigned.empty(X.shape[0])
         single = estimator.cluster_centers_.shape[0] == 1
         for rows in row_batches(X.shape[0]):
             dist = estimator.transform(X[rows])
-            labels[rows] = dist.argmin(axis=1)
+            labels = dist.argmin(axis=1)
             if single:
-                confidence[rows] = 1.0
+                out.fill(rows, labels, 1.0, dist[:, 0])
                 continue
             d1, d2 = np.partition(dist, 1, axis=1)[:, :2].T
             ratio = np.divide(d1, d2, out=np.ones_like(d1), where=d2 > 0)
-            confidence[rows] = np.clip(1.0 - ratio, 0.0, 1.0)
-        return labels, confidence
-
-    def novelty(self, estimator: KMeans | MiniBatchKMeans, X: np.ndarray) -> np.ndarray:
-        """Euclidean distance to the nearest centroid, in the units of ``X``."""
-        out = np.empty(X.shape[0], dtype=np.float64)
-        for rows in row_batches(X.shape[0]):
-            out[rows] = estimator.transform(X[rows]).min(axis=1)
+            out.fill(rows, labels, np.clip(1.0 - ratio, 0.0, 1.0), d1)
         return out

@@ -81,9 +81,9 @@ def test_fit_recovers_the_blobs(name: str, blobs: dict, fitted: dict) -> None:
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_assign_held_out_rows(name: str, blobs: dict, fitted: dict) -> None:
-    labels, confidence = FAMILIES[name].assign(fitted[name], blobs["X_new"])
-    assert labels.dtype == np.int64 and confidence.dtype == np.float64
-    assert labels.shape == confidence.shape == blobs["y_new"].shape
+    labels, confidence, novelty = FAMILIES[name].assign(fitted[name], blobs["X_new"])
+    assert labels.dtype == np.int64 and confidence.dtype == novelty.dtype == np.float64
+    assert labels.shape == confidence.shape == novelty.shape == blobs["y_new"].shape
     assert adjusted_rand_score(blobs["y_new"], labels) >= 0.95
     assert np.all((confidence >= 0.0) & (confidence <= 1.0))
     assert np.median(confidence[labels >= 0]) > 0.5
@@ -92,7 +92,7 @@ def test_assign_held_out_rows(name: str, blobs: dict, fitted: dict) -> None:
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_assign_agrees_with_training_labels(name: str, blobs: dict, fitted: dict) -> None:
     family = FAMILIES[name]
-    labels, _ = family.assign(fitted[name], blobs["X"])
+    labels = family.assign(fitted[name], blobs["X"]).labels
     assert adjusted_rand_score(family.training_labels(fitted[name]), labels) >= 0.99
 
 
@@ -101,8 +101,8 @@ def test_far_points_are_more_novel_than_training_rows(
     name: str, blobs: dict, fitted: dict
 ) -> None:
     family = FAMILIES[name]
-    train = family.novelty(fitted[name], blobs["X"])
-    far = family.novelty(fitted[name], far_points(50))
+    train = family.assign(fitted[name], blobs["X"]).novelty
+    far = family.assign(fitted[name], far_points(50)).novelty
     assert train.dtype == far.dtype == np.float64
     assert far.min() > np.quantile(train, 0.99)
 
@@ -110,9 +110,8 @@ def test_far_points_are_more_novel_than_training_rows(
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_empty_input(name: str, fitted: dict) -> None:
     family = FAMILIES[name]
-    labels, confidence = family.assign(fitted[name], np.empty((0, 3)))
-    assert labels.shape == confidence.shape == family.novelty(fitted[name], np.empty((0, 3))).shape
-    assert labels.shape == (0,)
+    for values in family.assign(fitted[name], np.empty((0, 3))):
+        assert values.shape == (0,)
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
@@ -120,15 +119,15 @@ def test_batches_do_not_change_results(
     name: str, blobs: dict, fitted: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     family, est, X = FAMILIES[name], fitted[name], blobs["X_new"]
-    whole = (*family.assign(est, X), family.novelty(est, X))
+    whole = family.assign(est, X)
     monkeypatch.setattr(_base, "BATCH_ROWS", 97)
-    batched = (*family.assign(est, X), family.novelty(est, X))
+    batched = family.assign(est, X)
     for a, b in zip(whole, batched, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
 def _assert_same_assignment(family: Any, a: Any, b: Any, X: np.ndarray) -> None:
-    """Labels and confidence of ``a`` and ``b`` on ``X`` are identical."""
+    """Labels, confidence and novelty of ``a`` and ``b`` on ``X`` are identical."""
     for left, right in zip(family.assign(a, X), family.assign(b, X), strict=True):
         np.testing.assert_array_equal(left, right)
 
@@ -205,12 +204,12 @@ def test_kmeans_confidence_is_the_distance_margin(blobs: dict, fitted: dict) -> 
     family, est = FAMILIES["kmeans"], fitted["kmeans"]
     centres = est.cluster_centers_
     midpoint = (centres[0] + centres[1]) / 2
-    labels, confidence = family.assign(est, np.vstack([centres, midpoint]))
+    labels, confidence, novelty = family.assign(est, np.vstack([centres, midpoint]))
     np.testing.assert_array_equal(labels[:4], np.arange(4))
     np.testing.assert_allclose(confidence, [1, 1, 1, 1, 0], atol=1e-6)
-    np.testing.assert_allclose(family.novelty(est, centres), 0.0, atol=1e-6)
+    np.testing.assert_allclose(novelty[:4], 0.0, atol=1e-6)
     one = family.fit(blobs["X"], {"n_clusters": 1}, SEED)
-    assert np.all(family.assign(one, blobs["X_new"])[1] == 1.0)
+    assert np.all(family.assign(one, blobs["X_new"]).confidence == 1.0)
 
 
 # GMM -----------------------------------------------------------------------------------------
@@ -218,12 +217,10 @@ def test_kmeans_confidence_is_the_distance_margin(blobs: dict, fitted: dict) -> 
 
 def test_gmm_matches_sklearn_predict_and_score(blobs: dict, fitted: dict) -> None:
     family, est = FAMILIES["gmm"], fitted["gmm"]
-    labels, confidence = family.assign(est, blobs["X_new"])
+    labels, confidence, novelty = family.assign(est, blobs["X_new"])
     np.testing.assert_array_equal(labels, est.predict(blobs["X_new"]))
     np.testing.assert_allclose(confidence, est.predict_proba(blobs["X_new"]).max(axis=1))
-    np.testing.assert_allclose(
-        family.novelty(est, blobs["X_new"]), -est.score_samples(blobs["X_new"])
-    )
+    np.testing.assert_allclose(novelty, -est.score_samples(blobs["X_new"]))
     np.testing.assert_array_equal(family.training_labels(est), est.predict(blobs["X"]))
 
 
@@ -261,17 +258,17 @@ def _reference(est: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 def test_hdbscan_fast_assign_matches_approximate_predict(params: dict, noisy: dict) -> None:
     family = FAMILIES["hdbscan"]
     est = family.fit(noisy["X"], params, SEED)
-    labels, strength = family.assign(est, noisy["X_new"])
+    labels, strength, scores = family.assign(est, noisy["X_new"])
     ref_labels, ref_strength, ref_scores = _reference(est, noisy["X_new"])
     assert (labels == ref_labels).mean() >= 0.995
     np.testing.assert_allclose(strength, ref_strength, atol=1e-9)
-    np.testing.assert_allclose(family.novelty(est, noisy["X_new"]), ref_scores, atol=1e-9)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-9)
 
 
 def test_hdbscan_plain_clusterer_with_prediction_data(noisy: dict) -> None:
     plain = hdbscan_lib.HDBSCAN(min_cluster_size=30, min_samples=5, prediction_data=True)
     plain.fit(noisy["X"])
-    labels, strength = FAMILIES["hdbscan"].assign(plain, noisy["X_new"])
+    labels, strength, _ = FAMILIES["hdbscan"].assign(plain, noisy["X_new"])
     ref_labels, ref_strength, _ = _reference(plain, noisy["X_new"])
     assert (labels == ref_labels).mean() >= 0.995
     np.testing.assert_allclose(strength, ref_strength, atol=1e-9)
@@ -283,7 +280,7 @@ def test_hdbscan_without_prediction_data_says_how_to_fix(noisy: dict) -> None:
     refitted = family.fit(noisy["X"], {"min_cluster_size": 30}, SEED)
     refitted.set_params(prediction_data=False).fit(noisy["X"])  # no stale index survives
     for est in (plain, refitted):
-        for call in (family.assign, family.novelty, seg_hdbscan.reference_assign):
+        for call in (family.assign, seg_hdbscan.reference_assign):
             with pytest.raises(ValueError, match="prediction_data=True"):
                 call(est, noisy["X_new"])
 
@@ -298,11 +295,11 @@ def test_hdbscan_without_clusters_assigns_noise() -> None:
     family = FAMILIES["hdbscan"]
     est = family.fit(X, {"min_cluster_size": 200, "min_samples": 5}, SEED)
     assert np.all(family.training_labels(est) == -1)
-    labels, strength = family.assign(est, X[:20])
+    labels, strength, scores = family.assign(est, X[:20])
     assert np.all(labels == -1) and np.all(strength == 0.0)
     ref_labels, _, ref_scores = _reference(est, X[:20])
     np.testing.assert_array_equal(labels, ref_labels)
-    np.testing.assert_array_equal(family.novelty(est, X[:20]), ref_scores)
+    np.testing.assert_array_equal(scores, ref_scores)
 
 
 # reduction -----------------------------------------------------------------------------------
