@@ -131,7 +131,7 @@ def align_to_champion(
             stacklevel=2,
         )
         return segmenter, None
-    champion_ids = champion.predict(table)[SEGMENT_ID].to_numpy()
+    champion_ids = champion.assign(table).segment_ids
     labels = segmenter.segmentation.labels
     next_id = int(max(champion.catalog[SEGMENT_ID].max(), champion_ids.max())) + 1
     alignment = replace(align_labels(labels, champion_ids, next_id), champion=f"{name} v{version}")

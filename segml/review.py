@@ -152,10 +152,9 @@ def _score(
     client: MlflowClient, ref: ModelRef, segmenter: Segmenter, spec: Spec, table: pd.DataFrame
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Segment ids of ``table`` and the model's side-by-side metrics on it."""
-    ids = segmenter.predict(table)[SEGMENT_ID].to_numpy()
-    quality = quality_metrics(
-        segmenter.embed(table), ids, sample_size=spec.search.silhouette_sample, seed=0
-    )
+    found = segmenter.assign(table)
+    ids = found.segment_ids
+    quality = quality_metrics(found.Z, ids, sample_size=spec.search.silhouette_sample, seed=0)
     business = business_metrics(ids)
     return ids, {
         keys.QUALITY_SILHOUETTE: quality.silhouette,

@@ -86,7 +86,11 @@ class KMeansFamily:
             if single:
                 out.fill(rows, labels, 1.0, dist[:, 0])
                 continue
-            d1, d2 = np.partition(dist, 1, axis=1)[:, :2].T
+            # The nearest distance, then the runner-up's with the nearest masked out.
+            at = np.arange(labels.size)
+            d1 = dist[at, labels]
+            dist[at, labels] = np.inf
+            d2 = dist.min(axis=1)
             ratio = np.divide(d1, d2, out=np.ones_like(d1), where=d2 > 0)
             out.fill(rows, labels, np.clip(1.0 - ratio, 0.0, 1.0), d1)
         return out
