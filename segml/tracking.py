@@ -14,6 +14,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -208,7 +209,13 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     if found is not None:
         return found.experiment_id
     location = artifact_root(client.tracking_uri)
-    return client.create_experiment(name, artifact_location=location and f"{location}/{name}")
+    try:
+        return client.create_experiment(name, artifact_location=location and f"{location}/{name}")
+    except MlflowException as exc:  # another process created it since we looked
+        created = client.get_experiment_by_name(name)
+        if created is None or exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return created.experiment_id
 
 
 def study_run(
