@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,3 +75,18 @@ def write_table(frame: pd.DataFrame, target: Path) -> Path:
         else:
             frame.to_csv(tmp, index=False)
     return target
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a path (not yet created) beside ``target`` for a folder; on success it replaces
+    ``target`` (a previous folder or file is moved aside first, then deleted)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
+    try:
+        yield staging / "new"
+        if target.exists():
+            os.replace(target, staging / "old")
+        os.replace(staging / "new", target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import functools
 import sys
 from collections.abc import Callable
@@ -25,6 +26,15 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Engine(str, enum.Enum):
+    """Where ``segml score`` runs."""
+
+    pandas = "pandas"
+    spark = "spark"
+
+
 _debug = {"on": False}
 
 SpecArg = Annotated[Path, typer.Argument(help="Experiment spec (experiments/*.yaml).")]
@@ -264,6 +274,20 @@ def score(
             help="Exit 4 when emerging segments or drift above the spec's thresholds appear.",
         ),
     ] = False,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            "--engine",
+            help="pandas (streams on this machine) or spark (Parquet in and out, "
+            "needs segml[spark] and Java 17+).",
+        ),
+    ] = Engine.pandas,
+    spark_master: Annotated[
+        str,
+        typer.Option(
+            "--spark-master", envvar="SEGML_SPARK_MASTER", help="Spark master of --engine spark."
+        ),
+    ] = "local[*]",
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Assign every customer to a segment; flag emerging segments, drift and migration.
@@ -312,6 +336,7 @@ def score(
             previous=previous,
             reference_date=_day(reference_date),
             on_progress=advance,
+            spark_master=spark_master if engine is Engine.spark else None,
         )
     typer.echo(summary_markdown(summary))
     if report is not None:

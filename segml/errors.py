@@ -33,6 +33,12 @@ class RegistryError(SegmlError):
     exit_code = EXIT_BAD_INPUT
 
 
+class EngineError(SegmlError):
+    """A scoring engine cannot start (``--engine spark`` without pyspark or Java)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
 class GateFailed(SegmlError):
     """A review gate failed, so the action (for example a promotion) was refused."""
 

@@ -391,8 +391,9 @@ def _numbers(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 
 def _clean(
     signature: Signature, table: pa.Table, path: Path, first: bool
-) -> tuple[pd.DataFrame, pa.ChunkedArray, _Reasons, dict[str, int]]:
-    """The model's input frame of a batch, its ids, the bad rows and missing cells per column."""
+) -> tuple[pd.DataFrame, pa.ChunkedArray, _Reasons, dict[str, np.ndarray]]:
+    """The model's input frame of a batch, its ids, the bad rows and the missing cells of each
+    column (True where a value is missing and will be imputed)."""
     reasons = _Reasons(table.num_rows)
     id_column = signature.id_column
     ids = _text(table[id_column])
@@ -402,21 +403,21 @@ def _clean(
     # The model sees row numbers as ids; the ids themselves stay in Arrow, because their round
     # trip through pandas strings (in and out of ``predict``) costs as much as the model.
     frame: dict[str, Any] = {id_column: np.arange(table.num_rows)}
-    missing: dict[str, int] = {}
+    missing: dict[str, np.ndarray] = {}
     for column in signature.numeric:
         values, unparsed = _numbers(table[column])
         if first:
             _check_numeric(path, column, unparsed, values, table[column])
         reasons.flag(unparsed, f"non-numeric value in column {column!r}")
         reasons.flag(np.isinf(values), f"non-finite value in column {column!r}")
-        missing[column] = int((np.isnan(values) & ~unparsed).sum())
+        missing[column] = np.isnan(values) & ~unparsed
         frame[column] = values
     for column in signature.categorical:
         text = _text(table[column])
         known = pc.is_in(text, value_set=signature.categories[column])
         unseen = pc.and_(pc.is_valid(text), pc.invert(known)).to_numpy(zero_copy_only=False)
         reasons.flag(unseen, f"unseen category in column {column!r}")
-        missing[column] = text.null_count
+        missing[column] = pc.is_null(text).to_numpy(zero_copy_only=False)
         frame[column] = text.to_pandas().astype("string")
     return pd.DataFrame(frame), ids, reasons, missing
 
@@ -436,6 +437,38 @@ def _check_numeric(
 
 # ---------------------------------------------------------------------------------------------
 # Collecting what the monitoring needs
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What the monitoring needs from a scored batch, whichever engine scored it.
+
+    Attributes
+    ----------
+    rows_scored : int
+        Customers scored.
+    counts : Series
+        Customers per segment id (-1 included), indexed by segment id in order.
+    sample : DataFrame
+        The ``SAMPLE_ROWS`` customers with the smallest id hashes, in hash order: the model's
+        features, ``segment_id`` and ``is_novel``.
+    novel_Z : ndarray
+        The novel customers in the model's space, in input order.
+    novel_numeric : DataFrame
+        Their numeric features.
+    novel_hashes : ndarray of uint64
+        Their id hashes.
+    migration : DataFrame or None
+        Customers per (previous, new) segment id, with ``--previous``.
+    """
+
+    rows_scored: int
+    counts: pd.Series
+    sample: pd.DataFrame
+    novel_Z: np.ndarray
+    novel_numeric: pd.DataFrame
+    novel_hashes: np.ndarray
+    migration: pd.DataFrame | None
 
 
 @dataclass
@@ -524,7 +557,7 @@ class _Run:
         frame, ids, reasons, missing = _clean(self.signature, table, path, first)
         hashes = id_hashes(ids)
         self._flag_duplicates(hashes, reasons)
-        self.missing.update(missing)
+        self.missing.update({column: int(cells.sum()) for column, cells in missing.items()})
         if reasons.bad.any():
             self._set_aside(table, reasons, path, first_row)
         good = ~reasons.bad
@@ -548,10 +581,7 @@ class _Run:
     def _set_aside(self, table: pa.Table, reasons: _Reasons, path: Path, first_row: int) -> None:
         bad = np.flatnonzero(reasons.bad)
         if self.policy != "drop":
-            raise DataError(
-                f"{path}: data row {first_row + bad[0] + 1}: {reasons.reason[bad[0]]}; fix it "
-                "or set data.bad_rows: drop to quarantine such rows"
-            )
+            raise bad_row_error(path, first_row + bad[0] + 1, reasons.reason[bad[0]])
         rows = table.take(pa.array(bad)).to_pandas()
         rows.insert(0, SOURCE_COLUMN, str(path))
         rows.insert(0, REASON_COLUMN, reasons.reason[bad])
@@ -598,6 +628,27 @@ class _Run:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+    def scored(self) -> Scored:
+        """What the monitoring needs, from the batches scored."""
+        sample, novel = self.sample.rows(), self.novel
+        return Scored(
+            self.rows_scored,
+            pd.Series(self.counts).sort_index(),
+            sample,
+            np.concatenate(novel.Z) if novel.Z else np.empty((0, 0)),
+            pd.concat([sample[list(self.signature.numeric)].iloc[:0], *novel.numeric]),
+            np.concatenate([np.empty(0, np.uint64), *novel.hashes]),
+            self.migration.matrix() if self.migration is not None else None,
+        )
+
+
+def bad_row_error(path: Path, row: int, reason: str) -> DataError:
+    """The error that stops a run at its first bad row (``data.bad_rows: fail``)."""
+    return DataError(
+        f"{path}: data row {row}: {reason}; fix it or set data.bad_rows: drop to quarantine "
+        "such rows"
+    )
 
 
 def output_schema(id_column: str) -> pa.Schema:
@@ -732,7 +783,7 @@ def score(
             run.close()
         if run.rows_scored == 0:
             raise DataError(f"{input_path}: no customer to score ({_nothing(run)})")
-        report = _monitor(run, own, previous_candidates)
+        report = monitor(segmenter, run.scored(), own, previous_candidates)
         quarantine = _publish(run, report.emerging, output)
     return ScoreSummary(
         model,
@@ -857,34 +908,45 @@ def _migration(previous: Path | None, id_column: str) -> MigrationCounter | None
     )
 
 
-def _monitor(run: _Run, spec: Spec, previous: pd.DataFrame | None) -> BatchReport:
-    """Emerging candidates, share and feature drift, migration: the whole batch's findings."""
-    segmenter, numeric, settings = run.segmenter, list(run.signature.numeric), spec.monitoring
-    sample = run.sample.rows()
+def monitor(
+    segmenter: Segmenter, scored: Scored, spec: Spec, previous: pd.DataFrame | None
+) -> BatchReport:
+    """Emerging candidates, share and feature drift, migration: the whole batch's findings.
+
+    Parameters
+    ----------
+    segmenter : Segmenter
+        The model that scored the batch.
+    scored : Scored
+        What the engine collected while scoring.
+    spec : Spec
+        Its ``monitoring`` thresholds and ``min_report_size`` apply.
+    previous : DataFrame, optional
+        The candidates of the previous scoring run of the same model.
+    """
+    numeric, settings, sample = list(scored.novel_numeric.columns), spec.monitoring, scored.sample
     Z_sample = segmenter.embed(sample)
     fitted = ~sample[IS_NOVEL].to_numpy() & (sample[SEGMENT_ID].to_numpy() >= 0)
     space = segment_space(
         Z_sample[fitted], sample[SEGMENT_ID].to_numpy()[fitted], sample.loc[fitted, numeric]
     )
-    novel = run.novel
     emerging = find_emerging(
-        np.concatenate([Z_sample[:0], *novel.Z]),
-        pd.concat([sample[numeric].iloc[:0], *novel.numeric], ignore_index=True),
-        np.concatenate([np.empty(0, np.uint64), *novel.hashes]),
-        run.rows_scored,
-        min_candidate_size(settings, run.rows_scored, spec.min_report_size),
+        scored.novel_Z if len(scored.novel_Z) else Z_sample[:0],
+        scored.novel_numeric.reset_index(drop=True),
+        scored.novel_hashes,
+        scored.rows_scored,
+        min_candidate_size(settings, scored.rows_scored, spec.min_report_size),
         space,
         settings.candidate_max_spread,
         segmenter.segment_names(),
         previous,
     )
-    shares = segment_share_drift(segmenter.catalog, pd.Series(run.counts).sort_index())
+    shares = segment_share_drift(segmenter.catalog, scored.counts)
     # Models saved before the training reference was kept have no ``reference`` slot set.
     reference = getattr(segmenter, "reference", None)
     features = input_drift(reference, sample[segmenter.features], settings)
-    migration = run.migration.matrix() if run.migration is not None else None
     found = alerts(emerging, shares, features, settings)
-    return BatchReport(emerging, shares, features, migration, found)
+    return BatchReport(emerging, shares, features, scored.migration, found)
 
 
 def _publish(run: _Run, emerging: Emerging, output: Path) -> Path | None:
@@ -948,21 +1010,40 @@ def run_scoring(
     previous: Path | None = None,
     reference_date: dt.date | None = None,
     on_progress: ProgressFn | None = None,
+    spark_master: str | None = None,
 ) -> tuple[ScoreSummary, str]:
-    """Load the model, score (see :func:`score`) and log the scoring run; return both."""
+    """Load the model, score (see :func:`score`) and log the scoring run; return both.
+
+    With ``spark_master`` the Spark engine scores (:func:`segml.spark_scoring.score_spark`).
+    """
     segmenter = load_segmenter(ref)
     experiment = segmenter.spec.name
-    summary = score(
-        segmenter,
-        input_path,
-        output,
-        model=ref,
-        spec=spec,
-        previous=previous,
-        previous_candidates=previous_candidates(client, experiment, _label(ref, segmenter)),
-        reference_date=reference_date,
-        on_progress=on_progress,
-    )
+    candidates = previous_candidates(client, experiment, _label(ref, segmenter))
+    if spark_master is None:
+        summary = score(
+            segmenter,
+            input_path,
+            output,
+            model=ref,
+            spec=spec,
+            previous=previous,
+            previous_candidates=candidates,
+            reference_date=reference_date,
+            on_progress=on_progress,
+        )
+    else:
+        from segml.spark_scoring import score_spark
+
+        summary = score_spark(
+            segmenter,
+            input_path,
+            output,
+            model=ref,
+            spec=spec,
+            previous=previous,
+            previous_candidates=candidates,
+            master=spark_master,
+        )
     return summary, log_scoring(client, summary, experiment)
 
 

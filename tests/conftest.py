@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 import yaml
 
+from segml import tracking as keys
+from segml.model import Segmenter, log_segment_model
 from segml.synthetic import synthetic_customers, synthetic_spec
+from tests.models import PARAMS, fit_segmenter
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
@@ -53,3 +57,38 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture(scope="module")
+def segmenters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Segmenter]:
+    """One model per family, trained on 3,000 customers of the five known segments."""
+    tmp = tmp_path_factory.mktemp("models")
+    train = synthetic_customers(3_000, seed=1)
+    return {
+        family: fit_segmenter(tmp / family, family, train, synthetic_spec("customers.csv"))
+        for family in PARAMS
+    }
+
+
+@pytest.fixture(scope="module")
+def registered(segmenters, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The k-means model logged, registered as ``synthetic`` v1 and made champion."""
+    tmp = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    client = keys.connect(uri)
+    segmenter = segmenters["kmeans"]
+    run_id = client.create_run(keys.experiment_id(client, "synthetic")).info.run_id
+    model_uri = log_segment_model(segmenter, synthetic_customers(200, seed=1), run_id)
+    client.create_registered_model("synthetic")
+    version = client.create_model_version("synthetic", model_uri, run_id=run_id).version
+    client.set_registered_model_alias("synthetic", "champion", version)
+    spec = tmp / "spec.yaml"
+    spec.write_text(yaml.safe_dump(synthetic_spec("customers.csv")), encoding="utf-8")
+    return {
+        "uri": uri,
+        "spec": spec,
+        "tmp": tmp,
+        "version": str(version),
+        "segmenter": segmenter,
+        "model_uri": model_uri,
+    }

@@ -14,17 +14,16 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from segml import tracking as keys
 from segml.cli import app
 from segml.errors import DataError
-from segml.features import build_features, build_preprocessor
-from segml.model import SEGMENT_ID, Segmenter, build_segmenter, log_segment_model
+from segml.features import build_features
+from segml.model import SEGMENT_ID
 from segml.monitoring import EMERGING_ID
 from segml.scoring import MODEL_NAME, MODEL_VERSION, output_schema, score
-from segml.spec import Spec, load_spec
+from segml.spec import Spec
 from segml.synthetic import (
     FEATURES,
     ID_COLUMN,
@@ -32,42 +31,11 @@ from segml.synthetic import (
     synthetic_customers,
     synthetic_spec,
 )
-from segml.tuning import fit_segmentation
+from tests.models import PARAMS, fit_segmenter
 
 runner = CliRunner()
 NEW_GROUP = 5
-PARAMS: dict[str, dict[str, Any]] = {
-    "kmeans": {"n_clusters": 5},
-    "gmm": {"n_components": 5},
-    "hdbscan": {"min_cluster_size": 50, "min_samples": 10},
-}
 COLUMNS = list(output_schema(ID_COLUMN).names)
-
-
-def fit_segmenter(
-    folder: Path, family: str, table: pd.DataFrame, spec: dict, params: dict | None = None
-) -> Segmenter:
-    """A segmenter fitted directly (no search, no MLflow) on ``table``, the spec's source."""
-    folder.mkdir(parents=True, exist_ok=True)
-    table.to_csv(folder / spec["data"]["source"], index=False)
-    (folder / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
-    loaded = load_spec(folder / "spec.yaml")
-    built = build_features(loaded)
-    preprocessor = build_preprocessor(loaded, built.table).fit(built.table)
-    X = preprocessor.transform(built.table)
-    segmentation = fit_segmentation(X, family, params or PARAMS[family], {}, 0)
-    return build_segmenter(loaded, built.features, preprocessor, segmentation, built.table, X)
-
-
-@pytest.fixture(scope="module")
-def segmenters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Segmenter]:
-    """One model per family, trained on 3,000 customers of the five known segments."""
-    tmp = tmp_path_factory.mktemp("models")
-    train = synthetic_customers(3_000, seed=1)
-    return {
-        family: fit_segmenter(tmp / family, family, train, synthetic_spec("customers.csv"))
-        for family in PARAMS
-    }
 
 
 def _with(spec: Spec, **data: Any) -> Spec:
@@ -348,23 +316,6 @@ def test_transaction_log_is_aggregated_as_at_training(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------------------------
 # The command: registry model, tracking, exit codes, kill and rerun
-
-
-@pytest.fixture(scope="module")
-def registered(segmenters, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The k-means model logged, registered as ``synthetic`` v1 and made champion."""
-    tmp = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    client = keys.connect(uri)
-    segmenter = segmenters["kmeans"]
-    run_id = client.create_run(keys.experiment_id(client, "synthetic")).info.run_id
-    model_uri = log_segment_model(segmenter, synthetic_customers(200, seed=1), run_id)
-    client.create_registered_model("synthetic")
-    version = client.create_model_version("synthetic", model_uri, run_id=run_id).version
-    client.set_registered_model_alias("synthetic", "champion", version)
-    spec = tmp / "spec.yaml"
-    spec.write_text(yaml.safe_dump(synthetic_spec("customers.csv")), encoding="utf-8")
-    return {"uri": uri, "spec": spec, "tmp": tmp, "version": str(version)}
 
 
 def _score_cli(registered: dict, *args: str) -> Any:

@@ -1,0 +1,421 @@
+"""Batch scoring on Spark: the registered model as ``mlflow.pyfunc.spark_udf``, same results.
+
+The Parquet input is checked batch by batch with the pandas engine's own cleaning (in a
+``mapInArrow`` step), duplicate ids are found with a window over the whole input, the good rows
+are scored by the pyfunc model's Spark UDF into a staging folder, and the monitoring reads the
+staged scores: segment counts by aggregation, the hash-ordered sample by a top-k, the novel
+customers in input order. The report is then built by the same functions as the pandas
+engine's; the output folder of Parquet part files (with ``emerging_id`` joined in) is written
+beside its target and renamed onto it when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from segml._io import atomic_dir, atomic_path, is_parquet
+from segml.data import REASON_COLUMN, ROW_COLUMN
+from segml.errors import DataError, EngineError, SegmlError
+from segml.model import CONFIDENCE, IS_NOVEL, NOVELTY_SCORE, SEGMENT_ID, SEGMENT_NAME, Segmenter
+from segml.monitoring import EMERGING_ID
+from segml.registry import ModelRef
+from segml.scoring import (
+    MODEL_NAME,
+    MODEL_VERSION,
+    QUARANTINE_SUFFIX,
+    READ_ROWS,
+    SAMPLE_ROWS,
+    SOURCE_COLUMN,
+    Scored,
+    ScoreSummary,
+    Signature,
+    _check_paths,
+    _clean,
+    _migration,
+    _schema,
+    bad_row_error,
+    id_hashes,
+    input_files,
+    monitor,
+    output_schema,
+)
+from segml.spec import Spec
+
+DEFAULT_MASTER = "local[*]"
+FILE, ROW, KEY, REASON = "_segml_file", "_segml_row", "_segml_key", "_segml_reason"
+CLEAN = "_segml_clean_"
+"""Prefix of the cleaned copy of each input column (the raw one is kept for the quarantine)."""
+_SIGN = np.uint64(1 << 63)
+
+
+def spark_session(master: str = DEFAULT_MASTER) -> Any:
+    """The Spark session (created on ``master`` unless one is running); EngineError if
+    pyspark or Java is missing."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise EngineError("--engine spark needs pyspark: pip install 'segml[spark]'") from None
+    # Python workers run this interpreter, so they import the same segml and its dependencies.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    try:
+        return (
+            SparkSession.builder.master(master)
+            .appName("segml score")
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(READ_ROWS))
+            .getOrCreate()
+        )
+    except Exception as exc:  # pyspark raises a bare runtime error when Java cannot start
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EngineError(
+            f"--engine spark cannot start Spark on {master} ({reason}); it needs Java 17 or "
+            "later on PATH or in JAVA_HOME"
+        ) from None
+
+
+def score_spark(
+    segmenter: Segmenter,
+    input_path: Path,
+    output: Path,
+    *,
+    model: ModelRef,
+    spec: Spec | None = None,
+    previous: Path | None = None,
+    previous_candidates: pd.DataFrame | None = None,
+    master: str = DEFAULT_MASTER,
+) -> ScoreSummary:
+    """Score a Parquet customer table on Spark; the output and report equal :func:`score`'s.
+
+    Parameters
+    ----------
+    segmenter : Segmenter
+        The segment model behind ``model`` (for the checks and the monitoring).
+    input_path : Path
+        A Parquet file or a folder of Parquet files (customer tables only).
+    output : Path
+        A folder ending in ``.parquet``: Parquet part files, renamed into place when complete.
+    model : ModelRef
+        The model the Spark UDF loads (``models:/NAME/VERSION``, an exported folder, ...).
+    spec, previous, previous_candidates
+        As for :func:`segml.scoring.score`.
+    master : str
+        The Spark master (``local[*]``, ``local[2]``, ``spark://host:7077``, ...).
+
+    Raises
+    ------
+    DataError
+        As :func:`segml.scoring.score`; also for CSV input or a CSV output.
+    EngineError
+        pyspark or Java is missing.
+    """
+    started = time.perf_counter()
+    _check_paths(input_path, output, previous)
+    own = spec or segmenter.spec
+    files = input_files(input_path)
+    for path in [output, *files]:
+        if not is_parquet(path):
+            raise DataError(
+                f"{path}: --engine spark reads and writes Parquet; use --engine pandas for CSV"
+            )
+    signature = Signature.of(segmenter)
+    ignored: dict[str, None] = {}
+    for path in files:
+        ignored |= dict.fromkeys(signature.check(path, _schema(path, ",")))
+    spark = spark_session(master)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        _worker_errors(),
+        tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp,
+    ):
+        checked = _checked(spark, files, signature).persist()
+        try:
+            stats = _stats(checked, signature)
+            quarantine = _set_aside(checked, files, signature, own.data.bad_rows, output)
+            staging = str(Path(tmp) / "scored")
+            _scored(checked, segmenter, model, signature).write.parquet(staging)
+        finally:
+            checked.unpersist()
+        scored = spark.read.parquet(staging)
+        rows_scored = scored.count()
+        if rows_scored == 0:
+            what = "the input has no data rows" if not stats["rows"] else "all rows quarantined"
+            raise DataError(f"{input_path}: no customer to score ({what})")
+        found, novel_ids = _collect(scored, segmenter, signature, previous, rows_scored)
+        report = monitor(segmenter, found, own, previous_candidates)
+        labels = report.emerging.labels
+        emerging = pd.DataFrame(
+            {
+                signature.id_column: novel_ids[labels > 0],
+                EMERGING_ID: np.array(report.emerging.ids, dtype=object)[labels[labels > 0] - 1],
+            }
+        )
+        _publish(scored, emerging, signature.id_column, output)
+    return ScoreSummary(
+        model,
+        model.name or segmenter.spec.model_name,
+        segmenter.segmentation.family,
+        output,
+        quarantine,
+        stats["rows"],
+        rows_scored,
+        stats["quarantined"],
+        {},
+        tuple(ignored),
+        stats["missing"],
+        len(novel_ids),
+        time.perf_counter() - started,
+        report,
+        own.monitoring,
+        own.min_report_size,
+        segmenter.segment_names(),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking
+
+
+def _checked(spark: Any, files: list[Path], signature: Signature) -> Any:
+    """Every input row with its file, row number, id hash, cleaned columns and first reason."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StructType
+
+    raw = spark.read.parquet(*[str(p) for p in files]).select(
+        *signature.columns,
+        F.col("_metadata.file_path").alias(FILE),
+        F.col("_metadata.row_index").alias(ROW),
+    )
+    by_path = {p.resolve(): (i, p) for i, p in enumerate(files)}
+    schema = StructType([raw.schema[c] for c in signature.columns])
+    schema = schema.add(FILE, "integer").add(ROW, "long")
+    for name, kind in _clean_fields(signature):
+        schema = schema.add(name, kind)
+    schema = schema.add(KEY, "long").add(REASON, "string")
+
+    def clean(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            if batch.num_rows:
+                yield _clean_batch(batch, signature, by_path)
+
+    checked = raw.mapInArrow(clean, schema)
+    first = Window.partitionBy(CLEAN + signature.id_column).orderBy(FILE, ROW)
+    again = F.row_number().over(first) > 1
+    duplicate = f"duplicate id in column {signature.id_column!r}"
+    # Only rows without another reason compete for an id, as in the pandas engine.
+    return checked.withColumn(
+        REASON,
+        F.when(F.col(REASON).isNull() & again, F.lit(duplicate)).otherwise(F.col(REASON)),
+    )
+
+
+def _clean_fields(signature: Signature) -> list[tuple[str, str]]:
+    return [
+        (CLEAN + signature.id_column, "string"),
+        *((CLEAN + c, "double") for c in signature.numeric),
+        *((CLEAN + c, "string") for c in signature.categorical),
+    ]
+
+
+def _local(uri: str) -> Path:
+    return Path(unquote(urlparse(uri).path)).resolve()
+
+
+def _clean_batch(
+    batch: pa.RecordBatch,
+    signature: Signature,
+    by_path: dict[Path, tuple[int, Path]],
+) -> pa.RecordBatch:
+    """The pandas engine's cleaning of one batch (of one file): the raw columns, the file's
+    number, the row number, the cleaned columns (missing cells null), the id hash (as a signed
+    key in unsigned order) and each row's first reason."""
+    table = pa.Table.from_batches([batch])
+    number, path = by_path[_local(table[FILE][0].as_py())]
+    first = table[ROW][0].as_py() == 0
+    frame, ids, reasons, missing = _clean(signature, table.select(signature.columns), path, first)
+    columns = [
+        *table.select(signature.columns).columns,
+        pa.repeat(pa.scalar(number, pa.int32()), table.num_rows),
+        table[ROW],
+        ids.cast(pa.string()),
+        *(pa.array(frame[c].to_numpy(), pa.float64(), mask=missing[c]) for c in signature.numeric),
+        *(pa.array(frame[c], pa.string()) for c in signature.categorical),
+        pa.array((id_hashes(ids) ^ _SIGN).view(np.int64), pa.int64()),
+        pa.array(reasons.reason, pa.string()),
+    ]
+    names = [*signature.columns, FILE, ROW, *(n for n, _ in _clean_fields(signature)), KEY, REASON]
+    return pa.Table.from_arrays(columns, names).combine_chunks().to_batches()[0]
+
+
+def _stats(checked: Any, signature: Signature) -> dict[str, Any]:
+    """Rows read, quarantined per reason and missing (imputed) cells per column."""
+    from pyspark.sql import functions as F
+
+    features = [*signature.numeric, *signature.categorical]
+    counts = checked.agg(
+        F.count(F.lit(1)).alias("rows"), *(F.count(CLEAN + c).alias(c) for c in features)
+    ).first()
+    reasons = checked.where(F.col(REASON).isNotNull()).groupBy(REASON).count().collect()
+    return {
+        "rows": int(counts["rows"]),
+        "missing": {c: int(counts["rows"] - counts[c]) for c in features},
+        "quarantined": {r[REASON]: int(r["count"]) for r in reasons},
+    }
+
+
+def _set_aside(
+    checked: Any, files: list[Path], signature: Signature, policy: str, output: Path
+) -> Path | None:
+    """Fail on the first bad row in input order, or write them all to the quarantine file."""
+    from pyspark.sql import functions as F
+
+    bad = checked.where(F.col(REASON).isNotNull()).orderBy(FILE, ROW)
+    quarantine = output.with_suffix(QUARANTINE_SUFFIX)
+    if policy != "drop":
+        first = bad.select(FILE, ROW, REASON).first()
+        if first is not None:
+            raise bad_row_error(files[first[FILE]], first[ROW] + 1, first[REASON])
+        quarantine.unlink(missing_ok=True)
+        return None
+    rows = bad.select(FILE, ROW, REASON, *signature.columns).toPandas()
+    if rows.empty:
+        quarantine.unlink(missing_ok=True)
+        return None
+    rows.insert(0, SOURCE_COLUMN, [str(files[i]) for i in rows.pop(FILE)])
+    rows.insert(0, REASON_COLUMN, rows.pop(REASON))
+    rows.insert(0, ROW_COLUMN, rows.pop(ROW) + 1)
+    with atomic_path(quarantine) as tmp:
+        rows.to_csv(tmp, index=False)
+    return quarantine
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring and collecting
+
+
+def _scored(checked: Any, segmenter: Segmenter, model: ModelRef, signature: Signature) -> Any:
+    """The good rows scored by the model's Spark UDF, with what the monitoring reads."""
+    import mlflow.pyfunc
+    from pyspark.sql import functions as F
+
+    schema = output_schema(signature.id_column)
+    predicted = [SEGMENT_ID, SEGMENT_NAME, CONFIDENCE, NOVELTY_SCORE, IS_NOVEL]
+    result = ", ".join(f"{n} {_spark_type(schema.field(n).type)}" for n in predicted)
+    predict = mlflow.pyfunc.spark_udf(
+        checked.sparkSession, model.uri, result_type=f"struct<{result}>", env_manager="local"
+    )
+    inputs = [F.col(CLEAN + c).alias(c) for c in signature.columns]
+    name = model.name or segmenter.spec.model_name
+    return (
+        checked.where(F.col(REASON).isNull())
+        .withColumn("_segml_out", predict(F.struct(*inputs)))
+        .select(
+            F.col(CLEAN + signature.id_column).alias(signature.id_column),
+            *(F.col(f"_segml_out.{n}").alias(n) for n in predicted),
+            F.lit(None).cast("string").alias(EMERGING_ID),
+            F.lit(name).alias(MODEL_NAME),
+            F.lit(model.version).cast("string").alias(MODEL_VERSION),
+            *(F.col(CLEAN + c).alias(c) for c in segmenter.features),
+            KEY,
+            FILE,
+            ROW,
+        )
+    )
+
+
+def _spark_type(kind: pa.DataType) -> str:
+    return {pa.int64(): "long", pa.float64(): "double", pa.bool_(): "boolean"}.get(kind, "string")
+
+
+def _collect(
+    scored: Any,
+    segmenter: Segmenter,
+    signature: Signature,
+    previous: Path | None,
+    rows_scored: int,
+) -> tuple[Scored, np.ndarray]:
+    """What the monitoring needs, from the staged scores; and the novel customers' ids."""
+    from pyspark.sql import functions as F
+
+    features, numeric = segmenter.features, list(signature.numeric)
+    counts = scored.groupBy(SEGMENT_ID).count().toPandas()
+    sample = (
+        scored.orderBy(KEY).limit(SAMPLE_ROWS).select(*features, SEGMENT_ID, IS_NOVEL).toPandas()
+    )
+    novel = (
+        scored.where(F.col(IS_NOVEL))
+        .orderBy(FILE, ROW)
+        .select(signature.id_column, KEY, *features)
+        .toPandas()
+    )
+    found = Scored(
+        rows_scored,
+        counts.set_index(SEGMENT_ID)["count"].sort_index(),
+        _typed(sample, signature),
+        segmenter.embed(_typed(novel, signature)) if len(novel) else np.empty((0, 0)),
+        novel[numeric],
+        novel[KEY].to_numpy(np.int64).view(np.uint64) ^ _SIGN,
+        _migration_matrix(scored, previous, signature.id_column),
+    )
+    return found, novel[signature.id_column].to_numpy()
+
+
+def _typed(frame: pd.DataFrame, signature: Signature) -> pd.DataFrame:
+    """Categorical columns as pandas strings, as the pandas engine hands them to the model."""
+    return frame.astype({c: "string" for c in signature.categorical})
+
+
+def _migration_matrix(scored: Any, previous: Path | None, id_column: str) -> pd.DataFrame | None:
+    """With ``--previous``: the migration, counted over the staged ids and segments."""
+    counter = _migration(previous, id_column)
+    if counter is None:
+        return None
+    for path in sorted(Path(_local(f)) for f in scored.inputFiles()):
+        for batch in pq.ParquetFile(path).iter_batches(READ_ROWS, columns=[KEY, SEGMENT_ID]):
+            keys = batch.column(KEY).to_numpy().view(np.uint64) ^ _SIGN
+            counter.add(keys, batch.column(SEGMENT_ID).to_numpy())
+    return counter.matrix()
+
+
+def _publish(scored: Any, emerging: pd.DataFrame, id_column: str, output: Path) -> None:
+    """Write the output folder (``emerging_id`` filled in) beside ``output``; rename it in."""
+    from pyspark.sql import functions as F
+
+    columns = output_schema(id_column).names
+    if len(emerging):
+        ids = scored.sparkSession.createDataFrame(
+            emerging.rename(columns={EMERGING_ID: "_segml_emerging"})
+        )
+        scored = scored.join(F.broadcast(ids), on=id_column, how="left").withColumn(
+            EMERGING_ID, F.col("_segml_emerging")
+        )
+    with atomic_dir(output) as tmp:
+        scored.select(*columns).write.mode("overwrite").parquet(str(tmp))
+
+
+@contextlib.contextmanager
+def _worker_errors() -> Iterator[None]:
+    """Re-raise a DataError of a Spark Python worker (it reaches the driver as text) as one."""
+    try:
+        yield
+    except SegmlError:
+        raise
+    except Exception as exc:
+        found = re.search(r"segml\.errors\.DataError: (.+)", str(exc))
+        if found is None:
+            raise
+        raise DataError(found[1].strip()) from None
