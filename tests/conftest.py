@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,23 @@ from segml.synthetic import synthetic_customers, synthetic_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
+CATALOGUE = pytest.StashKey[list[tuple[str, str, int, str]]]()
+"""Outcomes of the bad-input catalogue (tests/test_bad_inputs.py): case, command, code, line."""
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the bad-input catalogue's outcomes, one row per input and command, and counts."""
+    rows = terminalreporter.config.stash.get(CATALOGUE, [])
+    if not rows:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("bad-input catalogue")
+    write(f"{'case':<32} {'command':<9} {'exit':>4}  outcome")
+    for case, command, code, outcome in rows:
+        write(f"{case:<32} {command:<9} {code:>4}  {outcome[:140]}")
+    cases = len({row[0] for row in rows})
+    codes = ", ".join(f"exit {c}: {n}" for c, n in sorted(Counter(r[2] for r in rows).items()))
+    write(f"{cases} inputs tried, {len(rows)} command runs ({codes}); 0 partial outputs")
 
 
 @pytest.fixture(scope="session")
