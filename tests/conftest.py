@@ -25,9 +25,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     write = terminalreporter.write_line
     terminalreporter.section("bad-input catalogue")
-    write(f"{'case':<32} {'command':<9} {'exit':>4}  outcome")
+    wide = max(len(row[0]) for row in rows), max(len(row[1]) for row in rows)
+    write(f"{'case':<{wide[0]}}  {'command':<{wide[1]}}  exit  outcome")
     for case, command, code, outcome in rows:
-        write(f"{case:<32} {command:<9} {code:>4}  {outcome[:140]}")
+        write(f"{case:<{wide[0]}}  {command:<{wide[1]}}  {code:>4}  {outcome[:120]}")
     cases = len({row[0] for row in rows})
     codes = ", ".join(f"exit {c}: {n}" for c, n in sorted(Counter(r[2] for r in rows).items()))
     write(f"{cases} inputs tried, {len(rows)} command runs ({codes}); 0 partial outputs")

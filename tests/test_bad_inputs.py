@@ -281,6 +281,27 @@ CASES = [
         suffix=".parquet",
     ),
     Case("spec names a missing file", lambda: None, _all(2, r": file not found$")),
+    Case(
+        "id column missing",
+        lambda: customers().rename(columns={ID_COLUMN: "id"}),
+        _all(2, r"missing id column 'customer_id' \(found: id, engagement, "),
+    ),
+    Case(
+        "declared column missing",
+        lambda: transactions().drop(columns=["amount"]),
+        _all(
+            2,
+            r"missing column declared at data\.transactions\.amount 'amount' "
+            r"\(found: cust, day\)",
+        ),
+        transactions=True,
+    ),
+    Case(
+        "unparseable date",
+        lambda: _edit(transactions(), day=(2, "2023-02-30")),
+        _all(2, r"1 row\(s\) with unparseable date in column 'day' \(first at data row 3\)"),
+        transactions=True,
+    ),
 ]
 
 
@@ -454,3 +475,43 @@ def test_data_case(case: Case, store: dict, tmp_path: Path, record: Callable) ->
         after = assert_store_whole(store["uri"])
         if code == EXIT_BAD_INPUT:
             assert after == before, f"{command} changed the registry: {before} -> {after}"
+
+
+REFERENCES = [
+    (
+        ("score", "--model", "models:/nope@champion"),
+        r"model reference 'models:/nope@champion': "
+        r"not found in the registry",
+    ),
+    (("review", "--challenger", f"models:/{MODEL}/99"), rf"'models:/{MODEL}/99': not found"),
+    (("promote", "99", "--model", MODEL), r"model reference '99': not found in the registry"),
+    (("promote", "2", "--model", "no_such_model"), r"'2': not found in the registry"),
+    (("promote", "1", "--model", MODEL, "--force"), r"--force needs --reason"),
+    (("register", "0123456789abcdef"), r"run 0123456789abcdef: not found in sqlite:///"),
+    (("export", "nonsense"), r"model reference 'nonsense': expected models:/NAME@ALIAS"),
+    (("export", "models:/nope/1"), r"model reference 'models:/nope/1': not found"),
+    (("rollback", "--model", MODEL), rf"{MODEL}: no previous champion to roll back to"),
+    (("rollback",), r"name the registered model with --model NAME or --spec SPEC"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), REFERENCES, ids=[" ".join(a) for a, _ in REFERENCES])
+def test_model_reference_that_does_not_exist(
+    args: tuple[str, ...], message: str, store: dict, tmp_path: Path, record: Callable
+) -> None:
+    command, *rest = args
+    out = tmp_path / "out"
+    targets = {
+        "score": ["--input", str(store["tmp"] / "customers.csv"), "--output", str(out / "s.csv")],
+        "review": ["--data", str(store["tmp"] / "customers.csv"), "--out", str(out)],
+        "export": [str(out / "model")],
+    }
+    before = assert_store_whole(store["uri"])
+    result = runner.invoke(
+        app, [command, *rest, *targets.get(command, []), "--tracking-uri", store["uri"]]
+    )
+    record("bad model reference", " ".join(args), result, tmp_path)
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert_refused_in_one_line(result, message, "")
+    assert not out.exists()
+    assert assert_store_whole(store["uri"]) == before
