@@ -27,6 +27,7 @@ from segml.registry import CHAMPION
 from segml.synthetic import FEATURES, ID_COLUMN, synthetic_customers, synthetic_spec
 
 from .conftest import CATALOGUE
+from .test_data import tx_spec
 
 runner = CliRunner()
 MODEL = "catalogue"
@@ -65,26 +66,14 @@ def transactions(seed: int = 3) -> pd.DataFrame:
                 pd.Timestamp("2023-01-01") + pd.to_timedelta(rng.integers(0, 365, n), "D")
             ).strftime("%Y-%m-%d"),
             "amount": rng.gamma(2.0, 30.0, size=n).round(2),
+            "qty": rng.integers(1, 4, size=n),
         }
     )
 
 
-def tx_spec(source: str, name: str) -> dict:
-    return {
-        "name": name,
-        "data": {
-            "source": source,
-            "kind": "transactions",
-            "id_column": "cust",
-            "transactions": {
-                "timestamp": "day",
-                "timestamp_format": "%Y-%m-%d",
-                "amount": "amount",
-            },
-            "reference_date": "2024-01-01",
-        },
-        "search": TX_SEARCH,
-    }
+def tx_log_spec(source: str, name: str) -> dict:
+    """The transaction spec of test_data, as of 2024-01-01, with the catalogue's tiny search."""
+    return tx_spec(source, reference_date="2024-01-01") | {"name": name, "search": TX_SEARCH}
 
 
 def _edit(frame: pd.DataFrame, **cells: object) -> pd.DataFrame:
@@ -292,7 +281,7 @@ CASES = [
         _all(
             2,
             r"missing column declared at data\.transactions\.amount 'amount' "
-            r"\(found: cust, day\)",
+            r"\(found: cust, day, qty\)",
         ),
         transactions=True,
     ),
@@ -317,7 +306,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     customers(seed=1).to_csv(tmp / "customers.csv", index=False)
     transactions(seed=5).to_csv(tmp / "tx.csv", index=False)
     spec = _write_spec(tmp / "spec.yaml", synthetic_spec("customers.csv", MODEL, search=SEARCH))
-    tx = _write_spec(tmp / "tx.yaml", tx_spec("tx.csv", TX_MODEL))
+    tx = _write_spec(tmp / "tx.yaml", tx_log_spec("tx.csv", TX_MODEL))
     steps = [
         ["tune", str(spec), "--n-trials", "2"],
         ["review", "--data", str(spec), "--champion", "none"],
@@ -408,7 +397,7 @@ def _write_input(case: Case, folder: Path) -> Path:
 
 def _case_spec(case: Case, folder: Path, source: Path) -> Path:
     if case.transactions:
-        spec = tx_spec(source.name, case.slug)
+        spec = tx_log_spec(source.name, case.slug)
     else:
         spec = synthetic_spec(source.name, case.slug, search=SEARCH)
     spec["data"] |= {k: v for k, v in case.spec.items() if k != "search"}
