@@ -438,8 +438,10 @@ def review(
     from segml.tracking import connect
 
     client = connect(tracking_uri)
-    name = _model_name(model, data if data.suffix in {".yaml", ".yml"} else None)
-    challenger_ref = resolve_ref(challenger, name, client)
+    spec = data if data.suffix in {".yaml", ".yml"} else None
+    named = model or (_model_name(model, spec) if spec else None)
+    challenger_ref = resolve_ref(challenger, named, client)
+    name = named or challenger_ref.name or _model_name(None, None)
     has_champion = champion != "none" and (
         champion != CHAMPION or champion_version(client, name) is not None
     )

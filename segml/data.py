@@ -18,6 +18,8 @@ REASON_COLUMN = "reason"
 EARLIEST_DATE = pd.Timestamp("1900-01-01")
 NUMERIC_SHARE = 0.95
 """A text column is numeric when at least this share of its non-empty cells parse as numbers."""
+MIXED_SHARE = 0.5
+"""Below ``NUMERIC_SHARE`` but at least this share: numbers mixed with text, rejected."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +92,8 @@ def _require(path: Path, frame: pd.DataFrame, declared: dict[str, str]) -> None:
         if column not in frame.columns:
             found = ", ".join(map(str, frame.columns[:12]))
             what = "id column" if key == "data.id_column" else f"column declared at {key}"
-            raise DataError(f"{path}: missing {what} {column!r} (found: {found})")
+            hint = "; is data.delimiter right?" if len(frame.columns) == 1 else ""
+            raise DataError(f"{path}: missing {what} {column!r} (found: {found}){hint}")
 
 
 def _validate_transactions(
@@ -152,10 +155,20 @@ def _validate_customers(
     clean = pd.DataFrame({data.id_column: ids})
     for column in list(declared)[1:]:
         values = raw[column]
-        if column not in categorical and _looks_numeric(values):
+        share = 0.0 if column in categorical else _numeric_share(values)
+        if MIXED_SHARE <= share < NUMERIC_SHARE:
+            example = values[pd.to_numeric(values, errors="coerce").isna() & values.notna()]
+            raise DataError(
+                f"{path}: column {column!r} mixes numbers and text ({share:.0%} of its values "
+                f"are numbers, e.g. {example.iloc[0]!r}); fix the values or declare it in "
+                "features.categorical"
+            )
+        if share >= NUMERIC_SHARE:
             clean[column] = _numeric(values, column, reasons, allow_missing=True)
         else:
             clean[column] = values.astype("string").str.strip()
+        if column in data.attributes.columns() and clean[column].isna().all():
+            raise DataError(f"{path}: column {column!r} has no values (all {len(raw)} missing)")
     reasons.fail_or_keep(data, path)
     good = clean[reasons.good].reset_index(drop=True)
     return good, reasons.quarantine(raw), reasons.report(path, len(good), {}, good)
@@ -168,14 +181,14 @@ def _clean_ids(values: pd.Series, reasons: _Reasons) -> pd.Series:
     return ids.mask(missing)
 
 
-def _looks_numeric(values: pd.Series) -> bool:
+def _numeric_share(values: pd.Series) -> float:
+    """The share of the non-empty cells that parse as numbers (1.0 for a numeric dtype)."""
     if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        return True
+        return 1.0
     present = values.dropna()
     if present.empty:
-        return False
-    parsed = pd.to_numeric(present, errors="coerce")
-    return bool(parsed.notna().mean() >= NUMERIC_SHARE)
+        return 0.0
+    return float(pd.to_numeric(present, errors="coerce").notna().mean())
 
 
 def _numeric(

@@ -36,11 +36,13 @@ from segml.tuning import (
     SearchData,
     Step,
     TrialResult,
+    check_segmentable,
     claim_trial,
     completed_results,
     create_study,
     evaluate,
     finalise_step,
+    first_error,
     fit_segmentation,
     objective_keys,
     pareto_front,
@@ -124,6 +126,7 @@ def tune(
     built = build_features(spec)
     preprocessor = build_preprocessor(spec, built.table).fit(built.table)
     data = SearchData(preprocessor.transform(built.table), value_outcome(spec, built.table), seed)
+    check_segmentable(data.X, spec.constraints, spec.data.source)
     objectives = objective_keys(data.value is not None)
     evaluate_trial = functools.partial(
         run_trial,
@@ -240,7 +243,11 @@ def _finalise(
     client, parent = worker.client, worker.parent
     results = completed_results(worker.study)
     if not results:
-        raise SpecError(f"{spec.path}: no trial completed; widen search.families or the budget")
+        client.set_terminated(parent, "FAILED")
+        cause = first_error(worker.study) or "none ran"
+        raise SpecError(
+            f"{spec.path}: no trial completed ({cause}); widen search.families or the budget"
+        )
     keys.study_run(client, worker.experiment, name, worker.digest, parent)
     chosen = pick(results)
     params, reduction = split_params(chosen)

@@ -271,7 +271,9 @@ def promote(
     """Move ``champion`` to ``version`` if its latest review passed; return the old champion.
 
     The old champion keeps the alias ``previous``. ``force`` needs a ``reason`` and records
-    both. Each step leaves the aliases consistent, so an interrupted promote can be re-run.
+    both. The version is tagged before any alias moves, so ``champion`` never points at a
+    version without its review or override on record, and each step leaves the aliases
+    consistent: an interrupted promote completes when re-run.
     """
     found = _version(client, name, version)
     verdict = found.tags.get(keys.TAG_VERDICT)
@@ -284,17 +286,16 @@ def promote(
             "--force --reason TEXT"
         )
     current = champion_version(client, name)
-    if current == version:
-        return champion_version(client, name, PREVIOUS)
-    if current is not None:
-        client.set_registered_model_alias(name, PREVIOUS, current)
-    client.set_registered_model_alias(name, CHAMPION, version)
-    tags = keys.audit_tags("promote", reason) | {"segml.promote.forced": str(force).lower()}
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
+    if current != version:
+        tags = keys.audit_tags("promote", reason) | {"segml.promote.forced": str(force).lower()}
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        if current is not None:
+            client.set_registered_model_alias(name, PREVIOUS, current)
+        client.set_registered_model_alias(name, CHAMPION, version)
     if champion_version(client, name, CHALLENGER) == version:
         client.delete_registered_model_alias(name, CHALLENGER)
-    return current
+    return current if current != version else champion_version(client, name, PREVIOUS)
 
 
 def rollback(client: MlflowClient, name: str, reason: str | None = None) -> str:
@@ -304,12 +305,12 @@ def rollback(client: MlflowClient, name: str, reason: str | None = None) -> str:
         raise RegistryError(f"{name}: no previous champion to roll back to")
     current = champion_version(client, name)
     if current != previous:
-        client.set_registered_model_alias(name, CHAMPION, previous)
         for key, value in keys.audit_tags("rollback", reason).items():
             client.set_model_version_tag(name, previous, key, value)
         if current is not None:
             for key, value in keys.audit_tags("rolled_back", reason).items():
                 client.set_model_version_tag(name, current, key, value)
+        client.set_registered_model_alias(name, CHAMPION, previous)
     client.delete_registered_model_alias(name, PREVIOUS)
     return previous
 

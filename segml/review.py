@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from segml import report
 from segml import tracking as keys
+from segml.errors import DataError
 from segml.features import build_features, outcome_frame
 from segml.metrics import (
     agreement,
@@ -93,7 +94,13 @@ def review_data(challenger: Segmenter, data: str | Path) -> tuple[Spec, pd.DataF
         spec = challenger.spec.model_copy(
             update={"data": challenger.spec.data.model_copy(update={"source": path.resolve()})}
         )
-    return spec, build_features(spec).table
+    table = build_features(spec).table
+    if len(table) < spec.min_report_size:
+        raise DataError(
+            f"{spec.data.source}: {len(table)} customer(s) to review; a review needs at least "
+            f"min_report_size ({spec.min_report_size}), the smallest group a report may show"
+        )
+    return spec, table
 
 
 def review(

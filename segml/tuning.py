@@ -12,6 +12,7 @@ import numpy as np
 import optuna
 
 from segml import tracking as keys
+from segml.errors import DataError
 from segml.families import FAMILIES, REDUCTION_SPACE, Choice, FloatRange, IntRange, Space, suggest
 from segml.families.reduction import fit_reducer
 from segml.metrics import bootstrap_stability, business_metrics, quality_metrics
@@ -124,6 +125,33 @@ def suggest_trial(
         rest = {k: v for k, v in reduction.items() if k != "reducer"}
         reducer |= suggest(trial, keys.PREP_NAMESPACE, rest)
     return family, params, reducer
+
+
+def check_segmentable(X: np.ndarray, constraints: Constraints, source: object) -> None:
+    """Refuse data that no search could segment: too few customers, or all of them alike.
+
+    Raises
+    ------
+    DataError
+        Fewer customers than ``constraints.min_segments``, or identical feature rows.
+    """
+    if len(X) < constraints.min_segments:
+        raise DataError(
+            f"{source}: {len(X)} customer(s); segmenting needs at least "
+            f"constraints.min_segments ({constraints.min_segments})"
+        )
+    if np.ptp(X, axis=0).max(initial=0.0) == 0:
+        raise DataError(
+            f"{source}: all {len(X)} customers have identical features; nothing to segment"
+        )
+
+
+def first_error(study: optuna.Study) -> str | None:
+    """The error of the first trial that failed on its own (None if none did)."""
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        if ERROR_ATTR in trial.user_attrs:
+            return f"trial {trial.number}: {trial.user_attrs[ERROR_ATTR]}"
+    return None
 
 
 def trial_seed(seed: int, number: int) -> int:

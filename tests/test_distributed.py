@@ -295,3 +295,16 @@ def _blocks(holder: Coordinator, waiter: Coordinator) -> bool:
         blocked = not acquired.wait(0.5)
     thread.join(timeout=10)
     return blocked and acquired.is_set()
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_sqlite_study(tmp_path: Path) -> None:
+    """The embedded SQLite storage with two workers at once: segml's file locks serialise
+    their claims, so the study, the runs and the registered version come out as with a
+    journal (Optuna warns against SQLite for heavy parallel use; two workers are fine)."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = _spec_file(tmp_path, "embedded")
+    finished = _two_workers(spec, storage, tracking_uri)
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    _assert_one_study(study, tracking_uri, "embedded", finished)
