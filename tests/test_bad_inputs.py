@@ -326,7 +326,7 @@ def _write_spec(path: Path, spec: dict) -> Path:
 
 
 @pytest.fixture
-def record(request: pytest.FixtureRequest) -> Callable[[str, str, Result], None]:
+def record(request: pytest.FixtureRequest) -> Callable[..., None]:
     """Add one outcome to the table conftest.py prints at the end of the session."""
     rows = request.config.stash.setdefault(CATALOGUE, [])
 
