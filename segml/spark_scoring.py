@@ -71,20 +71,29 @@ def spark_session(master: str = DEFAULT_MASTER) -> Any:
         raise EngineError("--engine spark needs pyspark: pip install 'segml[spark]'") from None
     # Python workers run this interpreter, so they import the same segml and its dependencies.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.master(master)
+        .appName("segml score")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(READ_ROWS))
+    )
+    if master.startswith("local"):
+        # One shuffle partition per core, not Spark's cluster default of 200 tiny tasks.
+        builder = builder.config("spark.sql.shuffle.partitions", str(_local_cores(master)))
     try:
-        return (
-            SparkSession.builder.master(master)
-            .appName("segml score")
-            .config("spark.ui.enabled", "false")
-            .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(READ_ROWS))
-            .getOrCreate()
-        )
+        return builder.getOrCreate()
     except Exception as exc:  # pyspark raises a bare runtime error when Java cannot start
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise EngineError(
             f"--engine spark cannot start Spark on {master} ({reason}); it needs Java 17 or "
             "later on PATH or in JAVA_HOME"
         ) from None
+
+
+def _local_cores(master: str) -> int:
+    """The threads of a ``local[N]`` master; the machine's cores for ``local[*]``."""
+    threads = re.fullmatch(r"local\[(\d+)[^\]]*\]", master)
+    return int(threads[1]) if threads else os.cpu_count() or 1
 
 
 def score_spark(
