@@ -153,7 +153,7 @@ def score_spark(
         checked = _checked(spark, files, signature).persist()
         try:
             stats = _stats(checked, signature)
-            quarantine = _set_aside(checked, files, signature, own.data.bad_rows, output)
+            bad_rows = _set_aside(checked, files, signature, own.data.bad_rows)
             staging = str(Path(tmp) / "scored")
             _scored(checked, segmenter, model, signature).write.parquet(staging)
         finally:
@@ -161,7 +161,11 @@ def score_spark(
         scored = spark.read.parquet(staging)
         rows_scored = scored.count()
         if rows_scored == 0:
-            what = "the input has no data rows" if not stats["rows"] else "all rows quarantined"
+            what = (
+                f"all {stats['rows']} rows were quarantined"
+                if stats["rows"]
+                else "the input has no data rows"
+            )
             raise DataError(f"{input_path}: no customer to score ({what})")
         found, novel_ids = _collect(scored, segmenter, signature, previous, rows_scored)
         report = monitor(segmenter, found, own, previous_candidates)
@@ -172,6 +176,7 @@ def score_spark(
                 EMERGING_ID: np.array(report.emerging.ids, dtype=object)[labels[labels > 0] - 1],
             }
         )
+        quarantine = _write_quarantine(bad_rows, output)
         _publish(scored, emerging, signature.id_column, output)
     return ScoreSummary(
         model,
@@ -286,27 +291,29 @@ def _stats(checked: Any, signature: Signature) -> dict[str, Any]:
     }
 
 
-def _set_aside(
-    checked: Any, files: list[Path], signature: Signature, policy: str, output: Path
-) -> Path | None:
-    """Fail on the first bad row in input order, or write them all to the quarantine file."""
+def _set_aside(checked: Any, files: list[Path], signature: Signature, policy: str) -> pd.DataFrame:
+    """Fail on the first bad row in input order, or return them all as the quarantine table:
+    data row number, reason, source file and the row's input columns."""
     from pyspark.sql import functions as F
 
     bad = checked.where(F.col(REASON).isNotNull()).orderBy(FILE, ROW)
-    quarantine = output.with_suffix(QUARANTINE_SUFFIX)
     if policy != "drop":
         first = bad.select(FILE, ROW, REASON).first()
         if first is not None:
             raise bad_row_error(files[first[FILE]], first[ROW] + 1, first[REASON])
-        quarantine.unlink(missing_ok=True)
-        return None
     rows = bad.select(FILE, ROW, REASON, *signature.columns).toPandas()
-    if rows.empty:
-        quarantine.unlink(missing_ok=True)
-        return None
     rows.insert(0, SOURCE_COLUMN, [str(files[i]) for i in rows.pop(FILE)])
     rows.insert(0, REASON_COLUMN, rows.pop(REASON))
     rows.insert(0, ROW_COLUMN, rows.pop(ROW) + 1)
+    return rows
+
+
+def _write_quarantine(rows: pd.DataFrame, output: Path) -> Path | None:
+    """``<output>.quarantine.csv`` with the bad rows (removed when there are none)."""
+    quarantine = output.with_suffix(QUARANTINE_SUFFIX)
+    if rows.empty:
+        quarantine.unlink(missing_ok=True)
+        return None
     with atomic_path(quarantine) as tmp:
         rows.to_csv(tmp, index=False)
     return quarantine
