@@ -420,7 +420,7 @@ def _publish(scored: Any, emerging: pd.DataFrame, id_column: str, output: Path) 
             EMERGING_ID, F.col("_segml_emerging")
         )
     with atomic_dir(output) as tmp:
-        scored.select(*columns).write.mode("overwrite").parquet(str(tmp))
+        scored.select(*columns).write.parquet(str(tmp))
 
 
 @contextlib.contextmanager
