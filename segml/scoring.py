@@ -1018,32 +1018,25 @@ def run_scoring(
     """
     segmenter = load_segmenter(ref)
     experiment = segmenter.spec.name
-    candidates = previous_candidates(client, experiment, _label(ref, segmenter))
+    common: dict[str, Any] = {
+        "model": ref,
+        "spec": spec,
+        "previous": previous,
+        "previous_candidates": previous_candidates(client, experiment, _label(ref, segmenter)),
+    }
     if spark_master is None:
         summary = score(
             segmenter,
             input_path,
             output,
-            model=ref,
-            spec=spec,
-            previous=previous,
-            previous_candidates=candidates,
             reference_date=reference_date,
             on_progress=on_progress,
+            **common,
         )
     else:
         from segml.spark_scoring import score_spark
 
-        summary = score_spark(
-            segmenter,
-            input_path,
-            output,
-            model=ref,
-            spec=spec,
-            previous=previous,
-            previous_candidates=candidates,
-            master=spark_master,
-        )
+        summary = score_spark(segmenter, input_path, output, master=spark_master, **common)
     return summary, log_scoring(client, summary, experiment)
 
 

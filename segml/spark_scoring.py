@@ -71,20 +71,29 @@ def spark_session(master: str = DEFAULT_MASTER) -> Any:
         raise EngineError("--engine spark needs pyspark: pip install 'segml[spark]'") from None
     # Python workers run this interpreter, so they import the same segml and its dependencies.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.master(master)
+        .appName("segml score")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(READ_ROWS))
+    )
+    if master.startswith("local"):
+        # One shuffle partition per core, not Spark's cluster default of 200 tiny tasks.
+        builder = builder.config("spark.sql.shuffle.partitions", str(_local_cores(master)))
     try:
-        return (
-            SparkSession.builder.master(master)
-            .appName("segml score")
-            .config("spark.ui.enabled", "false")
-            .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(READ_ROWS))
-            .getOrCreate()
-        )
+        return builder.getOrCreate()
     except Exception as exc:  # pyspark raises a bare runtime error when Java cannot start
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise EngineError(
             f"--engine spark cannot start Spark on {master} ({reason}); it needs Java 17 or "
             "later on PATH or in JAVA_HOME"
         ) from None
+
+
+def _local_cores(master: str) -> int:
+    """The threads of a ``local[N]`` master; the machine's cores for ``local[*]``."""
+    threads = re.fullmatch(r"local\[(\d+)[^\]]*\]", master)
+    return int(threads[1]) if threads else os.cpu_count() or 1
 
 
 def score_spark(
@@ -144,7 +153,7 @@ def score_spark(
         checked = _checked(spark, files, signature).persist()
         try:
             stats = _stats(checked, signature)
-            quarantine = _set_aside(checked, files, signature, own.data.bad_rows, output)
+            bad_rows = _set_aside(checked, files, signature, own.data.bad_rows)
             staging = str(Path(tmp) / "scored")
             _scored(checked, segmenter, model, signature).write.parquet(staging)
         finally:
@@ -152,7 +161,11 @@ def score_spark(
         scored = spark.read.parquet(staging)
         rows_scored = scored.count()
         if rows_scored == 0:
-            what = "the input has no data rows" if not stats["rows"] else "all rows quarantined"
+            what = (
+                f"all {stats['rows']} rows were quarantined"
+                if stats["rows"]
+                else "the input has no data rows"
+            )
             raise DataError(f"{input_path}: no customer to score ({what})")
         found, novel_ids = _collect(scored, segmenter, signature, previous, rows_scored)
         report = monitor(segmenter, found, own, previous_candidates)
@@ -163,6 +176,7 @@ def score_spark(
                 EMERGING_ID: np.array(report.emerging.ids, dtype=object)[labels[labels > 0] - 1],
             }
         )
+        quarantine = _write_quarantine(bad_rows, output)
         _publish(scored, emerging, signature.id_column, output)
     return ScoreSummary(
         model,
@@ -277,27 +291,29 @@ def _stats(checked: Any, signature: Signature) -> dict[str, Any]:
     }
 
 
-def _set_aside(
-    checked: Any, files: list[Path], signature: Signature, policy: str, output: Path
-) -> Path | None:
-    """Fail on the first bad row in input order, or write them all to the quarantine file."""
+def _set_aside(checked: Any, files: list[Path], signature: Signature, policy: str) -> pd.DataFrame:
+    """Fail on the first bad row in input order, or return them all as the quarantine table:
+    data row number, reason, source file and the row's input columns."""
     from pyspark.sql import functions as F
 
     bad = checked.where(F.col(REASON).isNotNull()).orderBy(FILE, ROW)
-    quarantine = output.with_suffix(QUARANTINE_SUFFIX)
     if policy != "drop":
         first = bad.select(FILE, ROW, REASON).first()
         if first is not None:
             raise bad_row_error(files[first[FILE]], first[ROW] + 1, first[REASON])
-        quarantine.unlink(missing_ok=True)
-        return None
     rows = bad.select(FILE, ROW, REASON, *signature.columns).toPandas()
-    if rows.empty:
-        quarantine.unlink(missing_ok=True)
-        return None
     rows.insert(0, SOURCE_COLUMN, [str(files[i]) for i in rows.pop(FILE)])
     rows.insert(0, REASON_COLUMN, rows.pop(REASON))
     rows.insert(0, ROW_COLUMN, rows.pop(ROW) + 1)
+    return rows
+
+
+def _write_quarantine(rows: pd.DataFrame, output: Path) -> Path | None:
+    """``<output>.quarantine.csv`` with the bad rows (removed when there are none)."""
+    quarantine = output.with_suffix(QUARANTINE_SUFFIX)
+    if rows.empty:
+        quarantine.unlink(missing_ok=True)
+        return None
     with atomic_path(quarantine) as tmp:
         rows.to_csv(tmp, index=False)
     return quarantine
@@ -404,7 +420,7 @@ def _publish(scored: Any, emerging: pd.DataFrame, id_column: str, output: Path) 
             EMERGING_ID, F.col("_segml_emerging")
         )
     with atomic_dir(output) as tmp:
-        scored.select(*columns).write.mode("overwrite").parquet(str(tmp))
+        scored.select(*columns).write.parquet(str(tmp))
 
 
 @contextlib.contextmanager

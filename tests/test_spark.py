@@ -158,6 +158,13 @@ def test_bad_rows_are_quarantined_as_by_the_pandas_engine(
     with pytest.raises(DataError, match=r"in\.parquet: data row 4: non-numeric value in column"):
         score_spark(segmenter, source, tmp_path / "failed.parquet", model=ref, master=MASTER)
     assert not (tmp_path / "failed.parquet").exists()
+    frame["engagement"] = "high"  # found by the check of a file's first batch, in a worker
+    with pytest.raises(DataError, match=r"column 'engagement' does not hold numbers"):
+        score_spark(
+            segmenter, _write(tmp_path, frame), tmp_path / "failed.parquet", model=ref,
+            master=MASTER,
+        )  # fmt: skip
+    assert not (tmp_path / "failed.parquet").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging left"
 
 
