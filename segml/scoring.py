@@ -419,7 +419,20 @@ def _clean(
         reasons.flag(unseen, f"unseen category in column {column!r}")
         missing[column] = pc.is_null(text).to_numpy(zero_copy_only=False)
         frame[column] = text.to_pandas().astype("string")
+    if first:
+        _check_present(path, missing)
     return pd.DataFrame(frame), ids, reasons, missing
+
+
+def _check_present(path: Path, missing: dict[str, np.ndarray]) -> None:
+    """The signature check of a file's first batch: no model column may be empty throughout
+    (the model would score every customer on an imputed value), as at training."""
+    for column, cells in missing.items():
+        if cells.size and cells.all():
+            raise DataError(
+                f"{path}: column {column!r} has no values (all of the first {cells.size} "
+                "missing); the model needs it to assign segments"
+            )
 
 
 def _check_numeric(

@@ -170,7 +170,7 @@ CASES = [
         "feature all missing",
         lambda: _edit(customers(), engagement=np.nan),
         _all(2, r"column 'engagement' has no values \(all 300 missing\)")
-        | {"score": (0, r"scoring run")},
+        | {"score": (2, r"column 'engagement' has no values \(all of the first 300 missing\)")},
     ),
     Case(
         "date in the future",
