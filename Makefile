@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test demo ui lint format typecheck clean
+.PHONY: install test demo ui screenshots lint format typecheck clean
 
 install: $(STAMP)
 
@@ -38,13 +38,18 @@ demo: install
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
 
+# The README's MLflow UI images, from the demo's store (run `make demo` first; needs Debian's
+# chromium: apt-get install chromium).
+screenshots: install
+	$(BIN)/python -m docs.screenshots --store . --spec $(DEMO_SPEC) --out docs/images
+
 lint: install
-	$(BIN)/ruff check segml tests benchmarks
-	$(BIN)/ruff format --check segml tests benchmarks
+	$(BIN)/ruff check segml tests benchmarks docs
+	$(BIN)/ruff format --check segml tests benchmarks docs
 
 format: install
-	$(BIN)/ruff format segml tests benchmarks
-	$(BIN)/ruff check --fix segml tests benchmarks
+	$(BIN)/ruff format segml tests benchmarks docs
+	$(BIN)/ruff check --fix segml tests benchmarks docs
 
 typecheck: install
 	$(BIN)/mypy segml

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from docs.screenshots import free_port
 
 SERVER_USER = "postgres"
 """The system user that runs the server when the tests run as root."""
@@ -46,13 +47,6 @@ class Postgres:
         """Run one of the server's programs (as the server's user) with space-free arguments."""
         command = [*self.as_user, str(self.bin_dir / program), *arguments.split()]
         subprocess.run(command, capture_output=True, text=True, check=True)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextlib.contextmanager

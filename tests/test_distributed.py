@@ -3,12 +3,9 @@ and journal file), and segml against an MLflow tracking server backed by Postgre
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +16,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from docs.screenshots import mlflow_server
 from segml import tracking as keys
 from segml.cli import app
 from segml.experiment import tune
@@ -37,7 +35,7 @@ from segml.tuning import (
     reap_lost_trials,
 )
 from segml.workers import Coordinator, coordinator
-from tests.postgres import Postgres, free_port, running_postgres
+from tests.postgres import Postgres, running_postgres
 
 BUDGET = 10
 STUDY = "shared"
@@ -60,50 +58,9 @@ def postgres() -> Iterator[Postgres]:
 def tracking_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``mlflow server`` on a PostgreSQL backend store, serving artifacts from a tmp folder."""
     folder = tmp_path_factory.mktemp("mlflow-server")
-    with mlflow_server(postgres.create_database("mlflow"), folder) as uri:
+    backend = postgres.create_database("mlflow")
+    with mlflow_server(backend, folder / "artifacts", folder / "server.log") as uri:
         yield uri
-
-
-@contextlib.contextmanager
-def mlflow_server(backend: str, folder: Path) -> Iterator[str]:
-    """Run ``mlflow server`` on a free loopback port until the block ends; yield its URI."""
-    port = free_port()
-    command = [
-        str(Path(sys.executable).with_name("mlflow")),
-        "server",
-        "--backend-store-uri",
-        backend,
-        "--artifacts-destination",
-        str(folder / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    log = folder / "server.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_healthy(server, uri, log)
-        yield uri
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _wait_until_healthy(server: subprocess.Popen, uri: str, log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"mlflow server exited: {log.read_text()[-2000:]}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                return
-        time.sleep(0.5)
-    pytest.fail(f"mlflow server not healthy after 120 s: {log.read_text()[-2000:]}")
 
 
 def _spec_file(folder: Path, name: str) -> Path:
