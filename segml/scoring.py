@@ -219,7 +219,7 @@ def input_files(path: Path) -> list[Path]:
     return files
 
 
-def _schema(path: Path, delimiter: str) -> pa.Schema:
+def file_schema(path: Path, delimiter: str) -> pa.Schema:
     """The file's columns (CSV columns as text, names stripped as at training)."""
     try:
         if is_parquet(path):
@@ -389,7 +389,7 @@ def _numbers(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return values, present & np.isnan(values)
 
 
-def _clean(
+def clean_batch(
     signature: Signature, table: pa.Table, path: Path, first: bool
 ) -> tuple[pd.DataFrame, pa.ChunkedArray, _Reasons, dict[str, np.ndarray]]:
     """The model's input frame of a batch, its ids, the bad rows and the missing cells of each
@@ -567,7 +567,7 @@ class _Run:
 
     def add(self, table: pa.Table, path: Path, first_row: int, first: bool) -> None:
         """Check, quarantine and score one batch of input rows."""
-        frame, ids, reasons, missing = _clean(self.signature, table, path, first)
+        frame, ids, reasons, missing = clean_batch(self.signature, table, path, first)
         hashes = id_hashes(ids)
         self._flag_duplicates(hashes, reasons)
         self.missing.update({column: int(cells.sum()) for column, cells in missing.items()})
@@ -771,7 +771,7 @@ def score(
         or nothing left to score. No output is written then.
     """
     started = time.perf_counter()
-    _check_paths(input_path, output, previous)
+    check_paths(input_path, output, previous)
     own = spec or segmenter.spec
     files = input_files(input_path)
     signature = Signature.of(segmenter)
@@ -787,7 +787,7 @@ def score(
             Path(tmp) / "quarantine.csv",
             model.name or segmenter.spec.model_name,
             model.version,
-            _migration(previous, signature.id_column),
+            previous_assignment(previous, signature.id_column),
             on_progress,
         )
         try:
@@ -843,7 +843,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _check_paths(input_path: Path, output: Path, previous: Path | None) -> None:
+def check_paths(input_path: Path, output: Path, previous: Path | None) -> None:
+    """Refuse an output of an unknown kind or one that would overwrite an input."""
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise DataError(f"{output}: the output must end in .parquet or .csv")
     for other in (input_path, previous):
@@ -862,7 +863,7 @@ def _feed(
 ) -> tuple[tuple[str, ...], dict[str, int]]:
     """Stream every input file through ``run``; return the ignored columns and exclusions."""
     spec = run.segmenter.spec
-    first_schema = _schema(files[0], spec.data.delimiter)
+    first_schema = file_schema(files[0], spec.data.delimiter)
     if spec.data.kind == "transactions" and not set(run.segmenter.features) & set(
         first_schema.names
     ):
@@ -870,7 +871,7 @@ def _feed(
     run.total = _total_rows(files)
     ignored: dict[str, None] = {}
     for path in files:
-        schema = _schema(path, spec.data.delimiter)
+        schema = file_schema(path, spec.data.delimiter)
         ignored |= dict.fromkeys(run.signature.check(path, schema))
         offset = 0
         for table in _ahead(_read(path, schema, run.signature.columns, spec.data.delimiter)):
@@ -902,13 +903,13 @@ def _feed_transactions(
     return dict(intake.reports[0].excluded)
 
 
-def _migration(previous: Path | None, id_column: str) -> MigrationCounter | None:
+def previous_assignment(previous: Path | None, id_column: str) -> MigrationCounter | None:
     """The previous assignment (id hashes and segment ids) of an earlier score output."""
     if previous is None:
         return None
     hashes, segments = [], []
     for path in input_files(previous):
-        schema = _schema(path, ",")
+        schema = file_schema(path, ",")
         for column in (id_column, SEGMENT_ID):
             if column not in schema.names:
                 raise DataError(f"{path}: missing column {column!r}; is it a segml score output?")

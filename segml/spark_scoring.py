@@ -43,15 +43,15 @@ from segml.scoring import (
     Scored,
     ScoreSummary,
     Signature,
-    _check_paths,
-    _clean,
-    _migration,
-    _schema,
     bad_row_error,
+    check_paths,
+    clean_batch,
+    file_schema,
     id_hashes,
     input_files,
     monitor,
     output_schema,
+    previous_assignment,
 )
 from segml.spec import Spec
 
@@ -132,7 +132,7 @@ def score_spark(
         pyspark or Java is missing.
     """
     started = time.perf_counter()
-    _check_paths(input_path, output, previous)
+    check_paths(input_path, output, previous)
     own = spec or segmenter.spec
     files = input_files(input_path)
     for path in [output, *files]:
@@ -143,7 +143,7 @@ def score_spark(
     signature = Signature.of(segmenter)
     ignored: dict[str, None] = {}
     for path in files:
-        ignored |= dict.fromkeys(signature.check(path, _schema(path, ",")))
+        ignored |= dict.fromkeys(signature.check(path, file_schema(path, ",")))
     spark = spark_session(master)
     output.parent.mkdir(parents=True, exist_ok=True)
     with (
@@ -260,7 +260,9 @@ def _clean_batch(
     table = pa.Table.from_batches([batch])
     number, path = by_path[_local(table[FILE][0].as_py())]
     first = table[ROW][0].as_py() == 0
-    frame, ids, reasons, missing = _clean(signature, table.select(signature.columns), path, first)
+    frame, ids, reasons, missing = clean_batch(
+        signature, table.select(signature.columns), path, first
+    )
     columns = [
         *table.select(signature.columns).columns,
         pa.repeat(pa.scalar(number, pa.int32()), table.num_rows),
@@ -397,7 +399,7 @@ def _typed(frame: pd.DataFrame, signature: Signature) -> pd.DataFrame:
 
 def _migration_matrix(scored: Any, previous: Path | None, id_column: str) -> pd.DataFrame | None:
     """With ``--previous``: the migration, counted over the staged ids and segments."""
-    counter = _migration(previous, id_column)
+    counter = previous_assignment(previous, id_column)
     if counter is None:
         return None
     for path in sorted(Path(_local(f)) for f in scored.inputFiles()):
