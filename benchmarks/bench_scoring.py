@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -36,6 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+from machine import load_average, machine
 
 from segml.families import FAMILIES
 from segml.synthetic import synthetic_customers, synthetic_spec
@@ -196,10 +195,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    print(
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"load average {os.getloadavg()[0]:.1f} at start; medians of {args.repeat} runs\n"
-    )
+    print(f"{machine()}; load average {load_average()} at start; medians of {args.repeat} runs\n")
     print(HEADER)
     for family in args.families:
         model = fit_model(args.workdir, family, args.train)
@@ -208,7 +204,7 @@ def main() -> None:
                 args.workdir / f"customers-{rows}.{args.format}", rows, args.format
             )
             print(measure(family, model, source, args.workdir, args.repeat), flush=True)
-    print(f"\nload average {os.getloadavg()[0]:.1f} at end")
+    print(f"\nload average {load_average()} at end")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ output write. The table gives medians, the machine and the load average.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -25,6 +23,7 @@ from pathlib import Path
 
 import joblib
 from bench_scoring import fit_model, write_input
+from machine import load_average, machine
 
 from segml import tracking as keys
 from segml.model import Segmenter, log_segment_model
@@ -53,7 +52,7 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     segmenter, uri = model_uri(args.workdir, args.train)
     source = write_input(args.workdir / f"customers-{args.rows}.parquet", args.rows, "parquet")
-    load = os.getloadavg()[0]
+    load = load_average()
     started = time.perf_counter()
     spark_session(args.master)
     start_up = time.perf_counter() - started
@@ -69,9 +68,8 @@ def main() -> None:
             score_spark(segmenter, source, spark_out, model=ModelRef(uri), master=args.master)
             seconds["spark"].append(time.perf_counter() - started)
     print(
-        f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), Python "
-        f"{platform.python_version()}; load average {load:.1f} at start, "
-        f"{os.getloadavg()[0]:.1f} at end; Spark start-up {start_up:.1f} s\n"
+        f"{machine()}; load average {load} at start, {load_average()} at end; "
+        f"Spark start-up {start_up:.1f} s\n"
     )
     print("| engine | customers | median s | rows/s | runs (s) | time vs pandas |")
     print("| --- | ---: | ---: | ---: | --- | ---: |")

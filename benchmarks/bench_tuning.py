@@ -21,8 +21,6 @@ params and metrics of a real trial. Prints a Markdown table and writes it to ``-
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import load_average, machine
 
 from segml import tracking as keys
 from segml.features import build_preprocessor, value_outcome
@@ -169,24 +168,6 @@ def trial_params(case: Case) -> dict[str, Any]:
     params: dict[str, Any] = {keys.PARAM_FAMILY: case.family}
     params |= {keys.param_key(case.family, k): v for k, v in case.params.items()}
     return params | {keys.param_key(keys.PREP_NAMESPACE, k): v for k, v in case.reduction.items()}
-
-
-def machine() -> str:
-    """Cores, CPU model, Python and the load average (the machine may be shared)."""
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or "unknown CPU",
-    )
-    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
-
-
-def load_average() -> str:
-    """The 1-minute load average, from /proc/loadavg."""
-    return Path("/proc/loadavg").read_text().split()[0]
 
 
 def table_row(row: Row, rows: Sequence[Row]) -> str:

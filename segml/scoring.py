@@ -348,7 +348,8 @@ class _SeenIds:
         """Remember ``hashes`` (distinct and not yet seen)."""
         run = np.sort(hashes)
         while self.runs and self.runs[-1].size <= run.size:
-            run = np.sort(np.concatenate([self.runs.pop(), run]), kind="stable")
+            run = np.concatenate([self.runs.pop(), run])
+            run.sort(kind="stable")  # in place; linear on two sorted runs (timsort)
         self.runs.append(run)
 
 
