@@ -224,7 +224,7 @@ def _checked(spark: Any, files: list[Path], signature: Signature) -> Any:
     def clean(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             if batch.num_rows:
-                yield _clean_batch(batch, signature, by_path)
+                yield _checked_batch(batch, signature, by_path)
 
     checked = raw.mapInArrow(clean, schema)
     first = Window.partitionBy(CLEAN + signature.id_column).orderBy(FILE, ROW)
@@ -249,7 +249,7 @@ def _local(uri: str) -> Path:
     return Path(unquote(urlparse(uri).path)).resolve()
 
 
-def _clean_batch(
+def _checked_batch(
     batch: pa.RecordBatch,
     signature: Signature,
     by_path: dict[Path, tuple[int, Path]],
