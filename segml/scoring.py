@@ -778,8 +778,7 @@ def score(
     signature = Signature.of(segmenter)
     model = model or ModelRef("", segmenter.spec.model_name)
     output.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_staging(output)
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=_staging_prefix(output)) as tmp:
+    with staging_folder(output) as tmp:
         run = _Run(
             segmenter,
             signature,
@@ -820,27 +819,25 @@ def score(
     )
 
 
-def _staging_prefix(output: Path) -> str:
-    """The start of this process's hidden staging folder name beside ``output``."""
-    return f".{output.name}.pid{os.getpid()}."
-
-
-def _remove_dead_staging(output: Path) -> None:
-    """Remove the staging folders that killed runs scoring to ``output`` left behind."""
+def staging_folder(output: Path) -> tempfile.TemporaryDirectory[str]:
+    """This run's hidden staging folder beside ``output`` (``.<name>.pid<PID>.*``), once the
+    folders that killed runs scoring to ``output`` left behind are removed."""
     pattern = re.compile(re.escape(f".{output.name}.pid") + r"(\d+)\.")
     for folder in output.parent.glob(f".{glob.escape(output.name)}.pid*"):
         found = pattern.match(folder.name)
         if found and folder.is_dir() and not _alive(int(found.group(1))):
             shutil.rmtree(folder, ignore_errors=True)
+    prefix = f".{output.name}.pid{os.getpid()}."
+    return tempfile.TemporaryDirectory(dir=output.parent, prefix=prefix)
 
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # it exists, as another user's process
     return True
 
 

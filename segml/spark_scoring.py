@@ -15,7 +15,6 @@ import contextlib
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +51,7 @@ from segml.scoring import (
     monitor,
     output_schema,
     previous_assignment,
+    staging_folder,
 )
 from segml.spec import Spec
 
@@ -148,7 +148,7 @@ def score_spark(
     output.parent.mkdir(parents=True, exist_ok=True)
     with (
         _worker_errors(),
-        tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp,
+        staging_folder(output) as tmp,
     ):
         checked = _checked(spark, files, signature).persist()
         try:
