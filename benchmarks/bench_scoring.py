@@ -1,10 +1,14 @@
 """Rows/s and peak memory of ``segml.scoring.score`` per family, against a bare scoring loop.
 
 Usage: ``python benchmarks/bench_scoring.py [--rows 1000000 10000000] [--repeat 3]
-[--families kmeans gmm hdbscan] [--format parquet|csv] [--workdir build/bench_scoring]``.
+[--families kmeans gmm hdbscan] [--unseen 0 0.03] [--format parquet|csv]
+[--workdir build/bench_scoring]``.
 
 For each family a model is fitted on ``--train`` synthetic customers (4 features, 5 segments);
-inputs of ``--rows`` customers (3% of them an unseen group) are written once to ``--workdir``.
+inputs of ``--rows`` customers are written once to ``--workdir``, for each ``--unseen`` share
+of customers from a group the model has not seen: 0 is a steady refresh (about 1% novel, no
+candidate), 0.03 a changed world (one emerging candidate, so a second pass fills
+``emerging_id``).
 Each measurement runs in a fresh process, which reports its wall time and peak RSS:
 
 - ``score``: ``segml.scoring.score`` (read, check, score, novelty, monitoring, both passes of
@@ -45,23 +49,23 @@ PARAMS = {
     "hdbscan": {"min_cluster_size": 100, "min_samples": 10},
 }
 HEADER = (
-    "| family | customers | segml rows/s | bare loop rows/s | ratio | bare job rows/s | ratio "
-    "| segml peak RSS | bare peak RSS | candidates | novel |\n"
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    "| family | customers | unseen | segml rows/s | bare loop rows/s | ratio | bare job rows/s "
+    "| ratio | segml peak RSS | bare peak RSS | candidates | novel |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
 CHUNK_ROWS = 1_000_000
 """Customers generated (and held in memory) at a time while writing an input."""
 
 
-def write_input(path: Path, rows: int, fmt: str) -> Path:
-    """``rows`` synthetic customers with a 3% unseen group, written chunk by chunk."""
+def write_input(path: Path, rows: int, unseen: float, fmt: str) -> Path:
+    """``rows`` synthetic customers (a share ``unseen`` of them new), written chunk by chunk."""
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = None
     for start in range(0, rows, CHUNK_ROWS):
         n = min(CHUNK_ROWS, rows - start)
-        chunk = synthetic_customers(n, seed=start + 1, new_group_share=0.03, id_offset=start)
+        chunk = synthetic_customers(n, seed=start + 1, new_group_share=unseen, id_offset=start)
         if fmt == "csv":
             chunk.to_csv(path, mode="a", header=start == 0, index=False)
             continue
@@ -155,7 +159,9 @@ def median_run(repeat: int, *args: str) -> dict:
     return last
 
 
-def measure(family: str, model: Path, source: Path, workdir: Path, repeat: int) -> str:
+def measure(
+    family: str, model: Path, source: Path, unseen: float, workdir: Path, repeat: int
+) -> str:
     """One table row: segml against both bare loops on the same input, medians of ``repeat``."""
     from segml.scoring import READ_ROWS
 
@@ -167,7 +173,7 @@ def measure(family: str, model: Path, source: Path, workdir: Path, repeat: int) 
         )
     rows = scored["rows"]
     return (
-        f"| {family} | {rows:,} | {rows / scored['seconds']:,.0f} | "
+        f"| {family} | {rows:,} | {unseen:.0%} | {rows / scored['seconds']:,.0f} | "
         f"{rows / bare['seconds']:,.0f} | {scored['seconds'] / bare['seconds']:.2f} | "
         f"{rows / job['seconds']:,.0f} | {scored['seconds'] / job['seconds']:.2f} | "
         f"{scored['peak_rss_mib']:,.0f} MiB | {bare['peak_rss_mib']:,.0f} MiB | "
@@ -179,6 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--families", nargs="+", default=list(PARAMS), choices=list(PARAMS))
+    parser.add_argument("--unseen", type=float, nargs="+", default=[0.0, 0.03])
     parser.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     parser.add_argument("--train", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
@@ -200,10 +207,13 @@ def main() -> None:
     for family in args.families:
         model = fit_model(args.workdir, family, args.train)
         for rows in args.rows:
-            source = write_input(
-                args.workdir / f"customers-{rows}.{args.format}", rows, args.format
-            )
-            print(measure(family, model, source, args.workdir, args.repeat), flush=True)
+            for unseen in args.unseen:
+                name = f"customers-{rows}-unseen{unseen:g}.{args.format}"
+                source = write_input(args.workdir / name, rows, unseen, args.format)
+                print(
+                    measure(family, model, source, unseen, args.workdir, args.repeat),
+                    flush=True,
+                )
     print(f"\nload average {load_average()} at end")
 
 

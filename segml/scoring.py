@@ -107,7 +107,7 @@ class Signature:
         if categorical:
             encoder = segmenter.preprocessor.named_transformers_["cat"].named_steps["onehot"]
             for column, known in zip(categorical, encoder.categories_, strict=True):
-                categories[column] = pa.array([str(v) for v in known], pa.string())
+                categories[column] = pa.array([str(v) for v in known], pa.large_string())
         return cls(segmenter.id_column, tuple(numeric), tuple(categorical), categories)
 
     @property
@@ -305,14 +305,9 @@ def id_hashes(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     The same id always gets the same hash, in any process and any batch: it orders the
     sample, finds duplicates and matches customers with a previous output.
     """
-    text = ids.cast(pa.large_string())
-    text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
-    n = len(text)
-    offsets = np.frombuffer(text.buffers()[1], np.int64, count=n + 1, offset=text.offset * 8)
-    raw = text.buffers()[2]
-    data = np.zeros((raw.size if raw is not None else 0) + 8, dtype=np.uint8)
-    if raw is not None:
-        data[: raw.size] = np.frombuffer(raw, dtype=np.uint8)
+    offsets, raw = _buffers(_large_text(ids))
+    data = np.zeros(raw.size + 8, dtype=np.uint8)
+    data[: raw.size] = raw
     # Overlapping little-endian words: words[i] holds bytes i..i+7.
     words = np.ndarray((data.size - 7,), dtype="<u8", buffer=data, strides=(1,))
     starts, lengths = offsets[:-1], np.diff(offsets)
@@ -324,19 +319,88 @@ def id_hashes(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return h
 
 
+def _large_text(values: pa.Array | pa.ChunkedArray) -> pa.LargeStringArray:
+    """``values`` as one large-string array."""
+    text = values.cast(pa.large_string())
+    return text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+
+
+def _buffers(text: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray]:
+    """The offsets (n + 1) and the bytes of a large-string array, as numpy views."""
+    offsets = np.frombuffer(
+        text.buffers()[1], np.int64, count=len(text) + 1, offset=text.offset * 8
+    )
+    raw = text.buffers()[2]
+    return offsets, np.frombuffer(raw, np.uint8) if raw is not None else np.empty(0, np.uint8)
+
+
 class _SeenIds:
-    """Hashes of the ids scored so far, as sorted runs merged like a log-structured tree."""
+    """The id hashes scored so far.
+
+    A bitmap of hash prefixes (at least ``BITS_PER_ID`` bits per id, grown as ids come) clears
+    most ids at once; the few it cannot clear are looked up exactly in sorted runs, which are
+    merged ``RUN_FANOUT`` at a time (size-tiered, like a log-structured tree).
+    """
 
     def __init__(self) -> None:
         self.runs: list[np.ndarray] = []
+        self.count = 0
+        self.bits = _MIN_BITMAP_BITS
+        self.bitmap = np.zeros(1 << (self.bits - 3), dtype=np.uint8)
 
     def duplicated(self, hashes: np.ndarray) -> np.ndarray:
         """True for a hash already seen, or seen earlier in ``hashes``."""
-        order = np.argsort(hashes, kind="stable")
-        ordered = hashes[order]
+        ordered = np.sort(hashes)
+        if (ordered[1:] == ordered[:-1]).any():
+            twice = _seen_earlier(hashes)
+        else:
+            twice = np.zeros(hashes.size, dtype=bool)
+        maybe = self._marked(hashes) & ~twice
+        if maybe.any():
+            twice[maybe] = self._in_runs(hashes[maybe])
+        return twice
+
+    def add(self, hashes: np.ndarray) -> None:
+        """Remember ``hashes`` (distinct and not yet seen)."""
+        run = np.sort(hashes)
+        self.runs.append(run)
+        self.count += run.size
+        if self.count * BITS_PER_ID > 1 << self.bits:
+            self.bits = max(self.bits + 1, int(np.ceil(np.log2(self.count * BITS_PER_ID))))
+            self.bitmap = np.zeros(1 << (self.bits - 3), dtype=np.uint8)
+            for old in self.runs:
+                self._mark(old)
+        else:
+            self._mark(run)
+        while len(self.runs) >= RUN_FANOUT and _tier(self.runs[-RUN_FANOUT]) == _tier(run):
+            run = np.concatenate(self.runs[-RUN_FANOUT:])
+            run.sort()
+            del self.runs[-RUN_FANOUT:]
+            self.runs.append(run)
+
+    def _slots(self, hashes: np.ndarray) -> np.ndarray:
+        return hashes >> np.uint64(64 - self.bits)
+
+    def _marked(self, hashes: np.ndarray) -> np.ndarray:
+        slots = self._slots(hashes)
+        bits = (slots & np.uint64(7)).astype(np.uint8)
+        return (self.bitmap[slots >> np.uint64(3)] >> bits) & 1 == 1
+
+    def _mark(self, ordered: np.ndarray) -> None:
+        """Set the bits of sorted ``ordered``; a byte's bits are OR-ed together first."""
+        if not ordered.size:
+            return
+        slots = self._slots(ordered)
+        at = slots >> np.uint64(3)
+        bits = np.left_shift(np.uint8(1), (slots & np.uint64(7)).astype(np.uint8))
+        first = np.flatnonzero(np.r_[True, at[1:] != at[:-1]])
+        self.bitmap[at[first]] |= np.bitwise_or.reduceat(bits, first)
+
+    def _in_runs(self, hashes: np.ndarray) -> np.ndarray:
         # Sorted queries walk each run in order: several times faster than in input order.
-        twice = np.zeros(ordered.size, dtype=bool)
-        twice[1:] = ordered[1:] == ordered[:-1]
+        order = np.argsort(hashes)
+        ordered = hashes[order]
+        twice = np.zeros(hashes.size, dtype=bool)
         for run in self.runs:
             at = np.minimum(np.searchsorted(run, ordered), run.size - 1)
             twice |= run[at] == ordered
@@ -344,13 +408,25 @@ class _SeenIds:
         found[order] = twice
         return found
 
-    def add(self, hashes: np.ndarray) -> None:
-        """Remember ``hashes`` (distinct and not yet seen)."""
-        run = np.sort(hashes)
-        while self.runs and self.runs[-1].size <= run.size:
-            run = np.concatenate([self.runs.pop(), run])
-            run.sort(kind="stable")  # in place; linear on two sorted runs (timsort)
-        self.runs.append(run)
+
+BITS_PER_ID = 32
+"""Bitmap bits per id seen: about one id in ``BITS_PER_ID`` needs an exact lookup."""
+RUN_FANOUT = 8
+_MIN_BITMAP_BITS = 20
+
+
+def _tier(run: np.ndarray) -> int:
+    """Runs of one tier differ in size by less than ``RUN_FANOUT`` times."""
+    return int(np.log2(max(run.size, 1)) // np.log2(RUN_FANOUT))
+
+
+def _seen_earlier(hashes: np.ndarray) -> np.ndarray:
+    """True for a hash that appears earlier in ``hashes``."""
+    order = np.argsort(hashes, kind="stable")
+    ordered = hashes[order]
+    twice = np.zeros(hashes.size, dtype=bool)
+    twice[order[1:]] = ordered[1:] == ordered[:-1]
+    return twice
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,10 +446,22 @@ class _Reasons:
         self.bad |= new
 
 
-def _text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+def _text(column: pa.ChunkedArray | pa.Array) -> pa.LargeStringArray:
     """Values as trimmed text; empty strings become missing."""
-    text = pc.utf8_trim_whitespace(column.cast(pa.string()))
-    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    text = _large_text(column)
+    offsets, raw = _buffers(text)
+    starts, ends = offsets[:-1], offsets[1:]
+    filled = ends > starts
+    edges = np.concatenate([raw[starts[filled]], raw[ends[filled] - 1]])
+    # Whitespace starts and ends with a control, space or non-ASCII byte: most texts have none.
+    if ((edges <= 0x20) | (edges >= 0x7F)).any():
+        text = pc.utf8_trim_whitespace(text)
+        offsets, _ = _buffers(text)
+        filled = offsets[1:] > offsets[:-1]
+    empty = ~filled & pc.is_valid(text).to_numpy(zero_copy_only=False)
+    if empty.any():
+        text = pc.if_else(pa.array(empty), pa.scalar(None, pa.large_string()), text)
+    return text
 
 
 def _numbers(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -383,16 +471,16 @@ def _numbers(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
         return values, np.zeros(values.size, dtype=bool)
     text = _text(column)
     try:
-        values = pc.cast(text, pa.float64()).to_numpy()
+        values = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid:
         values = pd.to_numeric(text.to_pandas(), errors="coerce").to_numpy(dtype=float)
-    present = pc.is_valid(text).to_numpy()
+    present = pc.is_valid(text).to_numpy(zero_copy_only=False)
     return values, present & np.isnan(values)
 
 
 def clean_batch(
     signature: Signature, table: pa.Table, path: Path, first: bool
-) -> tuple[pd.DataFrame, pa.ChunkedArray, _Reasons, dict[str, np.ndarray]]:
+) -> tuple[pd.DataFrame, pa.LargeStringArray, _Reasons, dict[str, np.ndarray]]:
     """The model's input frame of a batch, its ids, the bad rows and the missing cells of each
     column (True where a value is missing and will be imputed)."""
     reasons = _Reasons(table.num_rows)
@@ -493,10 +581,14 @@ class _Sample:
     hashes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
     frame: pd.DataFrame | None = None
 
+    def wanted(self, hashes: np.ndarray) -> np.ndarray:
+        """Which of ``hashes`` could enter the sample (only those need a frame)."""
+        if self.hashes.size < self.size:
+            return np.ones(hashes.size, dtype=bool)
+        return hashes < self.hashes.max()
+
     def add(self, hashes: np.ndarray, frame: pd.DataFrame) -> None:
-        if self.hashes.size >= self.size:
-            keep = hashes < self.hashes.max()
-            hashes, frame = hashes[keep], frame[keep]
+        """Offer customers (``frame``'s rows) by their id ``hashes``."""
         merged = np.concatenate([self.hashes, hashes])
         rows = (
             pd.concat([self.frame, frame], ignore_index=True)
@@ -536,6 +628,20 @@ class _Novel:
 # Scoring
 
 
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A batch of input rows, checked: its model input, ids, id hashes, bad and missing cells."""
+
+    table: pa.Table
+    path: Path
+    first_row: int
+    frame: pd.DataFrame
+    ids: pa.LargeStringArray
+    hashes: np.ndarray
+    reasons: _Reasons
+    missing: dict[str, np.ndarray]
+
+
 @dataclass
 class _Run:
     """The state of one scoring pass over the input."""
@@ -561,24 +667,36 @@ class _Run:
     writer: _Behind | None = None
     schema: pa.Schema = field(init=False)
     names: pa.Array = field(init=False)
+    version: pa.Array = field(init=False)
 
     def __post_init__(self) -> None:
-        self.schema = output_schema(self.signature.id_column)
+        self.schema = _staged_schema(self.signature.id_column)
         self.names = pa.array(self.segmenter.names_by_position(), pa.string())
+        self.version = pa.array([self.model_version or ""], pa.string())
 
     def add(self, table: pa.Table, path: Path, first_row: int, first: bool) -> None:
         """Check, quarantine and score one batch of input rows."""
+        self.take(self.check(table, path, first_row, first))
+
+    def check(self, table: pa.Table, path: Path, first_row: int, first: bool) -> _Checked:
+        """Check one batch of input rows, in input order (duplicates need the earlier ones)."""
         frame, ids, reasons, missing = clean_batch(self.signature, table, path, first)
         hashes = id_hashes(ids)
         self._flag_duplicates(hashes, reasons)
-        self.missing.update({column: int(cells.sum()) for column, cells in missing.items()})
+        return _Checked(table, path, first_row, frame, ids, hashes, reasons, missing)
+
+    def take(self, checked: _Checked) -> None:
+        """Quarantine and score a checked batch."""
+        reasons, table = checked.reasons, checked.table
+        self.missing.update({column: int(c.sum()) for column, c in checked.missing.items()})
         if reasons.bad.any():
-            self._set_aside(table, reasons, path, first_row)
+            self._set_aside(table, reasons, checked.path, checked.first_row)
         good = ~reasons.bad
-        if good.any():
-            self._score(
-                frame[good].reset_index(drop=True), ids.filter(pa.array(good)), hashes[good]
-            )
+        if good.all():
+            self._score(checked.frame, checked.ids, checked.hashes)
+        elif good.any():
+            frame = checked.frame[good].reset_index(drop=True)
+            self._score(frame, checked.ids.filter(pa.array(good)), checked.hashes[good])
         self.rows_read += table.num_rows
         if self.on_progress is not None:
             self.on_progress(self.rows_read, self.total)
@@ -604,7 +722,7 @@ class _Run:
         rows.to_csv(self.quarantine_path, mode="a", header=not exists, index=False)
         self.quarantined.update(Counter(reasons.reason[bad].tolist()))
 
-    def _score(self, frame: pd.DataFrame, ids: pa.ChunkedArray, hashes: np.ndarray) -> None:
+    def _score(self, frame: pd.DataFrame, ids: pa.Array, hashes: np.ndarray) -> None:
         found = self.segmenter.assign(frame)
         segments, novel = found.segment_ids, found.is_novel
         features = frame[self.segmenter.features]
@@ -615,25 +733,29 @@ class _Run:
                 self.rows_scored + np.flatnonzero(novel),
                 hashes[novel],
             )
-        self.sample.add(hashes, features.assign(**{SEGMENT_ID: segments, IS_NOVEL: novel}))
-        self.counts.update(dict(zip(*np.unique(segments, return_counts=True), strict=True)))
+        wanted = self.sample.wanted(hashes)
+        if wanted.any():
+            picked = {SEGMENT_ID: segments[wanted], IS_NOVEL: novel[wanted]}
+            self.sample.add(hashes[wanted], features[wanted].assign(**picked))
+        per_segment = np.bincount(segments + 1)
+        self.counts.update({int(i) - 1: int(n) for i, n in enumerate(per_segment) if n})
         if self.migration is not None:
             self.migration.add(hashes, segments)
         self._write(ids, found)
         self.rows_scored += len(segments)
 
-    def _write(self, ids: pa.ChunkedArray, found: Assignment) -> None:
+    def _write(self, ids: pa.Array, found: Assignment) -> None:
         n = len(found.segment_ids)
         columns = [
-            ids.combine_chunks(),
+            ids,
             pa.array(found.segment_ids, pa.int64()),
-            self.names.take(pa.array(found.segment_ids + 1)),
+            _coded(found.segment_ids + 1, self.names),
             pa.array(found.confidence, pa.float64()),
             pa.array(found.novelty, pa.float64()),
             pa.array(found.is_novel, pa.bool_()),
-            pa.nulls(n, pa.string()),
-            pa.repeat(pa.scalar(self.model_name, pa.string()), n),
-            pa.repeat(pa.scalar(self.model_version, pa.string()), n),
+            _coded(np.full(n, -1), _NO_TEXT),
+            _coded(np.zeros(n, np.int32), pa.array([self.model_name], pa.string())),
+            _coded(np.full(n, 0 if self.model_version else -1), self.version),
         ]
         if self.writer is None:
             self.writer = _Behind(_parquet_writer(self.staging, self.schema))
@@ -682,6 +804,31 @@ def output_schema(id_column: str) -> pa.Schema:
     )
 
 
+_NO_TEXT = pa.array([], pa.string())
+
+
+def _coded(codes: np.ndarray, values: pa.Array) -> pa.DictionaryArray:
+    """``values[codes]`` as a dictionary array (missing where a code is negative)."""
+    codes = np.asarray(codes)
+    indices = pa.array(codes.astype(np.int32), mask=codes < 0 if (codes < 0).any() else None)
+    return pa.DictionaryArray.from_arrays(indices, values)
+
+
+def _staged_schema(id_column: str) -> pa.Schema:
+    """The output's columns as staged: large-string ids and dictionary-coded repeated text.
+
+    The files are written without the Arrow schema, so readers see plain text columns.
+    """
+    fields = []
+    for column in output_schema(id_column):
+        if column.name == id_column:
+            column = column.with_type(pa.large_string())
+        elif column.type == pa.string():
+            column = column.with_type(pa.dictionary(pa.int32(), pa.string()))
+        fields.append(column)
+    return pa.schema(fields)
+
+
 class _Behind:
     """A Parquet or CSV writer that writes on a background thread, one batch behind its caller.
 
@@ -712,8 +859,8 @@ class _Behind:
             self.pool.shutdown()
 
 
-def _ahead(batches: Iterator[pa.Table]) -> Iterator[pa.Table]:
-    """``batches``, each read on a background thread while the caller works on the previous."""
+def _ahead(batches: Iterator[Any]) -> Iterator[Any]:
+    """``batches``, each made on a background thread while the caller works on the previous."""
     with ThreadPoolExecutor(1, thread_name_prefix="segml-read") as pool:
         upcoming = pool.submit(next, batches, None)
         while (table := upcoming.result()) is not None:
@@ -725,7 +872,9 @@ def _parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
     """Dictionary encoding and statistics only where values repeat: on unique ids both cost
     more time than they save space (about half of the write time)."""
     repeated = list(REPEATED_COLUMNS)
-    return pq.ParquetWriter(path, schema, use_dictionary=repeated, write_statistics=repeated)
+    return pq.ParquetWriter(
+        path, schema, use_dictionary=repeated, write_statistics=repeated, store_schema=False
+    )
 
 
 def score(
@@ -871,11 +1020,17 @@ def _feed(
     for path in files:
         schema = file_schema(path, spec.data.delimiter)
         ignored |= dict.fromkeys(run.signature.check(path, schema))
-        offset = 0
-        for table in _ahead(_read(path, schema, run.signature.columns, spec.data.delimiter)):
-            run.add(table, path, offset, first=offset == 0)
-            offset += table.num_rows
+        for checked in _ahead(_checked(run, path, schema, spec.data.delimiter)):
+            run.take(checked)
     return tuple(ignored), {}
+
+
+def _checked(run: _Run, path: Path, schema: pa.Schema, delimiter: str) -> Iterator[_Checked]:
+    """The batches of one file, read and checked (on ``_ahead``'s thread)."""
+    offset = 0
+    for table in _read(path, schema, run.signature.columns, delimiter):
+        yield run.check(table, path, offset, first=offset == 0)
+        offset += table.num_rows
 
 
 def _feed_transactions(
@@ -987,21 +1142,20 @@ def _finish(
     staging: Path, target: Path, rows: np.ndarray, codes: np.ndarray, ids: list[str], csv: bool
 ) -> None:
     """Copy the staged scores to ``target``; output ``rows`` get ``emerging_id`` ``ids[codes]``."""
-    source = pq.ParquetFile(staging)
+    source = pq.ParquetFile(staging, read_dictionary=list(REPEATED_COLUMNS))
     schema = source.schema_arrow
     column = schema.get_field_index(EMERGING_ID)
     names = pa.array(ids, pa.string())
     writer = _Behind(pv.CSVWriter(str(target), schema) if csv else _parquet_writer(target, schema))
     offset = 0
     try:
-        for batch in source.iter_batches(READ_ROWS):
+        for batch in _ahead(source.iter_batches(READ_ROWS)):
             n = batch.num_rows
             lo, hi = np.searchsorted(rows, [offset, offset + n])
             if hi > lo:
                 index = np.full(n, -1)
                 index[rows[lo:hi] - offset] = codes[lo:hi]
-                values = pc.take(names, pa.array(index, mask=index < 0))
-                batch = batch.set_column(column, EMERGING_ID, values)
+                batch = batch.set_column(column, schema.field(column), _coded(index, names))
             writer.write_batch(batch)
             offset += n
     finally:

@@ -13,6 +13,9 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -22,7 +25,7 @@ from segml.errors import DataError
 from segml.features import build_features
 from segml.model import SEGMENT_ID
 from segml.monitoring import EMERGING_ID
-from segml.scoring import MODEL_NAME, MODEL_VERSION, output_schema, score
+from segml.scoring import MODEL_NAME, MODEL_VERSION, _SeenIds, _text, output_schema, score
 from segml.spec import Spec
 from segml.synthetic import (
     FEATURES,
@@ -107,6 +110,7 @@ def test_output_is_complete_and_identical_when_run_twice(segmenters, tmp_path: P
     pd.testing.assert_frame_equal(out[expected.columns], expected, check_dtype=False)
     assert summary.rows_read == summary.rows_scored == 4_000
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging left"
+    assert pq.read_schema(first) == output_schema(ID_COLUMN), "plain text columns, no codes"
 
 
 def test_csv_folder_gives_the_same_scores_as_one_parquet_file(segmenters, tmp_path: Path) -> None:
@@ -228,6 +232,30 @@ def test_unseen_category_is_a_bad_row(tmp_path: Path) -> None:
     )
     assert summary.quarantined == {"unseen category in column 'region'": 1}
     assert summary.report.features.set_index("feature").loc["region", "kind"] == "categorical"
+
+
+def test_duplicate_ids_are_found_as_a_set_would() -> None:
+    rng = np.random.default_rng(0)
+    pool = rng.integers(0, 2**64 - 1, 300_000, dtype=np.uint64)
+    seen, expected = _SeenIds(), set()
+    for batch in range(40):  # 400,000 draws: the bitmap grows and runs merge on the way
+        hashes = rng.choice(pool, 10_000)
+        found = seen.duplicated(hashes)
+        for i, value in enumerate(hashes.tolist()):
+            assert found[i] == (value in expected), f"batch {batch}, row {i}"
+            expected.add(value)
+        seen.add(hashes[~found])
+    assert seen.count == len(expected)
+
+
+def test_text_is_trimmed_and_empty_is_missing() -> None:
+    values = ["a", " b", "c\t", "", None, "\u00a0d", "e\u3000", "  ", "x\u200b", "\x1fy"]
+    reference = pc.utf8_trim_whitespace(pa.array(values))
+    expected = [v or None for v in reference.to_pylist()]
+    assert _text(pa.chunked_array([pa.array(values)])).to_pylist() == expected
+    assert _text(pa.array(values)[1:6]).to_pylist() == expected[1:6], "slices keep offsets"
+    assert _text(pa.array(["C1", "C2"])).to_pylist() == ["C1", "C2"]
+    assert _text(pa.array([1, 22, None])).to_pylist() == ["1", "22", None]
 
 
 # --------------------------------------------------------------------------------------------
