@@ -237,7 +237,9 @@ def _read(path: Path, schema: pa.Schema, columns: list[str], delimiter: str) -> 
     """Batches of ``columns`` of one file, in order."""
     try:
         if is_parquet(path):
-            for batch in pq.ParquetFile(path).iter_batches(READ_ROWS, columns=columns):
+            # Without pre-buffering: it would hold every row group's columns until the end.
+            source = pq.ParquetFile(path, pre_buffer=False)
+            for batch in source.iter_batches(READ_ROWS, columns=columns):
                 yield pa.Table.from_batches([batch])
         elif delimiter == "whitespace":
             chunks = pd.read_csv(path, sep=r"\s+", dtype=str, usecols=columns, chunksize=READ_ROWS)
@@ -1142,7 +1144,7 @@ def _finish(
     staging: Path, target: Path, rows: np.ndarray, codes: np.ndarray, ids: list[str], csv: bool
 ) -> None:
     """Copy the staged scores to ``target``; output ``rows`` get ``emerging_id`` ``ids[codes]``."""
-    source = pq.ParquetFile(staging, read_dictionary=list(REPEATED_COLUMNS))
+    source = pq.ParquetFile(staging, read_dictionary=list(REPEATED_COLUMNS), pre_buffer=False)
     schema = source.schema_arrow
     column = schema.get_field_index(EMERGING_ID)
     names = pa.array(ids, pa.string())

@@ -403,7 +403,8 @@ def _migration_matrix(scored: Any, previous: Path | None, id_column: str) -> pd.
     if counter is None:
         return None
     for path in sorted(Path(_local(f)) for f in scored.inputFiles()):
-        for batch in pq.ParquetFile(path).iter_batches(READ_ROWS, columns=[KEY, SEGMENT_ID]):
+        source = pq.ParquetFile(path, pre_buffer=False)
+        for batch in source.iter_batches(READ_ROWS, columns=[KEY, SEGMENT_ID]):
             keys = batch.column(KEY).to_numpy().view(np.uint64) ^ _SIGN
             counter.add(keys, batch.column(SEGMENT_ID).to_numpy())
     return counter.matrix()
