@@ -154,6 +154,69 @@ def column_kinds(preprocessor: ColumnTransformer) -> tuple[list[str], list[str]]
     return columns.get("num", []), columns.get("cat", [])
 
 
+def transform_features(preprocessor: ColumnTransformer, frame: pd.DataFrame) -> np.ndarray:
+    """``preprocessor.transform(frame)``, bit for bit, without sklearn's per-call overhead.
+
+    A fitted ``build_preprocessor`` step with numeric columns only is applied with numpy from
+    its fitted arrays; any other step, and input it rejects or converts otherwise (no rows,
+    columns not float64, integer or bool, infinities), goes to ``preprocessor.transform``.
+    """
+    steps = _numeric_steps(preprocessor)
+    if steps is None or len(frame) == 0:
+        return preprocessor.transform(frame)
+    columns, imputer, log1p, scaler = steps
+    numeric = frame[columns]
+    if not all(
+        isinstance(d, np.dtype) and (d == np.float64 or d.kind in "iub") for d in numeric.dtypes
+    ):
+        return preprocessor.transform(frame)
+    X = numeric.to_numpy(dtype=np.float64, copy=True)
+    np.copyto(X, imputer.statistics_, where=np.isnan(X))
+    if not np.isfinite(X).all():
+        return preprocessor.transform(frame)  # it raises on infinities
+    if log1p.log_mask_.any():
+        X[:, log1p.log_mask_] = np.log1p(np.clip(X[:, log1p.log_mask_], 0, None))
+    if scaler.with_mean:
+        X -= scaler.mean_
+    if scaler.with_std:
+        X /= scaler.scale_
+    return X
+
+
+def _numeric_steps(
+    preprocessor: ColumnTransformer,
+) -> tuple[list[str], SimpleImputer, SkewedLog1p, StandardScaler] | None:
+    """The numeric columns and fitted steps of a ``build_preprocessor`` step without
+    categorical columns; None for any other step."""
+    if (
+        type(preprocessor) is not ColumnTransformer
+        or not hasattr(preprocessor, "transformers_")
+        or preprocessor.transformer_weights
+        or preprocessor.remainder != "drop"
+    ):
+        return None
+    numeric, categorical = column_kinds(preprocessor)
+    names = {name for name, _, _ in preprocessor.transformers_}
+    if categorical or names - {"num", "cat", "remainder"} or not numeric:
+        return None
+    pipeline = preprocessor.named_transformers_["num"]
+    steps = [step for _, step in pipeline.steps] if type(pipeline) is Pipeline else []
+    if [type(step) for step in steps] != [SimpleImputer, SkewedLog1p, StandardScaler]:
+        return None
+    imputer, log1p, scaler = steps
+    if not (
+        all(isinstance(c, str) for c in numeric)
+        and imputer.strategy in ("mean", "median")
+        and not imputer.add_indicator
+        and isinstance(imputer.missing_values, float)
+        and np.isnan(imputer.missing_values)
+        and getattr(imputer, "_fill_dtype", None) == np.float64  # it casts the statistics
+        and not np.isnan(imputer.statistics_).any()  # a NaN statistic drops its column
+    ):
+        return None
+    return numeric, imputer, log1p, scaler
+
+
 def _log1p_columns(spec: Spec, numeric: list[str]) -> tuple[int, ...] | None:
     """Indices of the numeric columns to log1p; None lets the transformer decide by skewness."""
     log1p = spec.features.log1p

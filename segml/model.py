@@ -16,7 +16,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from segml.families import FAMILIES
-from segml.features import column_kinds, rfm_features
+from segml.features import column_kinds, rfm_features, transform_features
 from segml.metrics.drift import DriftReference, drift_reference
 from segml.spec import Spec
 from segml.tuning import Segmentation
@@ -111,7 +111,7 @@ class Segmenter:
 
     def embed(self, table: pd.DataFrame) -> np.ndarray:
         """The customers in the space the clusterer saw."""
-        X = self.preprocessor.transform(table[self.features])
+        X = transform_features(self.preprocessor, table[self.features])
         return self.segmentation.embed(X)
 
     def assign(self, table: pd.DataFrame) -> Assignment:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.preprocessing import MinMaxScaler
 
-from segml.features import build_features, build_preprocessor, feature_columns
+from segml.features import (
+    build_features,
+    build_preprocessor,
+    feature_columns,
+    transform_features,
+)
 from segml.spec import load_spec
 
 from .test_data import tx_spec
@@ -134,3 +143,104 @@ def test_log1p_applies_to_heavy_tails_only(
     prep = build_preprocessor(spec, built.table).fit(built.table)
     mask = prep.named_transformers_["num"].named_steps["log1p"].log_mask_
     assert mask.tolist() == [True, False]
+
+
+# transform_features: sklearn's transform, bit for bit, with numpy -------------------------------
+
+
+def _customers(n: int, seed: int) -> pd.DataFrame:
+    """A skewed non-negative, an integer and a signed column; the float ones miss values."""
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame(
+        {
+            "id": [f"i{i}" for i in range(n)],
+            "spend": rng.lognormal(3, 1.2, n),
+            "visits": rng.poisson(2.0, n) ** 2,
+            "score": rng.normal(0, 1, n),
+        }
+    )
+    for column in ("spend", "score"):
+        table.loc[rng.random(n) < 0.1, column] = np.nan
+    return table
+
+
+def _fitted(
+    write_spec: Callable[..., Path], table: pd.DataFrame, **features: Any
+) -> ColumnTransformer:
+    spec = {
+        "name": "fast",
+        "data": {
+            "source": "t.csv",
+            "kind": "customers",
+            "id_column": "id",
+            "attributes": {"value": [c for c in table.columns if c != "id"]},
+        },
+        "features": features,
+    }
+    return build_preprocessor(load_spec(write_spec(spec)), table)
+
+
+@pytest.mark.parametrize("log1p", ["auto", "none", ["spend", "score"]])
+@pytest.mark.parametrize(
+    "with_mean, with_std", [(True, True), (False, True), (True, False), (False, False)]
+)
+def test_transform_features_equals_the_preprocessors_transform(
+    write_spec: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    log1p: Any,
+    with_mean: bool,
+    with_std: bool,
+) -> None:
+    prep = _fitted(write_spec, _customers(500, seed=0), log1p=log1p)
+    prep.set_params(num__scale__with_mean=with_mean, num__scale__with_std=with_std)
+    prep.fit(_customers(500, seed=0))
+    mask = prep.named_transformers_["num"].named_steps["log1p"].log_mask_
+    assert mask.any() == (log1p != "none")
+    new = _customers(2_000, seed=1)
+    new.loc[::7, "spend"] = -new.loc[::7, "spend"]  # negatives under log1p are clipped to 0
+    new.loc[::5, ["spend", "score"]] = np.nan
+    assert new["visits"].dtype == np.int64
+    expected = prep.transform(new)
+    monkeypatch.setattr(prep, "transform", None)  # the numpy path, not a fallback
+    np.testing.assert_array_equal(transform_features(prep, new), expected, strict=True)
+
+
+def _float32(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.astype({"score": np.float32})
+
+
+def _infinite(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(score=frame["score"].fillna(np.inf))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [lambda f: f, _float32, _infinite, lambda f: f.head(0), lambda f: f.assign(kind="z")],
+    ids=["categorical", "float32", "infinite", "empty", "unseen-category"],
+)
+def test_transform_features_falls_back_on_categorical_columns_and_odd_input(
+    write_spec: Callable[..., Path], change: Callable[[pd.DataFrame], pd.DataFrame]
+) -> None:
+    train = _customers(300, seed=0).assign(kind=np.where(np.arange(300) % 3, "a", "b"))
+    prep = _fitted(write_spec, train, categorical=["kind"]).fit(train)
+    plain = _fitted(write_spec, train.drop(columns="kind")).fit(train.drop(columns="kind"))
+    new = change(_customers(100, seed=1).assign(kind="b"))
+    for fitted, frame in ((prep, new), (plain, new.drop(columns="kind"))):
+        try:
+            expected = fitted.transform(frame)
+        except ValueError as error:
+            with pytest.raises(ValueError, match=re.escape(str(error))):
+                transform_features(fitted, frame)
+        else:
+            np.testing.assert_array_equal(transform_features(fitted, frame), expected, strict=True)
+
+
+def test_transform_features_falls_back_on_steps_it_does_not_know(
+    write_spec: Callable[..., Path],
+) -> None:
+    train, new = _customers(300, seed=0), _customers(100, seed=1)
+    other_step = _fitted(write_spec, train).set_params(num__scale=MinMaxScaler())
+    weighted = _fitted(write_spec, train).set_params(transformer_weights={"num": 2.0})
+    for prep in (other_step.fit(train), weighted.fit(train)):
+        expected = prep.transform(new)
+        np.testing.assert_array_equal(transform_features(prep, new), expected, strict=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.utils import check_array
 
 from segml.families._base import Assigned, IntRange, Space, row_batches
 
@@ -78,19 +79,43 @@ class KMeansFamily:
             between two, 1.0 when there is a single centroid; ``novelty``: ``d1``, the Euclidean
             distance to the nearest centroid in the units of ``X``.
         """
+        X = check_array(X, dtype=[np.float64, np.float32], ensure_min_samples=0)
+        centres = estimator.cluster_centers_
+        # float32 rows and centres (a UMAP embedding): sklearn's float32 distances, as ever.
+        in_float32 = X.dtype == centres.dtype == np.float32
+        centres = centres.astype(np.float64, copy=False)
+        minus_twice = -2.0 * centres
+        centre_norms = np.einsum("ij,ij->i", centres, centres)[:, np.newaxis]
         out = Assigned.empty(X.shape[0])
-        single = estimator.cluster_centers_.shape[0] == 1
         for rows in row_batches(X.shape[0]):
-            dist = estimator.transform(X[rows])
-            labels = dist.argmin(axis=1)
-            if single:
-                out.fill(rows, labels, 1.0, dist[:, 0])
-                continue
-            # The nearest distance, then the runner-up's with the nearest masked out.
-            at = np.arange(labels.size)
-            d1 = dist[at, labels]
-            dist[at, labels] = np.inf
-            d2 = dist.min(axis=1)
+            if in_float32:
+                labels, d1, d2 = _nearest_two(estimator.transform(X[rows]).T)
+            else:
+                # |x - c|² = |x|² + (|c|² - 2 x.c): the bracket for every centroid, |x|² for two.
+                batch = X[rows].astype(np.float64, copy=False)
+                partial = minus_twice @ batch.T
+                partial += centre_norms
+                labels, p1, p2 = _nearest_two(partial)
+                norms = np.einsum("ij,ij->i", batch, batch)
+                d1 = np.sqrt(np.maximum(p1 + norms, 0.0))
+                d2 = np.sqrt(np.maximum(p2 + norms, 0.0))
+            # A single centroid has no runner-up: d2 = inf, confidence 1.
             ratio = np.divide(d1, d2, out=np.ones_like(d1), where=d2 > 0)
             out.fill(rows, labels, np.clip(1.0 - ratio, 0.0, 1.0), d1)
         return out
+
+
+def _nearest_two(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of ``values`` (one row per centroid), in one pass over its rows: the row of
+    the smallest value (the first of ties, as ``argmin``), the smallest and the second smallest
+    (inf for a single row)."""
+    labels = np.zeros(values.shape[1], dtype=np.int64)
+    first = values[0].copy()
+    second = np.full_like(first, np.inf)
+    closer = np.empty(values.shape[1], dtype=bool)
+    for row in range(1, values.shape[0]):
+        np.minimum(second, np.maximum(first, values[row]), out=second)
+        np.less(values[row], first, out=closer)
+        labels[closer] = row
+        np.minimum(first, values[row], out=first)
+    return labels, first, second

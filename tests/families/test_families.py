@@ -10,6 +10,7 @@ import hdbscan as hdbscan_lib
 import numpy as np
 import optuna
 import pytest
+from sklearn.base import clone
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
@@ -210,6 +211,43 @@ def test_kmeans_confidence_is_the_distance_margin(blobs: dict, fitted: dict) -> 
     np.testing.assert_allclose(novelty[:4], 0.0, atol=1e-6)
     one = family.fit(blobs["X"], {"n_clusters": 1}, SEED)
     assert np.all(family.assign(one, blobs["X_new"]).confidence == 1.0)
+
+
+def _kmeans_assign_from_transform(est: Any, X: np.ndarray) -> tuple[np.ndarray, ...]:
+    """What ``KMeansFamily.assign`` computed from ``estimator.transform`` before it went lean."""
+    dist = est.transform(X)
+    labels = dist.argmin(axis=1)
+    at = np.arange(labels.size)
+    d1 = dist[at, labels]
+    dist[at, labels] = np.inf
+    d2 = dist.min(axis=1)
+    ratio = np.divide(d1, d2, out=np.ones_like(d1), where=d2 > 0)
+    return labels, np.clip(1.0 - ratio, 0.0, 1.0), d1
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [KMeans(2), KMeans(4), KMeans(7), MiniBatchKMeans(4, batch_size=256), KMeans(1)],
+    ids=["k2", "k4", "k7", "minibatch", "single"],
+)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kmeans_assign_matches_predict_and_the_transform_formulas(
+    blobs: dict, estimator: Any, dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    est = clone(estimator).set_params(random_state=SEED, n_init=3).fit(blobs["X"].astype(dtype))
+    X = np.vstack([blobs["X_new"], far_points(50)]).astype(dtype)
+    monkeypatch.setattr(_base, "BATCH_ROWS", 333)
+    labels, confidence, novelty = FAMILIES["kmeans"].assign(est, X)
+    np.testing.assert_array_equal(labels, est.predict(X))
+    expected_labels, expected_confidence, expected_novelty = _kmeans_assign_from_transform(est, X)
+    np.testing.assert_array_equal(labels, expected_labels)
+    if dtype is np.float32:  # computed as before, by sklearn in float32
+        np.testing.assert_array_equal(confidence, expected_confidence)
+        np.testing.assert_array_equal(novelty, expected_novelty)
+    else:
+        np.testing.assert_allclose(confidence, expected_confidence, rtol=1e-9)
+        np.testing.assert_allclose(novelty, expected_novelty, rtol=1e-9)
+    assert est.n_clusters > 1 or np.all(confidence == 1.0)
 
 
 # GMM -----------------------------------------------------------------------------------------
