@@ -339,19 +339,20 @@ def _buffers(text: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray]:
 class _SeenIds:
     """The id hashes scored so far.
 
-    A bitmap of hash prefixes (at least ``BITS_PER_ID`` bits per id, grown as ids come) clears
-    most ids at once; the few it cannot clear are looked up exactly in sorted runs, which are
-    merged ``RUN_FANOUT`` at a time (size-tiered, like a log-structured tree).
+    A bitmap of hash prefixes (``BITS_PER_ID`` bits per id expected, grown when more come)
+    clears most ids at once; the few it cannot clear are looked up exactly in sorted runs,
+    which are merged ``RUN_FANOUT`` at a time (size-tiered, like a log-structured tree).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, expected: int = 0) -> None:
         self.runs: list[np.ndarray] = []
         self.count = 0
-        self.bits = _MIN_BITMAP_BITS
+        self.bits = max(_MIN_BITMAP_BITS, _bits_for(expected))
         self.bitmap = np.zeros(1 << (self.bits - 3), dtype=np.uint8)
 
     def duplicated(self, hashes: np.ndarray) -> np.ndarray:
-        """True for a hash already seen, or seen earlier in ``hashes``."""
+        """True for a hash seen before, in an earlier call or earlier in ``hashes``; the
+        others are remembered."""
         ordered = np.sort(hashes)
         if (ordered[1:] == ordered[:-1]).any():
             twice = _seen_earlier(hashes)
@@ -360,15 +361,17 @@ class _SeenIds:
         maybe = self._marked(hashes) & ~twice
         if maybe.any():
             twice[maybe] = self._in_runs(hashes[maybe])
+        if twice.any():
+            ordered = np.sort(hashes[~twice])
+        if ordered.size:
+            self._add(ordered)
         return twice
 
-    def add(self, hashes: np.ndarray) -> None:
-        """Remember ``hashes`` (distinct and not yet seen)."""
-        run = np.sort(hashes)
+    def _add(self, run: np.ndarray) -> None:
         self.runs.append(run)
         self.count += run.size
         if self.count * BITS_PER_ID > 1 << self.bits:
-            self.bits = max(self.bits + 1, int(np.ceil(np.log2(self.count * BITS_PER_ID))))
+            self.bits = _bits_for(self.count)
             self.bitmap = np.zeros(1 << (self.bits - 3), dtype=np.uint8)
             for old in self.runs:
                 self._mark(old)
@@ -415,6 +418,11 @@ BITS_PER_ID = 32
 """Bitmap bits per id seen: about one id in ``BITS_PER_ID`` needs an exact lookup."""
 RUN_FANOUT = 8
 _MIN_BITMAP_BITS = 20
+
+
+def _bits_for(ids: int) -> int:
+    """Bitmap size (log2 of its bits) for at least ``BITS_PER_ID`` bits per id."""
+    return int(np.ceil(np.log2(max(ids, 1) * BITS_PER_ID)))
 
 
 def _tier(run: np.ndarray) -> int:
@@ -709,8 +717,6 @@ class _Run:
         mask = np.zeros(reasons.bad.size, dtype=bool)
         mask[candidates[twice]] = True
         reasons.flag(mask, f"duplicate id in column {self.signature.id_column!r}")
-        if (~twice).any():
-            self.seen.add(hashes[candidates[~twice]])
 
     def _set_aside(self, table: pa.Table, reasons: _Reasons, path: Path, first_row: int) -> None:
         bad = np.flatnonzero(reasons.bad)
@@ -1018,6 +1024,7 @@ def _feed(
     ):
         return (), _feed_transactions(run, input_path, reference_date)
     run.total = _total_rows(files)
+    run.seen = _SeenIds(run.total or 0)
     ignored: dict[str, None] = {}
     for path in files:
         schema = file_schema(path, spec.data.delimiter)
@@ -1052,6 +1059,7 @@ def _feed_transactions(
         run.quarantined.update(report_.quarantined)
     customers = pa.Table.from_pandas(table[run.signature.columns], preserve_index=False)
     run.total = customers.num_rows
+    run.seen = _SeenIds(run.total)
     for start in range(0, customers.num_rows, READ_ROWS):
         run.add(customers.slice(start, READ_ROWS), input_path, start, first=start == 0)
     run.rows_read = intake.reports[0].rows_read
