@@ -24,7 +24,7 @@ from segml.model import SEGMENT_ID, describe
 from segml.spec import Monitoring
 
 EMERGING_ID = "emerging_id"
-EMERGING_FIT_ROWS = 20_000
+EMERGING_FIT_ROWS = 10_000
 """Novel customers the candidate clustering is fitted on (those with the smallest id hashes);
 the others are assigned to its clusters as new points."""
 CANDIDATE_MIN_SAMPLES = 10

@@ -24,7 +24,7 @@ from segml.cli import app
 from segml.errors import DataError
 from segml.features import build_features
 from segml.model import SEGMENT_ID
-from segml.monitoring import EMERGING_ID
+from segml.monitoring import EMERGING_FIT_ROWS, EMERGING_ID
 from segml.scoring import MODEL_NAME, MODEL_VERSION, _SeenIds, _text, output_schema, score
 from segml.spec import Spec
 from segml.synthetic import (
@@ -70,6 +70,18 @@ def test_unseen_group_is_one_candidate(segmenters, tmp_path: Path, family: str) 
     assert member[new].mean() >= 0.8, "recall: the candidate holds most of the unseen group"
     assert summary.report.alerts and "E1" in summary.report.alerts[0]
     assert out[EMERGING_ID].isna().sum() == (~member).sum()
+
+
+def test_candidate_is_found_among_more_novel_customers_than_are_fitted(
+    segmenters, tmp_path: Path
+) -> None:
+    batch = synthetic_customers(300_000, seed=19, new_group_share=0.05)
+    summary = score(segmenters["kmeans"], _batch(tmp_path, batch), tmp_path / "out.parquet")
+    assert summary.novel > EMERGING_FIT_ROWS, "the candidate clustering is fitted on a sample"
+    assert summary.report.emerging.ids == ["E1"]
+    member = (pd.read_parquet(tmp_path / "out.parquet")[EMERGING_ID] == "E1").to_numpy()
+    new = (batch[TRUTH_COLUMN] == NEW_GROUP).to_numpy()
+    assert new[member].mean() >= 0.8 and member[new].mean() >= 0.8
 
 
 @pytest.mark.parametrize("family", list(PARAMS))
