@@ -677,12 +677,14 @@ class _Run:
     writer: _Behind | None = None
     schema: pa.Schema = field(init=False)
     names: pa.Array = field(init=False)
+    model: pa.Array = field(init=False)
     version: pa.Array = field(init=False)
 
     def __post_init__(self) -> None:
         self.schema = _staged_schema(self.signature.id_column)
         self.names = pa.array(self.segmenter.names_by_position(), pa.string())
-        self.version = pa.array([self.model_version or ""], pa.string())
+        self.model = pa.array([self.model_name], pa.string())
+        self.version = pa.array([self.model_version] if self.model_version else [], pa.string())
 
     def add(self, table: pa.Table, path: Path, first_row: int, first: bool) -> None:
         """Check, quarantine and score one batch of input rows."""
@@ -761,9 +763,9 @@ class _Run:
             pa.array(found.confidence, pa.float64()),
             pa.array(found.novelty, pa.float64()),
             pa.array(found.is_novel, pa.bool_()),
-            _coded(np.full(n, -1), _NO_TEXT),
-            _coded(np.zeros(n, np.int32), pa.array([self.model_name], pa.string())),
-            _coded(np.full(n, 0 if self.model_version else -1), self.version),
+            _repeated(_NO_TEXT, n),
+            _repeated(self.model, n),
+            _repeated(self.version, n),
         ]
         if self.writer is None:
             self.writer = _Behind(_parquet_writer(self.staging, self.schema))
@@ -820,6 +822,11 @@ def _coded(codes: np.ndarray, values: pa.Array) -> pa.DictionaryArray:
     codes = np.asarray(codes)
     indices = pa.array(codes.astype(np.int32), mask=codes < 0 if (codes < 0).any() else None)
     return pa.DictionaryArray.from_arrays(indices, values)
+
+
+def _repeated(values: pa.Array, n: int) -> pa.DictionaryArray:
+    """``values[0]`` ``n`` times (missing if ``values`` is empty), as a dictionary array."""
+    return _coded(np.full(n, 0 if len(values) else -1), values)
 
 
 def _staged_schema(id_column: str) -> pa.Schema:
