@@ -209,7 +209,7 @@ class _Reasons:
     def __init__(self, n_rows: int) -> None:
         self.values = pd.Series(pd.NA, index=pd.RangeIndex(n_rows), dtype="string")
 
-    def flag(self, mask: pd.Series, reason: str) -> None:
+    def flag(self, mask: pd.Series | np.ndarray, reason: str) -> None:
         mask = pd.Series(mask, index=self.values.index).fillna(False).astype(bool)
         self.values = self.values.mask(mask & self.values.isna(), reason)
 

@@ -6,14 +6,15 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import joblib
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema
+from mlflow.pyfunc.model import PythonModel, PythonModelContext
+from mlflow.types import ColSpec, Schema, TensorSpec
 
 from segml.families import FAMILIES
 from segml.features import column_kinds, rfm_features, transform_features
@@ -193,7 +194,7 @@ def segment_catalog(features: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
     segments = sorted(int(s) for s in np.unique(ids) if s >= 0)
     numeric = features.select_dtypes("number")
     effects = _standardised_means(numeric, ids, segments)
-    names = _unique_names({s: describe(effects.loc[s]) for s in segments})
+    names = _unique_names({s: describe(cast(pd.Series, effects.loc[s])) for s in segments})
     counts = pd.Series(ids).value_counts()
     return pd.DataFrame(
         {
@@ -230,16 +231,16 @@ def _unique_names(names: dict[int, str]) -> dict[int, str]:
     return {s: f"{n} ({s})" if counts[n] > 1 else n for s, n in names.items()}
 
 
-class SegmentModel(mlflow.pyfunc.PythonModel):
+class SegmentModel(PythonModel):
     """The MLflow face of a ``Segmenter``: ``predict`` returns one row per customer."""
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         """Load the fitted segmenter from the model's artifacts."""
         self.segmenter: Segmenter = joblib.load(context.artifacts[ARTIFACT_KEY])
 
     def predict(
         self,
-        context: mlflow.pyfunc.PythonModelContext,
+        context: PythonModelContext,
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
@@ -278,7 +279,7 @@ def input_example(segmenter: Segmenter, table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _input_schema(segmenter: Segmenter, table: pd.DataFrame) -> Schema:
-    columns = [ColSpec("string", segmenter.id_column)]
+    columns: list[ColSpec | TensorSpec] = [ColSpec("string", segmenter.id_column)]
     for column in segmenter.features:
         kind = "double" if pd.api.types.is_numeric_dtype(table[column]) else "string"
         columns.append(ColSpec(kind, column, required=False))
@@ -287,7 +288,10 @@ def _input_schema(segmenter: Segmenter, table: pd.DataFrame) -> Schema:
 
 def _output_schema(output: pd.DataFrame) -> Schema:
     kinds = {"i": "long", "f": "double", "b": "boolean"}
-    return Schema([ColSpec(kinds.get(output[c].dtype.kind, "string"), c) for c in output.columns])
+    columns: list[ColSpec | TensorSpec] = [
+        ColSpec(kinds.get(output[c].dtype.kind, "string"), c) for c in output.columns
+    ]
+    return Schema(columns)
 
 
 def pinned_requirements() -> list[str]:

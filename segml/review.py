@@ -121,7 +121,8 @@ def review(
     outcomes = outcome_frame(spec, table)
     business = {keys.CHALLENGER_PREFIX: segment_table(new_ids, outcomes)}
     metrics: dict[str, float] = {keys.REVIEW_CUSTOMERS: float(len(table))}
-    migration, fates, new_only = pd.DataFrame(), pd.DataFrame(), []
+    migration, fates = pd.DataFrame(), pd.DataFrame()
+    new_only: list[int] = []
     if champion_ref is not None:
         champion = load_segmenter(champion_ref)
         old_ids, old_side = _score(client, champion_ref, champion, spec, table)

@@ -22,9 +22,8 @@ ATTRIBUTE_KINDS = (
     "value",
 )
 OUTCOME_ROLES = ("revenue", "clv", "conversion", "churn")
-FAMILY_NAMES = ("kmeans", "gmm", "hdbscan")
-
 FamilyName = Literal["kmeans", "gmm", "hdbscan"]
+FAMILY_NAMES: tuple[FamilyName, ...] = ("kmeans", "gmm", "hdbscan")
 
 
 class _Frozen(BaseModel):
@@ -136,11 +135,16 @@ class FeatureSpec(_Frozen):
     exclude: tuple[str, ...] = ()
 
 
+def _every_family() -> dict[FamilyName, dict[str, Dimension]]:
+    """Every family, each with its default space."""
+    return {name: {} for name in FAMILY_NAMES}
+
+
 class SearchSpec(_Frozen):
     """The Optuna search: families and their spaces, budget and measurement sizes."""
 
     families: dict[FamilyName, dict[str, Dimension]] = Field(
-        default_factory=lambda: {name: {} for name in FAMILY_NAMES}, min_length=1
+        default_factory=_every_family, min_length=1
     )
     reduction: dict[str, Dimension] = Field(default_factory=dict)
     n_trials: int = Field(30, ge=1)

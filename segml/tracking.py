@@ -13,6 +13,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -281,7 +282,7 @@ def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> 
 
 def log_dataset(client: MlflowClient, run_id: str, table: pd.DataFrame, name: str) -> str:
     """Log the training table as the run's input dataset (schema and digest, not the rows)."""
-    dataset = mlflow.data.from_pandas(table, name=name)
+    dataset = from_pandas(table, name=name)
     context = InputTag(key=MLFLOW_DATASET_CONTEXT, value="training")
     client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [context])])
     return dataset.digest

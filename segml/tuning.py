@@ -6,17 +6,18 @@ import enum
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import optuna
+from optuna.storages.journal import JournalFileBackend
 
 from segml import tracking as keys
 from segml.errors import DataError
 from segml.families import FAMILIES, REDUCTION_SPACE, Choice, FloatRange, IntRange, Space, suggest
 from segml.families.reduction import fit_reducer
 from segml.metrics import bootstrap_stability, business_metrics, quality_metrics
-from segml.spec import Constraints, Dimension, Range, Spec
+from segml.spec import Choices, Constraints, Dimension, Range, Spec
 
 METRICS_ATTR = "segml.metrics"
 PARAMS_ATTR = "segml.params"
@@ -100,17 +101,17 @@ def _to_dimension(dim: Dimension, default: Any) -> Any:
         if isinstance(default, IntRange) and dim.low.is_integer() and dim.high.is_integer():
             return IntRange(int(dim.low), int(dim.high), dim.log)
         return FloatRange(dim.low, dim.high, dim.log)
-    if hasattr(dim, "choices"):
+    if isinstance(dim, Choices):
         return Choice(tuple(dim.choices))
     return dim
 
 
 def search_spaces(spec: Spec, families: Sequence[str] | None = None) -> dict[str, Space]:
     """Per family, the space the study searches (spec overrides on defaults)."""
-    chosen = families or list(spec.search.families)
+    overrides = cast(dict[str, dict[str, Dimension]], spec.search.families)
+    chosen = families or list(overrides)
     return {
-        name: to_space(spec.search.families.get(name, {}), FAMILIES[name].default_space)
-        for name in chosen
+        name: to_space(overrides.get(name, {}), FAMILIES[name].default_space) for name in chosen
     }
 
 
@@ -319,7 +320,7 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage | str | None:
     path = None if url is None else journal_path(url)
     if path is None:
         return url
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    return optuna.storages.JournalStorage(JournalFileBackend(path))
 
 
 class Step(enum.Enum):

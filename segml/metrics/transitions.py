@@ -54,27 +54,28 @@ def transitions(old: np.ndarray, new: np.ndarray) -> tuple[pd.DataFrame, list[in
     new ids it went to, ``kept_share``: its largest overlap) and the sorted new-only ids.
     """
     counts = migration_matrix(old, new)
-    segments_old = [int(s) for s in counts.index if s >= 0]
-    segments_new = [int(s) for s in counts.columns if s >= 0]
-    overlap = counts.loc[segments_old, segments_new].div(counts.loc[segments_old].sum(axis=1), 0)
+    segments_old = [s for s in counts.index.astype(int).tolist() if s >= 0]
+    segments_new = [s for s in counts.columns.astype(int).tolist() if s >= 0]
+    totals = counts.loc[segments_old].sum(axis=1).to_numpy(dtype=float)
+    overlap = counts.loc[segments_old, segments_new].to_numpy(dtype=float) / totals[:, None]
     holders = (overlap >= SURVIVAL).sum(axis=0)
     rows, reached = [], set()
-    for segment in segments_old:
-        share = overlap.loc[segment]
-        fate, into = _fate(share, holders)
+    for segment, share in zip(segments_old, overlap, strict=True):
+        fate, into = _fate(share, holders, segments_new)
         reached.update(into)
         rows.append((segment, fate, into, float(share.max()) if share.size else 0.0))
     fates = pd.DataFrame(rows, columns=["segment_id", "fate", "into", "kept_share"])
     return fates, [s for s in segments_new if s not in reached]
 
 
-def _fate(share: pd.Series, holders: pd.Series) -> tuple[str, list[int]]:
-    best = share.idxmax() if share.size else None
+def _fate(share: np.ndarray, holders: np.ndarray, ids: list[int]) -> tuple[str, list[int]]:
+    """An old segment's fate from its overlaps ``share`` with the new segments ``ids``."""
+    best = int(share.argmax()) if share.size else None
     if best is not None and share[best] >= SURVIVAL:
-        return (SURVIVED if holders[best] == 1 else ABSORBED), [int(best)]
-    parts = share[share >= SPLIT_PART]
-    if len(parts) >= 2 and parts.sum() >= SURVIVAL:
-        return SPLIT, sorted(int(s) for s in parts.index)
+        return (SURVIVED if holders[best] == 1 else ABSORBED), [ids[best]]
+    parts = np.flatnonzero(share >= SPLIT_PART)
+    if parts.size >= 2 and share[parts].sum() >= SURVIVAL:
+        return SPLIT, sorted(ids[i] for i in parts)
     return DISAPPEARED, []
 
 
