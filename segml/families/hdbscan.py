@@ -30,8 +30,10 @@ from segml.families._base import Assigned, Choice, FloatRange, IntRange, Space, 
 
 KNN_WORKERS = -1
 """Threads of the nearest-neighbour queries in ``assign`` (-1: all cores)."""
+KNN_LEAF_SIZE = 32
 # The cKDTree uses sliding-midpoint splits (balanced_tree=False): on 4-feature blobs its
-# 11-neighbour queries were ~30% faster than with median splits, and it builds faster.
+# 11-neighbour queries were ~30% faster than with median splits, and it builds faster; leaves
+# of 32 points were another ~10% faster than scipy's default of 16.
 _NO_PREDICTION_DATA = (
     "the HDBSCAN clusterer has no prediction data, so new rows cannot be assigned; refit it "
     "with prediction_data=True (the segml 'hdbscan' family always does) or call "
@@ -148,7 +150,7 @@ def build_assign_index(clusterer: hdbscan_lib.HDBSCAN) -> AssignIndex:
             sub[p] = sub[c]
 
     return AssignIndex(
-        knn=cKDTree(pdata.raw_data, balanced_tree=False),
+        knn=cKDTree(pdata.raw_data, leafsize=KNN_LEAF_SIZE, balanced_tree=False),
         core_distances=np.asarray(pdata.core_distances, dtype=np.float64),
         min_samples=int(clusterer.min_samples or clusterer.min_cluster_size),
         point_cluster=point_cluster,
