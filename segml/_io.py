@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -21,6 +22,12 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 def is_parquet(path: Path) -> bool:
     """True for a Parquet file or a folder of Parquet files."""
     return path.is_dir() or path.suffix.lower() in PARQUET_SUFFIXES
+
+
+def open_parquet(path: Path, **options: Any) -> pq.ParquetFile:
+    """A Parquet file for reading batch by batch, without pyarrow's pre-buffering (which holds
+    every row group's columns until the file is closed: memory that grows with the file)."""
+    return pq.ParquetFile(path, pre_buffer=False, **options)
 
 
 def read_table(path: Path, delimiter: str = ",") -> pd.DataFrame:

@@ -38,7 +38,7 @@ from mlflow.tracking import MlflowClient
 
 from segml import report
 from segml import tracking as keys
-from segml._io import is_parquet
+from segml._io import is_parquet, open_parquet
 from segml.data import NUMERIC_SHARE, REASON_COLUMN, ROW_COLUMN, read_customers
 from segml.errors import DataError
 from segml.features import column_kinds, customer_table
@@ -237,9 +237,7 @@ def _read(path: Path, schema: pa.Schema, columns: list[str], delimiter: str) -> 
     """Batches of ``columns`` of one file, in order."""
     try:
         if is_parquet(path):
-            # Without pre-buffering: it would hold every row group's columns until the end.
-            source = pq.ParquetFile(path, pre_buffer=False)
-            for batch in source.iter_batches(READ_ROWS, columns=columns):
+            for batch in open_parquet(path).iter_batches(READ_ROWS, columns=columns):
                 yield pa.Table.from_batches([batch])
         elif delimiter == "whitespace":
             chunks = pd.read_csv(path, sep=r"\s+", dtype=str, usecols=columns, chunksize=READ_ROWS)
@@ -346,7 +344,6 @@ class _SeenIds:
 
     def __init__(self, expected: int = 0) -> None:
         self.runs: list[np.ndarray] = []
-        self.count = 0
         self.bits = max(_MIN_BITMAP_BITS, _bits_for(expected))
         self.bitmap = np.zeros(1 << (self.bits - 3), dtype=np.uint8)
 
@@ -367,9 +364,13 @@ class _SeenIds:
             self._add(ordered)
         return twice
 
+    @property
+    def count(self) -> int:
+        """Distinct ids seen."""
+        return sum(run.size for run in self.runs)
+
     def _add(self, run: np.ndarray) -> None:
         self.runs.append(run)
-        self.count += run.size
         if self.count * BITS_PER_ID > 1 << self.bits:
             self.bits = _bits_for(self.count)
             self.bitmap = np.zeros(1 << (self.bits - 3), dtype=np.uint8)
@@ -819,8 +820,8 @@ _NO_TEXT = pa.array([], pa.string())
 
 def _coded(codes: np.ndarray, values: pa.Array) -> pa.DictionaryArray:
     """``values[codes]`` as a dictionary array (missing where a code is negative)."""
-    codes = np.asarray(codes)
-    indices = pa.array(codes.astype(np.int32), mask=codes < 0 if (codes < 0).any() else None)
+    missing = np.asarray(codes) < 0
+    indices = pa.array(np.asarray(codes, np.int32), mask=missing if missing.any() else None)
     return pa.DictionaryArray.from_arrays(indices, values)
 
 
@@ -1159,7 +1160,7 @@ def _finish(
     staging: Path, target: Path, rows: np.ndarray, codes: np.ndarray, ids: list[str], csv: bool
 ) -> None:
     """Copy the staged scores to ``target``; output ``rows`` get ``emerging_id`` ``ids[codes]``."""
-    source = pq.ParquetFile(staging, read_dictionary=list(REPEATED_COLUMNS), pre_buffer=False)
+    source = open_parquet(staging, read_dictionary=list(REPEATED_COLUMNS))
     schema = source.schema_arrow
     column = schema.get_field_index(EMERGING_ID)
     names = pa.array(ids, pa.string())

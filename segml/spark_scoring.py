@@ -24,9 +24,8 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from segml._io import atomic_dir, atomic_path, is_parquet
+from segml._io import atomic_dir, atomic_path, is_parquet, open_parquet
 from segml.data import REASON_COLUMN, ROW_COLUMN
 from segml.errors import DataError, EngineError, SegmlError
 from segml.model import CONFIDENCE, IS_NOVEL, NOVELTY_SCORE, SEGMENT_ID, SEGMENT_NAME, Segmenter
@@ -403,8 +402,7 @@ def _migration_matrix(scored: Any, previous: Path | None, id_column: str) -> pd.
     if counter is None:
         return None
     for path in sorted(Path(_local(f)) for f in scored.inputFiles()):
-        source = pq.ParquetFile(path, pre_buffer=False)
-        for batch in source.iter_batches(READ_ROWS, columns=[KEY, SEGMENT_ID]):
+        for batch in open_parquet(path).iter_batches(READ_ROWS, columns=[KEY, SEGMENT_ID]):
             keys = batch.column(KEY).to_numpy().view(np.uint64) ^ _SIGN
             counter.add(keys, batch.column(SEGMENT_ID).to_numpy())
     return counter.matrix()
