@@ -384,23 +384,24 @@ class _SeenIds:
             del self.runs[-RUN_FANOUT:]
             self.runs.append(run)
 
-    def _slots(self, hashes: np.ndarray) -> np.ndarray:
-        return hashes >> np.uint64(64 - self.bits)
+    def _bytes_and_bits(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each hash's bitmap byte and the mask of its bit in that byte."""
+        slots = (hashes >> np.uint64(64 - self.bits)).astype(np.intp)
+        return slots >> 3, np.left_shift(np.uint8(1), (slots & 7).astype(np.uint8))
 
     def _marked(self, hashes: np.ndarray) -> np.ndarray:
-        slots = self._slots(hashes)
-        bits = (slots & np.uint64(7)).astype(np.uint8)
-        return (self.bitmap[slots >> np.uint64(3)] >> bits) & 1 == 1
+        at, bit = self._bytes_and_bits(hashes)
+        return self.bitmap[at] & bit != 0
 
     def _mark(self, ordered: np.ndarray) -> None:
-        """Set the bits of sorted ``ordered``; a byte's bits are OR-ed together first."""
-        if not ordered.size:
-            return
-        slots = self._slots(ordered)
-        at = slots >> np.uint64(3)
-        bits = np.left_shift(np.uint8(1), (slots & np.uint64(7)).astype(np.uint8))
-        first = np.flatnonzero(np.r_[True, at[1:] != at[:-1]])
-        self.bitmap[at[first]] |= np.bitwise_or.reduceat(bits, first)
+        """Set the bits of sorted ``ordered``."""
+        at, bit = self._bytes_and_bits(ordered)
+        self.bitmap[at] |= bit
+        # Where ids share a byte, the assignment above kept only one of their bits.
+        shared = np.flatnonzero(at[1:] == at[:-1])
+        if shared.size:
+            both = np.concatenate([shared, shared + 1])
+            np.bitwise_or.at(self.bitmap, at[both], bit[both])
 
     def _in_runs(self, hashes: np.ndarray) -> np.ndarray:
         # Sorted queries walk each run in order: several times faster than in input order.
@@ -586,35 +587,47 @@ class Scored:
 
 @dataclass
 class _Sample:
-    """The ``size`` customers with the smallest id hashes: a uniform, order-free sample."""
+    """The ``size`` customers with the smallest id hashes: a uniform, order-free sample.
+
+    Offered customers wait until ``size`` of them have come, then the smallest are kept: each
+    row is copied a few times per run, not once per batch.
+    """
 
     size: int
-    hashes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
-    frame: pd.DataFrame | None = None
+    hashes: list[np.ndarray] = field(default_factory=list)
+    frames: list[pd.DataFrame] = field(default_factory=list)
+    waiting: int = 0
+    limit: np.uint64 | None = None
 
     def wanted(self, hashes: np.ndarray) -> np.ndarray:
         """Which of ``hashes`` could enter the sample (only those need a frame)."""
-        if self.hashes.size < self.size:
+        if self.limit is None:
             return np.ones(hashes.size, dtype=bool)
-        return hashes < self.hashes.max()
+        return hashes < self.limit
 
     def add(self, hashes: np.ndarray, frame: pd.DataFrame) -> None:
         """Offer customers (``frame``'s rows) by their id ``hashes``."""
-        merged = np.concatenate([self.hashes, hashes])
-        rows = (
-            pd.concat([self.frame, frame], ignore_index=True)
-            if self.frame is not None
-            else frame.reset_index(drop=True)
-        )
-        if merged.size > self.size:
-            take = np.sort(np.argpartition(merged, self.size - 1)[: self.size])
-            merged, rows = merged[take], rows.iloc[take].reset_index(drop=True)
-        self.hashes, self.frame = merged, rows
+        self.hashes.append(hashes)
+        self.frames.append(frame)
+        self.waiting += hashes.size
+        if self.waiting >= self.size:
+            self._keep_smallest()
 
     def rows(self) -> pd.DataFrame:
         """The sample, ordered by hash (the same whatever the input order)."""
-        assert self.frame is not None
-        return self.frame.iloc[np.argsort(self.hashes, kind="stable")].reset_index(drop=True)
+        self._keep_smallest()
+        order = np.argsort(self.hashes[0], kind="stable")
+        return self.frames[0].iloc[order].reset_index(drop=True)
+
+    def _keep_smallest(self) -> None:
+        merged = np.concatenate(self.hashes)
+        rows = pd.concat(self.frames, ignore_index=True)
+        if merged.size > self.size:
+            take = np.sort(np.argpartition(merged, self.size - 1)[: self.size])
+            merged, rows = merged[take], rows.iloc[take].reset_index(drop=True)
+        if merged.size == self.size:
+            self.limit = merged.max()
+        self.hashes, self.frames, self.waiting = [merged], [rows], 0
 
 
 @dataclass
