@@ -154,6 +154,12 @@ def column_kinds(preprocessor: ColumnTransformer) -> tuple[list[str], list[str]]
     return columns.get("num", []), columns.get("cat", [])
 
 
+def select_columns(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """``frame[names]``; ``frame`` itself when it has exactly those columns, in that order
+    (a selection copies every column)."""
+    return frame if frame.columns.tolist() == names else frame[names]
+
+
 def transform_features(preprocessor: ColumnTransformer, frame: pd.DataFrame) -> np.ndarray:
     """``preprocessor.transform(frame)``, bit for bit, without sklearn's per-call overhead.
 
@@ -165,7 +171,7 @@ def transform_features(preprocessor: ColumnTransformer, frame: pd.DataFrame) -> 
     if steps is None or len(frame) == 0:
         return preprocessor.transform(frame)
     columns, imputer, log1p, scaler = steps
-    numeric = frame[columns]
+    numeric = select_columns(frame, columns)
     if not all(
         isinstance(d, np.dtype) and (d == np.float64 or d.kind in "iub") for d in numeric.dtypes
     ):

@@ -17,7 +17,7 @@ from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema, TensorSpec
 
 from segml.families import FAMILIES
-from segml.features import column_kinds, rfm_features, transform_features
+from segml.features import column_kinds, rfm_features, select_columns, transform_features
 from segml.metrics.drift import DriftReference, drift_reference
 from segml.spec import Spec
 from segml.tuning import Segmentation
@@ -112,7 +112,7 @@ class Segmenter:
 
     def embed(self, table: pd.DataFrame) -> np.ndarray:
         """The customers in the space the clusterer saw."""
-        X = transform_features(self.preprocessor, table[self.features])
+        X = transform_features(self.preprocessor, select_columns(table, self.features))
         return self.segmentation.embed(X)
 
     def assign(self, table: pd.DataFrame) -> Assignment:

@@ -41,7 +41,7 @@ from segml import tracking as keys
 from segml._io import is_parquet, open_parquet
 from segml.data import NUMERIC_SHARE, REASON_COLUMN, ROW_COLUMN, read_customers
 from segml.errors import DataError
-from segml.features import column_kinds, customer_table
+from segml.features import column_kinds, customer_table, select_columns
 from segml.model import (
     CONFIDENCE,
     IS_NOVEL,
@@ -501,18 +501,19 @@ def clean_batch(
     reasons.flag(
         pc.is_null(ids).to_numpy(zero_copy_only=False), f"missing id in column {id_column!r}"
     )
-    # The model sees row numbers as ids; the ids themselves stay in Arrow, because their round
-    # trip through pandas strings (in and out of ``predict``) costs as much as the model.
-    frame: dict[str, Any] = {id_column: np.arange(table.num_rows)}
+    # The model sees its columns only; the ids stay in Arrow, because their round trip through
+    # pandas strings (in and out of ``predict``) costs as much as the model. The numbers go in
+    # one block, as pandas keeps them: no copy.
+    block = np.empty((len(signature.numeric), table.num_rows))
     missing: dict[str, np.ndarray] = {}
-    for column in signature.numeric:
-        values, unparsed = _numbers(table[column])
+    for values, column in zip(block, signature.numeric, strict=True):
+        values[:], unparsed = _numbers(table[column])
         if first:
             _check_numeric(path, column, unparsed, values, table[column])
         reasons.flag(unparsed, f"non-numeric value in column {column!r}")
         reasons.flag(np.isinf(values), f"non-finite value in column {column!r}")
         missing[column] = np.isnan(values) & ~unparsed
-        frame[column] = values
+    frame = pd.DataFrame(block.T, columns=list(signature.numeric), copy=False)
     for column in signature.categorical:
         text = _text(table[column])
         known = pc.is_in(text, value_set=signature.categories[column])
@@ -522,7 +523,7 @@ def clean_batch(
         frame[column] = text.to_pandas().astype("string")
     if first:
         _check_present(path, missing)
-    return pd.DataFrame(frame), ids, reasons, missing
+    return frame, ids, reasons, missing
 
 
 def _check_present(path: Path, missing: dict[str, np.ndarray]) -> None:
@@ -749,7 +750,7 @@ class _Run:
     def _score(self, frame: pd.DataFrame, ids: pa.Array, hashes: np.ndarray) -> None:
         found = self.segmenter.assign(frame)
         segments, novel = found.segment_ids, found.is_novel
-        features = frame[self.segmenter.features]
+        features = select_columns(frame, self.segmenter.features)
         if novel.any():
             self.novel.add(
                 found.Z[novel],
