@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,11 +95,54 @@ class GMMFamily:
             negative log-likelihood of the row under the mixture (``-score_samples``).
         """
         X = check_array(X, dtype=[np.float64, np.float32], ensure_min_samples=0)
+        weighted_log_prob = _weighted_log_prob(estimator)
         out = Assigned.empty(X.shape[0])
         for rows in row_batches(X.shape[0]):
-            # What predict_proba and score_samples each compute, computed once.
-            log_density, log_resp = estimator._estimate_log_prob_resp(X[rows])
-            labels = log_resp.argmax(axis=1)
-            posterior = np.exp(log_resp[np.arange(labels.size), labels])
-            out.fill(rows, labels, np.clip(posterior, 0.0, 1.0), -log_density)
+            weighted = weighted_log_prob(X[rows])
+            labels = weighted.argmax(axis=1)
+            top = weighted[np.arange(labels.size), labels]
+            # Posterior of the top component: 1 / sum_k exp(w_k - w_top); density: the log-sum.
+            weighted -= top[:, np.newaxis]
+            total = np.exp(weighted, out=weighted).sum(axis=1)
+            out.fill(rows, labels, np.clip(1.0 / total, 0.0, 1.0), -(top + np.log(total)))
         return out
+
+
+PAIRWISE_FROM = 8
+"""From this many numbers on, numpy sums in pairs (in another order than one after another)."""
+
+
+def _weighted_log_prob(estimator: GaussianMixture) -> Callable[[np.ndarray], np.ndarray]:
+    """``estimator._estimate_weighted_log_prob`` (log p(x | k) + log w_k), to the last bit.
+
+    For full and tied covariances, sklearn loops over the components; here one matrix product
+    serves them all, and the squares are summed in sklearn's order.
+    """
+    if estimator.covariance_type not in ("full", "tied"):
+        return estimator._estimate_weighted_log_prob
+    means = estimator.means_
+    n_components, n_features = means.shape
+    chol = np.broadcast_to(estimator.precisions_cholesky_, (n_components, n_features, n_features))
+    stacked = np.concatenate(list(chol), axis=1)
+    shift = np.concatenate([mu @ c for mu, c in zip(means, chol, strict=True)])
+    log_det = np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+    log_2pi = n_features * math.log(2 * math.pi)
+    log_weights = np.log(estimator.weights_)
+
+    def weighted(X: np.ndarray) -> np.ndarray:
+        y = X @ stacked
+        y -= shift
+        squares = np.square(y, out=y).reshape(len(X), n_components, n_features)
+        if n_features >= PAIRWISE_FROM:
+            distance = squares.sum(axis=2)
+        else:  # numpy adds fewer numbers one after the other: the same sums, faster
+            distance = squares[:, :, 0].copy()
+            for feature in range(1, n_features):
+                distance += squares[:, :, feature]
+        distance += log_2pi
+        distance *= -0.5
+        distance += log_det
+        distance += log_weights
+        return distance
+
+    return weighted

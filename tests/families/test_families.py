@@ -14,6 +14,7 @@ from sklearn.base import clone
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
+from sklearn.mixture import GaussianMixture
 
 from segml.families import (
     FAMILIES,
@@ -26,6 +27,7 @@ from segml.families import (
     row_batches,
     suggest,
 )
+from segml.families import gmm as seg_gmm
 from segml.families import hdbscan as seg_hdbscan
 from segml.families import kmeans as seg_kmeans
 
@@ -260,6 +262,24 @@ def test_gmm_matches_sklearn_predict_and_score(blobs: dict, fitted: dict) -> Non
     np.testing.assert_allclose(confidence, est.predict_proba(blobs["X_new"]).max(axis=1))
     np.testing.assert_allclose(novelty, -est.score_samples(blobs["X_new"]))
     np.testing.assert_array_equal(family.training_labels(est), est.predict(blobs["X"]))
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("n_features", [2, 4, 7, 8, 13])
+def test_gmm_log_probabilities_are_sklearns_to_the_last_bit(
+    covariance_type: str, n_features: int
+) -> None:
+    """The stacked product (full, tied) sums squares in numpy's order, below and from 8."""
+    rng = np.random.default_rng(n_features)
+    X = rng.normal(size=(1_500, n_features)) + rng.integers(0, 3, size=(1_500, 1)) * 3
+    est = GaussianMixture(4, covariance_type=covariance_type, random_state=0).fit(X)
+    X_new = rng.normal(scale=4.0, size=(20_000, n_features))
+    weighted = seg_gmm._weighted_log_prob(est)(X_new)
+    np.testing.assert_array_equal(weighted, est._estimate_weighted_log_prob(X_new))
+    labels, confidence, novelty = FAMILIES["gmm"].assign(est, X_new)
+    np.testing.assert_array_equal(labels, est.predict(X_new))
+    np.testing.assert_allclose(confidence, est.predict_proba(X_new).max(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(novelty, -est.score_samples(X_new), rtol=1e-12)
 
 
 # HDBSCAN: the fast assign against hdbscan's approximate_predict -------------------------------
