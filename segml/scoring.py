@@ -506,8 +506,9 @@ def clean_batch(
     # one block, as pandas keeps them: no copy.
     block = np.empty((len(signature.numeric), table.num_rows))
     missing: dict[str, np.ndarray] = {}
-    for values, column in zip(block, signature.numeric, strict=True):
-        values[:], unparsed = _numbers(table[column])
+    for row, column in enumerate(signature.numeric):
+        values, unparsed = _numbers(table[column])
+        block[row] = values
         if first:
             _check_numeric(path, column, unparsed, values, table[column])
         reasons.flag(unparsed, f"non-numeric value in column {column!r}")
