@@ -239,7 +239,11 @@ def _finalise(
     objectives: Sequence[str],
     register: bool,
 ) -> TuneResult:
-    """Pick, refit, log and (with ``register``) register the model; record it in the study."""
+    """Pick, refit, log and (with ``register``) register the model; record it in the study.
+
+    If any of it fails, the parent run is marked FAILED; running the same tune again (same
+    storage) finalises the study then.
+    """
     client, parent = worker.client, worker.parent
     results = completed_results(worker.study)
     if not results:
@@ -249,26 +253,31 @@ def _finalise(
             f"{spec.path}: no trial completed ({cause}); widen search.families or the budget"
         )
     keys.study_run(client, worker.experiment, name, worker.digest, parent)
-    chosen = pick(results)
-    params, reduction = split_params(chosen)
-    refit_seed = trial_seed(data.seed, chosen.number)
-    segmentation = fit_segmentation(data.X, chosen.family, params, reduction, refit_seed)
-    final = evaluate(segmentation, data, spec, spec.search.bootstrap_final, refit_seed)
-    Z = (
-        segmentation.embed(data.X)
-        if segmentation.reducer is None
-        else segmentation.reducer.embedding_
-    )
-    segmenter = build_segmenter(spec, built.features, preprocessor, segmentation, built.table, Z)
-    segmenter, alignment = align_to_champion(client, spec.model_name, segmenter, built.table)
-    _log_study(client, parent, spec, results, chosen, final, objectives, segmenter, built.table, Z)
-    _log_provenance(client, parent, spec, built, results, alignment)
-    model_uri = log_segment_model(segmenter, built.table, parent)
-    client.set_tag(parent, keys.TAG_MODEL_URI, model_uri)
-    client.set_terminated(parent)
-    version = register_run(client, parent, segmenter)[1] if register else None
-    record = Final(worker.peers.worker, len(results), chosen.number, model_uri, version, final)
-    record.save(worker.study)
+    with keys.failed_on_error(client, parent):
+        chosen = pick(results)
+        params, reduction = split_params(chosen)
+        refit_seed = trial_seed(data.seed, chosen.number)
+        segmentation = fit_segmentation(data.X, chosen.family, params, reduction, refit_seed)
+        final = evaluate(segmentation, data, spec, spec.search.bootstrap_final, refit_seed)
+        Z = (
+            segmentation.embed(data.X)
+            if segmentation.reducer is None
+            else segmentation.reducer.embedding_
+        )
+        segmenter = build_segmenter(
+            spec, built.features, preprocessor, segmentation, built.table, Z
+        )
+        segmenter, alignment = align_to_champion(client, spec.model_name, segmenter, built.table)
+        _log_study(
+            client, parent, spec, results, chosen, final, objectives, segmenter, built.table, Z
+        )
+        _log_provenance(client, parent, spec, built, results, alignment)
+        model_uri = log_segment_model(segmenter, built.table, parent)
+        client.set_tag(parent, keys.TAG_MODEL_URI, model_uri)
+        client.set_terminated(parent)
+        version = register_run(client, parent, segmenter)[1] if register else None
+        record = Final(worker.peers.worker, len(results), chosen.number, model_uri, version, final)
+        record.save(worker.study)
     return _result(worker, name, results, chosen, record, segmenter, finalised_here=True)
 
 

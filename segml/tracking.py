@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,18 @@ def experiment_id(client: MlflowClient, name: str) -> str:
         if created is None or exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
         return created.experiment_id
+
+
+@contextlib.contextmanager
+def failed_on_error(client: MlflowClient, run_id: str) -> Iterator[None]:
+    """Mark ``run_id`` FAILED when the block raises (the error goes on), as ``mlflow.start_run``
+    does: a run left RUNNING by a dead process looks alive in the MLflow UI."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):  # the store may be what failed
+            client.set_terminated(run_id, "FAILED")
+        raise
 
 
 def study_run(

@@ -185,3 +185,33 @@ def test_killed_tune_resumes_from_where_it_stopped(
     study = optuna.load_study(study_name=spec.name, storage=storage)
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 12
     assert "12 trials" in resumed.stdout
+
+
+def test_failed_finalisation_marks_the_parent_failed_and_a_rerun_finishes(
+    tmp_path: Path,
+    write_spec: Callable[..., Path],
+    tracking_uri: str,
+    clean_customers,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec = _spec(tmp_path, write_spec, clean_customers.head(600))
+    storage = f"journal:{tmp_path / 'study.journal'}"
+
+    def disk_full(*args: object, **kwargs: object) -> str:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("segml.experiment.log_segment_model", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            tune(spec, n_trials=3, storage=storage, families=["kmeans"])
+    client = mlflow.tracking.MlflowClient(tracking_uri)
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name(spec.name).experiment_id],
+        filter_string=f"tags.`{keys.TAG_ROLE}` = '{keys.ROLE_STUDY}'",
+    )
+    assert parent.info.status == "FAILED"
+
+    rerun = tune(spec, n_trials=3, storage=storage, families=["kmeans"])
+    assert rerun.parent_run_id == parent.info.run_id
+    assert rerun.n_trials == 3 and rerun.model_version == "1"
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
