@@ -25,7 +25,15 @@ from segml.errors import DataError
 from segml.features import build_features
 from segml.model import SEGMENT_ID
 from segml.monitoring import EMERGING_FIT_ROWS, EMERGING_ID
-from segml.scoring import MODEL_NAME, MODEL_VERSION, _SeenIds, _text, output_schema, score
+from segml.scoring import (
+    MODEL_NAME,
+    MODEL_VERSION,
+    _Sample,
+    _SeenIds,
+    _text,
+    output_schema,
+    score,
+)
 from segml.spec import Spec
 from segml.synthetic import (
     FEATURES,
@@ -257,6 +265,19 @@ def test_duplicate_ids_are_found_as_a_set_would() -> None:
             assert found[i] == (value in expected), f"batch {batch}, row {i}"
             expected.add(value)
     assert seen.count == len(expected)
+
+
+def test_sample_is_the_smallest_hashes_whatever_the_batches() -> None:
+    rng = np.random.default_rng(1)
+    hashes = rng.permutation(rng.integers(0, 2**64 - 1, 60_000, dtype=np.uint64))
+    frame = pd.DataFrame({"row": np.arange(hashes.size)})
+    expected = np.argsort(hashes)[:2_000]
+    for cuts in (np.arange(0, 60_000, 700), np.sort(rng.choice(60_000, 40, replace=False))):
+        sample = _Sample(2_000)
+        for part in np.split(np.arange(hashes.size), cuts[1:]):
+            wanted = sample.wanted(hashes[part])
+            sample.add(hashes[part][wanted], frame.iloc[part[wanted]])
+        np.testing.assert_array_equal(sample.rows()["row"].to_numpy(), expected)
 
 
 def test_text_is_trimmed_and_empty_is_missing() -> None:
