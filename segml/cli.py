@@ -93,13 +93,19 @@ def command(fn: F) -> F:
 
 @command
 def validate(spec: SpecArg, reference_date: ReferenceDate = None) -> None:
-    """Check a spec and its data without writing anything; exit 2 on the first problem."""
-    from segml.data import read_customers
+    """Check a spec and its data without writing anything; exit 2 on the first problem.
+
+    Beyond reading the data, the features are built and checked as ``tune`` checks them
+    before its first trial (enough customers, not all alike).
+    """
+    from segml.experiment import search_matrix
+    from segml.features import build_features
     from segml.spec import load_spec
 
     loaded = load_spec(spec)
-    intake = read_customers(loaded, _day(reference_date))
-    _print_intake(intake.reports)
+    built = build_features(loaded, _day(reference_date))
+    _print_intake(built.intake.reports)
+    search_matrix(loaded, built)
     typer.echo(f"{spec}: valid")
 
 

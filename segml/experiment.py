@@ -124,9 +124,8 @@ def tune(
     digest = spec_digest(spec)
 
     built = build_features(spec)
-    preprocessor = build_preprocessor(spec, built.table).fit(built.table)
-    data = SearchData(preprocessor.transform(built.table), value_outcome(spec, built.table), seed)
-    check_segmentable(data.X, spec.constraints, spec.data.source)
+    preprocessor, X = search_matrix(spec, built)
+    data = SearchData(X, value_outcome(spec, built.table), seed)
     objectives = objective_keys(data.value is not None)
     evaluate_trial = functools.partial(
         run_trial,
@@ -143,6 +142,20 @@ def tune(
         if _search(worker, evaluate_trial, budget, deadline, on_trial) is Step.DONE:
             return _finalised(worker, name)
         return _finalise(worker, name, spec, built, preprocessor, data, objectives, register)
+
+
+def search_matrix(spec: Spec, built: FeatureSet) -> tuple[Any, np.ndarray]:
+    """The fitted preprocessing step and the customers as the search sees them.
+
+    Raises
+    ------
+    DataError
+        Data no search could segment (see :func:`check_segmentable`).
+    """
+    preprocessor = build_preprocessor(spec, built.table).fit(built.table)
+    X = preprocessor.transform(built.table)
+    check_segmentable(X, spec.constraints, spec.data.source)
+    return preprocessor, X
 
 
 def _join(
