@@ -141,7 +141,8 @@ def tune(
         deadline = time.monotonic() + (timeout or spec.search.timeout or np.inf)
         if _search(worker, evaluate_trial, budget, deadline, on_trial) is Step.DONE:
             return _finalised(worker, name)
-        return _finalise(worker, name, spec, built, preprocessor, data, objectives, register)
+        with keys.failed_on_error(worker.client, worker.parent):
+            return _finalise(worker, name, spec, built, preprocessor, data, objectives, register)
 
 
 def search_matrix(spec: Spec, built: FeatureSet) -> tuple[Any, np.ndarray]:
@@ -254,43 +255,37 @@ def _finalise(
 ) -> TuneResult:
     """Pick, refit, log and (with ``register``) register the model; record it in the study.
 
-    If any of it fails, the parent run is marked FAILED; running the same tune again (same
-    storage) finalises the study then.
+    The caller marks the parent run FAILED if any of it fails; running the same tune again
+    (same storage) finalises the study then.
     """
     client, parent = worker.client, worker.parent
     results = completed_results(worker.study)
     if not results:
-        client.set_terminated(parent, "FAILED")
         cause = first_error(worker.study) or "none ran"
         raise SpecError(
             f"{spec.path}: no trial completed ({cause}); widen search.families or the budget"
         )
     keys.study_run(client, worker.experiment, name, worker.digest, parent)
-    with keys.failed_on_error(client, parent):
-        chosen = pick(results)
-        params, reduction = split_params(chosen)
-        refit_seed = trial_seed(data.seed, chosen.number)
-        segmentation = fit_segmentation(data.X, chosen.family, params, reduction, refit_seed)
-        final = evaluate(segmentation, data, spec, spec.search.bootstrap_final, refit_seed)
-        Z = (
-            segmentation.embed(data.X)
-            if segmentation.reducer is None
-            else segmentation.reducer.embedding_
-        )
-        segmenter = build_segmenter(
-            spec, built.features, preprocessor, segmentation, built.table, Z
-        )
-        segmenter, alignment = align_to_champion(client, spec.model_name, segmenter, built.table)
-        _log_study(
-            client, parent, spec, results, chosen, final, objectives, segmenter, built.table, Z
-        )
-        _log_provenance(client, parent, spec, built, results, alignment)
-        model_uri = log_segment_model(segmenter, built.table, parent)
-        client.set_tag(parent, keys.TAG_MODEL_URI, model_uri)
-        client.set_terminated(parent)
-        version = register_run(client, parent, segmenter)[1] if register else None
-        record = Final(worker.peers.worker, len(results), chosen.number, model_uri, version, final)
-        record.save(worker.study)
+    chosen = pick(results)
+    params, reduction = split_params(chosen)
+    refit_seed = trial_seed(data.seed, chosen.number)
+    segmentation = fit_segmentation(data.X, chosen.family, params, reduction, refit_seed)
+    final = evaluate(segmentation, data, spec, spec.search.bootstrap_final, refit_seed)
+    Z = (
+        segmentation.embed(data.X)
+        if segmentation.reducer is None
+        else segmentation.reducer.embedding_
+    )
+    segmenter = build_segmenter(spec, built.features, preprocessor, segmentation, built.table, Z)
+    segmenter, alignment = align_to_champion(client, spec.model_name, segmenter, built.table)
+    _log_study(client, parent, spec, results, chosen, final, objectives, segmenter, built.table, Z)
+    _log_provenance(client, parent, spec, built, results, alignment)
+    model_uri = log_segment_model(segmenter, built.table, parent)
+    client.set_tag(parent, keys.TAG_MODEL_URI, model_uri)
+    client.set_terminated(parent)
+    version = register_run(client, parent, segmenter)[1] if register else None
+    record = Final(worker.peers.worker, len(results), chosen.number, model_uri, version, final)
+    record.save(worker.study)
     return _result(worker, name, results, chosen, record, segmenter, finalised_here=True)
 
 
