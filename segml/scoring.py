@@ -335,21 +335,36 @@ def _buffers(text: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _SeenIds:
-    """The id hashes scored so far.
+    """The ids scored so far.
 
-    A bitmap of hash prefixes (``BITS_PER_ID`` bits per id expected, grown when more come)
-    clears most ids at once; the few it cannot clear are looked up exactly in sorted runs,
-    which are merged ``RUN_FANOUT`` at a time (size-tiered, like a log-structured tree).
+    While ids come in strictly increasing order (a table sorted by its key), none can repeat:
+    their hashes are only kept, and indexed when the order first breaks. The index is a bitmap
+    of hash prefixes (``BITS_PER_ID`` bits per id expected, grown when more come) that clears
+    most ids at once; the few it cannot clear are looked up exactly in sorted runs, which are
+    merged ``RUN_FANOUT`` at a time (size-tiered, like a log-structured tree).
     """
 
     def __init__(self, expected: int = 0) -> None:
         self.runs: list[np.ndarray] = []
         self.bits = max(_MIN_BITMAP_BITS, _bits_for(expected))
         self.bitmap = np.zeros(1 << (self.bits - 3), dtype=np.uint8)
+        self.in_order: list[np.ndarray] | None = []
+        self.last: pa.Scalar | None = None
 
-    def duplicated(self, hashes: np.ndarray) -> np.ndarray:
-        """True for a hash seen before, in an earlier call or earlier in ``hashes``; the
-        others are remembered."""
+    def duplicated(self, ids: pa.LargeStringArray, hashes: np.ndarray) -> np.ndarray:
+        """True for an id (with its hash) seen before, in an earlier call or earlier in
+        ``ids``; the others are remembered."""
+        if self.in_order is not None:
+            if _increasing(ids, self.last):
+                self.in_order.append(hashes)
+                self.last = ids[-1] if len(ids) else self.last
+                return np.zeros(hashes.size, dtype=bool)
+            kept, self.in_order = self.in_order, None
+            if kept:
+                self._add(np.sort(np.concatenate(kept)))
+        return self._duplicated(hashes)
+
+    def _duplicated(self, hashes: np.ndarray) -> np.ndarray:
         ordered = np.sort(hashes)
         if (ordered[1:] == ordered[:-1]).any():
             twice = _seen_earlier(hashes)
@@ -367,7 +382,7 @@ class _SeenIds:
     @property
     def count(self) -> int:
         """Distinct ids seen."""
-        return sum(run.size for run in self.runs)
+        return sum(run.size for run in [*self.runs, *(self.in_order or [])])
 
     def _add(self, run: np.ndarray) -> None:
         self.runs.append(run)
@@ -430,6 +445,13 @@ def _bits_for(ids: int) -> int:
 def _tier(run: np.ndarray) -> int:
     """Runs of one tier differ in size by less than ``RUN_FANOUT`` times."""
     return int(np.log2(max(run.size, 1)) // np.log2(RUN_FANOUT))
+
+
+def _increasing(ids: pa.LargeStringArray, after: pa.Scalar | None) -> bool:
+    """Whether ``ids`` are strictly increasing, all greater than ``after`` (if given)."""
+    if after is not None and len(ids) and not pc.greater(ids[0], after).as_py():
+        return False
+    return len(ids) < 2 or pc.all(pc.greater(ids[1:], ids[:-1])).as_py()
 
 
 def _seen_earlier(hashes: np.ndarray) -> np.ndarray:
@@ -710,7 +732,7 @@ class _Run:
         """Check one batch of input rows, in input order (duplicates need the earlier ones)."""
         frame, ids, reasons, missing = clean_batch(self.signature, table, path, first)
         hashes = id_hashes(ids)
-        self._flag_duplicates(hashes, reasons)
+        self._flag_duplicates(ids, hashes, reasons)
         return _Checked(table, path, first_row, frame, ids, hashes, reasons, missing)
 
     def take(self, checked: _Checked) -> None:
@@ -729,9 +751,13 @@ class _Run:
         if self.on_progress is not None:
             self.on_progress(self.rows_read, self.total)
 
-    def _flag_duplicates(self, hashes: np.ndarray, reasons: _Reasons) -> None:
+    def _flag_duplicates(
+        self, ids: pa.LargeStringArray, hashes: np.ndarray, reasons: _Reasons
+    ) -> None:
         candidates = np.flatnonzero(~reasons.bad)
-        twice = self.seen.duplicated(hashes[candidates])
+        if candidates.size < len(ids):
+            ids = ids.take(candidates)
+        twice = self.seen.duplicated(ids, hashes[candidates])
         mask = np.zeros(reasons.bad.size, dtype=bool)
         mask[candidates[twice]] = True
         reasons.flag(mask, f"duplicate id in column {self.signature.id_column!r}")

@@ -256,11 +256,15 @@ def test_unseen_category_is_a_bad_row(tmp_path: Path) -> None:
 
 def test_duplicate_ids_are_found_as_a_set_would() -> None:
     rng = np.random.default_rng(0)
-    pool = rng.integers(0, 2**64 - 1, 300_000, dtype=np.uint64)
+    pool = np.sort(rng.integers(0, 2**64 - 1, 300_000, dtype=np.uint64))
+    # Increasing ids first (a table sorted by its key), then the first id again right after
+    # the last (the order breaks), then 400,000 random draws: the bitmap grows and runs merge.
+    batches = [pool[start : start + 10_000] for start in range(0, 50_000, 10_000)]
+    batches += [pool[49_999:60_000], *(rng.choice(pool, 10_000) for _ in range(40))]
     seen, expected = _SeenIds(), set()
-    for batch in range(40):  # 400,000 draws: the bitmap grows and runs merge on the way
-        hashes = rng.choice(pool, 10_000)
-        found = seen.duplicated(hashes)
+    for batch, hashes in enumerate(batches):
+        ids = pa.array([f"{value:020d}" for value in hashes.tolist()], pa.large_string())
+        found = seen.duplicated(ids, hashes)
         for i, value in enumerate(hashes.tolist()):
             assert found[i] == (value in expected), f"batch {batch}, row {i}"
             expected.add(value)
