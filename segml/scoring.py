@@ -514,8 +514,9 @@ def _numbers(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 
 def clean_batch(
     signature: Signature, table: pa.Table, path: Path, first: bool
-) -> tuple[pd.DataFrame, pa.LargeStringArray, _Reasons, dict[str, np.ndarray]]:
-    """The model's input frame of a batch, its ids, the bad rows and the missing cells of each
+) -> tuple[pd.DataFrame, np.ndarray, pa.LargeStringArray, _Reasons, dict[str, np.ndarray]]:
+    """The model's input frame of a batch, its numeric columns as an array (one row per
+    customer, shared with the frame), its ids, the bad rows and the missing cells of each
     column (True where a value is missing and will be imputed)."""
     reasons = _Reasons(table.num_rows)
     id_column = signature.id_column
@@ -546,7 +547,7 @@ def clean_batch(
         frame[column] = text.to_pandas().astype("string")
     if first:
         _check_present(path, missing)
-    return frame, ids, reasons, missing
+    return frame, block.T, ids, reasons, missing
 
 
 def _check_present(path: Path, missing: dict[str, np.ndarray]) -> None:
@@ -620,6 +621,7 @@ class _Sample:
     size: int
     hashes: list[np.ndarray] = field(default_factory=list)
     frames: list[pd.DataFrame] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
     waiting: int = 0
     limit: np.uint64 | None = None
 
@@ -629,10 +631,14 @@ class _Sample:
             return np.ones(hashes.size, dtype=bool)
         return hashes < self.limit
 
-    def add(self, hashes: np.ndarray, frame: pd.DataFrame) -> None:
-        """Offer customers (``frame``'s rows) by their id ``hashes``."""
+    def add(
+        self, hashes: np.ndarray, frame: pd.DataFrame, segments: np.ndarray, novel: np.ndarray
+    ) -> None:
+        """Offer customers (``frame``'s rows, their segment ids and novelty flags) by their id
+        ``hashes``."""
         self.hashes.append(hashes)
         self.frames.append(frame)
+        self.labels.append(np.column_stack([segments, novel]))
         self.waiting += hashes.size
         if self.waiting >= self.size:
             self._keep_smallest()
@@ -641,17 +647,25 @@ class _Sample:
         """The sample, ordered by hash (the same whatever the input order)."""
         self._keep_smallest()
         order = np.argsort(self.hashes[0], kind="stable")
-        return self.frames[0].iloc[order].reset_index(drop=True)
+        labels = self.labels[0][order]
+        return (
+            self.frames[0]
+            .iloc[order]
+            .reset_index(drop=True)
+            .assign(**{SEGMENT_ID: labels[:, 0], IS_NOVEL: labels[:, 1].astype(bool)})
+        )
 
     def _keep_smallest(self) -> None:
         merged = np.concatenate(self.hashes)
         rows = pd.concat(self.frames, ignore_index=True)
+        labels = np.concatenate([np.empty((0, 2), np.int64), *self.labels])
         if merged.size > self.size:
             take = np.sort(np.argpartition(merged, self.size - 1)[: self.size])
-            merged, rows = merged[take], rows.iloc[take].reset_index(drop=True)
+            merged, rows, labels = merged[take], rows.iloc[take], labels[take]
         if merged.size == self.size:
             self.limit = merged.max()
-        self.hashes, self.frames, self.waiting = [merged], [rows], 0
+        self.hashes, self.frames, self.labels = [merged], [rows.reset_index(drop=True)], [labels]
+        self.waiting = 0
 
 
 @dataclass
@@ -659,15 +673,13 @@ class _Novel:
     """The novel customers: model-space coordinates, numeric features, output row, id hash."""
 
     Z: list[np.ndarray] = field(default_factory=list)
-    numeric: list[pd.DataFrame] = field(default_factory=list)
+    numeric: list[np.ndarray] = field(default_factory=list)
     rows: list[np.ndarray] = field(default_factory=list)
     hashes: list[np.ndarray] = field(default_factory=list)
 
-    def add(
-        self, Z: np.ndarray, numeric: pd.DataFrame, rows: np.ndarray, hashes: np.ndarray
-    ) -> None:
+    def add(self, Z: np.ndarray, numeric: np.ndarray, rows: np.ndarray, hashes: np.ndarray) -> None:
         self.Z.append(Z)
-        self.numeric.append(numeric.reset_index(drop=True))
+        self.numeric.append(numeric)
         self.rows.append(rows)
         self.hashes.append(hashes)
 
@@ -684,6 +696,7 @@ class _Checked:
     path: Path
     first_row: int
     frame: pd.DataFrame
+    numeric: np.ndarray
     ids: pa.LargeStringArray
     hashes: np.ndarray
     reasons: _Reasons
@@ -730,23 +743,24 @@ class _Run:
 
     def check(self, table: pa.Table, path: Path, first_row: int, first: bool) -> _Checked:
         """Check one batch of input rows, in input order (duplicates need the earlier ones)."""
-        frame, ids, reasons, missing = clean_batch(self.signature, table, path, first)
+        frame, numeric, ids, reasons, missing = clean_batch(self.signature, table, path, first)
         hashes = id_hashes(ids)
         self._flag_duplicates(ids, hashes, reasons)
-        return _Checked(table, path, first_row, frame, ids, hashes, reasons, missing)
+        return _Checked(table, path, first_row, frame, numeric, ids, hashes, reasons, missing)
 
     def take(self, checked: _Checked) -> None:
         """Quarantine and score a checked batch."""
         reasons, table = checked.reasons, checked.table
-        self.missing.update({column: int(c.sum()) for column, c in checked.missing.items()})
+        self.missing.update({c: np.count_nonzero(cells) for c, cells in checked.missing.items()})
         if reasons.bad.any():
             self._set_aside(table, reasons, checked.path, checked.first_row)
         good = ~reasons.bad
         if good.all():
-            self._score(checked.frame, checked.ids, checked.hashes)
+            self._score(checked.frame, checked.numeric, checked.ids, checked.hashes)
         elif good.any():
             frame = checked.frame[good].reset_index(drop=True)
-            self._score(frame, checked.ids.filter(pa.array(good)), checked.hashes[good])
+            ids = checked.ids.filter(pa.array(good))
+            self._score(frame, checked.numeric[good], ids, checked.hashes[good])
         self.rows_read += table.num_rows
         if self.on_progress is not None:
             self.on_progress(self.rows_read, self.total)
@@ -774,21 +788,19 @@ class _Run:
         rows.to_csv(self.quarantine_path, mode="a", header=not exists, index=False)
         self.quarantined.update(Counter(reasons.reason[bad].tolist()))
 
-    def _score(self, frame: pd.DataFrame, ids: pa.Array, hashes: np.ndarray) -> None:
+    def _score(
+        self, frame: pd.DataFrame, numeric: np.ndarray, ids: pa.Array, hashes: np.ndarray
+    ) -> None:
+        """Score a batch of good rows (``numeric``: its numeric columns, one row per customer)."""
         found = self.segmenter.assign(frame)
         segments, novel = found.segment_ids, found.is_novel
-        features = select_columns(frame, self.segmenter.features)
         if novel.any():
-            self.novel.add(
-                found.Z[novel],
-                features.loc[novel, list(self.signature.numeric)],
-                self.rows_scored + np.flatnonzero(novel),
-                hashes[novel],
-            )
-        wanted = self.sample.wanted(hashes)
-        if wanted.any():
-            picked = {SEGMENT_ID: segments[wanted], IS_NOVEL: novel[wanted]}
-            self.sample.add(hashes[wanted], features[wanted].assign(**picked))
+            rows = np.flatnonzero(novel)
+            self.novel.add(found.Z[rows], numeric[rows], self.rows_scored + rows, hashes[rows])
+        wanted = np.flatnonzero(self.sample.wanted(hashes))
+        if wanted.size:
+            features = select_columns(frame, self.segmenter.features).iloc[wanted]
+            self.sample.add(hashes[wanted], features, segments[wanted], novel[wanted])
         per_segment = np.bincount(segments + 1)
         self.counts.update({int(i) - 1: int(n) for i, n in enumerate(per_segment) if n})
         if self.migration is not None:
@@ -819,13 +831,15 @@ class _Run:
 
     def scored(self) -> Scored:
         """What the monitoring needs, from the batches scored."""
-        sample, novel = self.sample.rows(), self.novel
+        sample, novel, numeric = self.sample.rows(), self.novel, list(self.signature.numeric)
         return Scored(
             self.rows_scored,
             pd.Series(self.counts).sort_index(),
             sample,
             np.concatenate(novel.Z) if novel.Z else np.empty((0, 0)),
-            pd.concat([sample[list(self.signature.numeric)].iloc[:0], *novel.numeric]),
+            pd.DataFrame(
+                np.concatenate([np.empty((0, len(numeric))), *novel.numeric]), columns=numeric
+            ),
             np.concatenate([np.empty(0, np.uint64), *novel.hashes]),
             self.migration.matrix() if self.migration is not None else None,
         )

@@ -259,7 +259,7 @@ def _checked_batch(
     table = pa.Table.from_batches([batch])
     number, path = by_path[_local(table[FILE][0].as_py())]
     first = table[ROW][0].as_py() == 0
-    frame, ids, reasons, missing = clean_batch(
+    frame, _, ids, reasons, missing = clean_batch(
         signature, table.select(signature.columns), path, first
     )
     columns = [

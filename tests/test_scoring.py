@@ -280,8 +280,12 @@ def test_sample_is_the_smallest_hashes_whatever_the_batches() -> None:
         sample = _Sample(2_000)
         for part in np.split(np.arange(hashes.size), cuts[1:]):
             wanted = sample.wanted(hashes[part])
-            sample.add(hashes[part][wanted], frame.iloc[part[wanted]])
-        np.testing.assert_array_equal(sample.rows()["row"].to_numpy(), expected)
+            rows = part[wanted]
+            sample.add(hashes[rows], frame.iloc[rows], rows % 7 - 1, rows % 2 == 0)
+        rows = sample.rows()
+        np.testing.assert_array_equal(rows["row"].to_numpy(), expected)
+        np.testing.assert_array_equal(rows["segment_id"].to_numpy(), expected % 7 - 1)
+        np.testing.assert_array_equal(rows["is_novel"].to_numpy(), expected % 2 == 0)
 
 
 def test_text_is_trimmed_and_empty_is_missing() -> None:
