@@ -185,14 +185,15 @@ def _density_clusters(
         min_cluster_size=fit_size,
         min_samples=min(CANDIDATE_MIN_SAMPLES, fit_size),
         allow_single_cluster=True,
-        prediction_data=True,
         core_dist_n_jobs=1,  # hdbscan's default starts a process pool: seconds on 20k rows
     ).fit(Z[fit])
     labels, strength = np.full(len(Z), -1, dtype=np.int64), np.zeros(len(Z))
     labels[fit], strength[fit] = clusterer.labels_, clusterer.probabilities_
     rest = np.ones(len(Z), dtype=bool)
     rest[fit] = False
-    if rest.any():
+    # The rest join the clusters found, if any (the usual steady refresh finds none).
+    if rest.any() and (clusterer.labels_ >= 0).any():
+        clusterer.generate_prediction_data()
         labels[rest], strength[rest], _ = fast_predict(clusterer, Z[rest])
     return labels, strength
 
