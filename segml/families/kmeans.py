@@ -109,13 +109,18 @@ def _nearest_two(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     """Per column of ``values`` (one row per centroid), in one pass over its rows: the row of
     the smallest value (the first of ties, as ``argmin``), the smallest and the second smallest
     (inf for a single row)."""
-    labels = np.zeros(values.shape[1], dtype=np.int64)
+    n_rows, n_columns = values.shape
+    small = np.min_scalar_type(n_rows)
+    labels = np.zeros(n_columns, dtype=small)
     first = values[0].copy()
     second = np.full_like(first, np.inf)
-    closer = np.empty(values.shape[1], dtype=bool)
-    for row in range(1, values.shape[0]):
+    closer = np.empty(n_columns, dtype=bool)
+    marked = np.empty(n_columns, dtype=small)
+    for row in range(1, n_rows):
         np.minimum(second, np.maximum(first, values[row]), out=second)
         np.less(values[row], first, out=closer)
-        labels[closer] = row
+        # Each closer row beats all rows before it: the label is the last closer row.
+        np.multiply(closer, small.type(row), out=marked)
+        np.maximum(labels, marked, out=labels)
         np.minimum(first, values[row], out=first)
-    return labels, first, second
+    return labels.astype(np.int64), first, second
