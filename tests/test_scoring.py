@@ -31,6 +31,7 @@ from segml.scoring import (
     _Sample,
     _SeenIds,
     _text,
+    id_hashes,
     output_schema,
     score,
 )
@@ -252,6 +253,18 @@ def test_unseen_category_is_a_bad_row(tmp_path: Path) -> None:
     )
     assert summary.quarantined == {"unseen category in column 'region'": 1}
     assert summary.report.features.set_index("feature").loc["region", "kind"] == "categorical"
+
+
+def test_id_hash_depends_on_the_id_alone() -> None:
+    short = [f"C{i:07d}" for i in range(1_000)]  # one word each, all as wide
+    long = [f"customer-{i:012d}" for i in range(1_000)]  # three words each
+    mixed = pa.array([*short, *long, "", "x", "\u00e9t\u00e9"], pa.large_string())
+    together = id_hashes(mixed)
+    np.testing.assert_array_equal(id_hashes(pa.array(short)), together[:1_000])
+    np.testing.assert_array_equal(id_hashes(mixed.slice(1_000, 1_000)), together[1_000:2_000])
+    chunks = pa.chunked_array([pa.array(long[:7]), pa.array(long[7:])])
+    np.testing.assert_array_equal(id_hashes(chunks), together[1_000:2_000])
+    assert np.unique(together).size == together.size
 
 
 def test_duplicate_ids_are_found_as_a_set_would() -> None:
