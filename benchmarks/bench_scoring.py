@@ -2,13 +2,14 @@
 
 Usage: ``python benchmarks/bench_scoring.py [--rows 1000000 10000000] [--repeat 3]
 [--families kmeans gmm hdbscan] [--unseen 0 0.03] [--format parquet|csv]
-[--workdir build/bench_scoring]``.
+[--ids ascending|shuffled] [--workdir build/bench_scoring]``.
 
 For each family a model is fitted on ``--train`` synthetic customers (4 features, 5 segments);
 inputs of ``--rows`` customers are written once to ``--workdir``, for each ``--unseen`` share
 of customers from a group the model has not seen: 0 is a steady refresh (about 1% novel, no
 candidate), 0.03 a changed world (one emerging candidate, so a second pass fills
-``emerging_id``).
+``emerging_id``). Ids are ascending (a table sorted by its key, which lets the duplicate-id
+check skip its index) or, with ``--ids shuffled``, in random order.
 Each measurement runs in a fresh process, which reports its wall time and peak RSS:
 
 - ``score``: ``segml.scoring.score`` (read, check, score, novelty, monitoring, both passes of
@@ -34,6 +35,7 @@ import time
 from pathlib import Path
 
 import joblib
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,7 +43,7 @@ import yaml
 from machine import load_average, machine
 
 from segml.families import FAMILIES
-from segml.synthetic import synthetic_customers, synthetic_spec
+from segml.synthetic import ID_COLUMN, synthetic_customers, synthetic_spec
 
 PARAMS = {
     "kmeans": {"n_clusters": 5},
@@ -57,15 +59,18 @@ CHUNK_ROWS = 1_000_000
 """Customers generated (and held in memory) at a time while writing an input."""
 
 
-def write_input(path: Path, rows: int, unseen: float, fmt: str) -> Path:
-    """``rows`` synthetic customers (a share ``unseen`` of them new), written chunk by chunk."""
+def write_input(path: Path, rows: int, unseen: float, fmt: str, shuffled: bool) -> Path:
+    """``rows`` synthetic customers (a share ``unseen`` of them new), written chunk by chunk;
+    their ids ascending or ``shuffled``."""
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    numbers = np.random.default_rng(rows).permutation(rows) if shuffled else np.arange(rows)
     writer = None
     for start in range(0, rows, CHUNK_ROWS):
         n = min(CHUNK_ROWS, rows - start)
-        chunk = synthetic_customers(n, seed=start + 1, new_group_share=unseen, id_offset=start)
+        chunk = synthetic_customers(n, seed=start + 1, new_group_share=unseen)
+        chunk[ID_COLUMN] = [f"C{i:07d}" for i in numbers[start : start + n]]
         if fmt == "csv":
             chunk.to_csv(path, mode="a", header=start == 0, index=False)
             continue
@@ -187,6 +192,7 @@ def main() -> None:
     parser.add_argument("--families", nargs="+", default=list(PARAMS), choices=list(PARAMS))
     parser.add_argument("--unseen", type=float, nargs="+", default=[0.0, 0.03])
     parser.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    parser.add_argument("--ids", choices=["ascending", "shuffled"], default="ascending")
     parser.add_argument("--train", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--workdir", type=Path, default=Path("build/bench_scoring"))
@@ -202,14 +208,18 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    print(f"{machine()}; load average {load_average()} at start; medians of {args.repeat} runs\n")
+    print(
+        f"{machine()}; load average {load_average()} at start; medians of {args.repeat} runs; "
+        f"{args.ids} ids\n"
+    )
     print(HEADER)
     for family in args.families:
         model = fit_model(args.workdir, family, args.train)
         for rows in args.rows:
             for unseen in args.unseen:
-                name = f"customers-{rows}-unseen{unseen:g}.{args.format}"
-                source = write_input(args.workdir / name, rows, unseen, args.format)
+                shuffled = args.ids == "shuffled"
+                name = f"customers-{rows}-unseen{unseen:g}{'-shuffled' * shuffled}.{args.format}"
+                source = write_input(args.workdir / name, rows, unseen, args.format, shuffled)
                 print(
                     measure(family, model, source, unseen, args.workdir, args.repeat),
                     flush=True,

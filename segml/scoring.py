@@ -690,7 +690,9 @@ class _Novel:
     rows: list[np.ndarray] = field(default_factory=list)
     hashes: list[np.ndarray] = field(default_factory=list)
 
-    def add(self, Z: np.ndarray, numeric: np.ndarray, rows: np.ndarray, hashes: np.ndarray) -> None:
+    def add(
+        self, Z: np.ndarray, numeric: np.ndarray, rows: np.ndarray, hashes: np.ndarray
+    ) -> None:
         self.Z.append(Z)
         self.numeric.append(numeric)
         self.rows.append(rows)
