@@ -488,6 +488,8 @@ class _Reasons:
         self.reason = np.full(n_rows, None, dtype=object)
 
     def flag(self, mask: np.ndarray, reason: str) -> None:
+        if not mask.any():
+            return
         new = np.asarray(mask, dtype=bool) & ~self.bad
         self.reason[new] = reason
         self.bad |= new
@@ -741,6 +743,7 @@ class _Run:
     sample: _Sample = field(default_factory=lambda: _Sample(SAMPLE_ROWS))
     novel: _Novel = field(default_factory=_Novel)
     writer: _Behind | None = None
+    repeated: list[pa.DictionaryArray] = field(default_factory=list)
     schema: pa.Schema = field(init=False)
     names: pa.Array = field(init=False)
     model: pa.Array = field(init=False)
@@ -832,13 +835,18 @@ class _Run:
             pa.array(found.confidence, pa.float64()),
             pa.array(found.novelty, pa.float64()),
             pa.array(found.is_novel, pa.bool_()),
-            _repeated(_NO_TEXT, n),
-            _repeated(self.model, n),
-            _repeated(self.version, n),
+            *self._same_in_every_row(n),
         ]
         if self.writer is None:
             self.writer = _Behind(_parquet_writer(self.staging, self.schema))
         self.writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self.schema))
+
+    def _same_in_every_row(self, n: int) -> list[pa.DictionaryArray]:
+        """The emerging id (empty until the candidates are known), model name and version of
+        ``n`` rows: one set of arrays for all batches of that size."""
+        if not self.repeated or len(self.repeated[0]) != n:
+            self.repeated = [_repeated(text, n) for text in (_NO_TEXT, self.model, self.version)]
+        return self.repeated
 
     def close(self) -> None:
         if self.writer is not None:
