@@ -963,11 +963,18 @@ def _ahead(batches: Iterator[Any]) -> Iterator[Any]:
 
 
 def _parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
-    """Dictionary encoding and statistics only where values repeat: on unique ids both cost
-    more time than they save space (about half of the write time)."""
-    repeated = list(REPEATED_COLUMNS)
+    """Dictionary encoding only where values repeat, and statistics only where a reader would
+    filter (on unique ids both cost more time than they save space; the model's name and
+    version are the same in every row). Values are encoded a whole batch at a time: with
+    pyarrow's default of 1,024 the writer took a quarter longer."""
+    filtered = [SEGMENT_ID, SEGMENT_NAME, IS_NOVEL, EMERGING_ID]
     return pq.ParquetWriter(
-        path, schema, use_dictionary=repeated, write_statistics=repeated, store_schema=False
+        path,
+        schema,
+        use_dictionary=list(REPEATED_COLUMNS),
+        write_statistics=filtered,
+        write_batch_size=READ_ROWS,
+        store_schema=False,
     )
 
 
