@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -924,33 +924,35 @@ def _staged_schema(id_column: str) -> pa.Schema:
 
 
 class _Behind:
-    """A Parquet or CSV writer that writes on a background thread, one batch behind its caller.
+    """A Parquet or CSV writer that writes on a background thread, up to ``QUEUED_WRITES``
+    batches behind its caller.
 
-    pyarrow encodes and writes without the GIL, so a batch is written while the next is scored.
+    pyarrow encodes and writes without the GIL, so batches are written while the next are
+    scored; the queue evens out batches that take longer to write than to score.
     """
 
     def __init__(self, writer: pq.ParquetWriter | pv.CSVWriter) -> None:
         self.writer = writer
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="segml-write")
-        self.pending: Future[None] | None = None
+        self.pending: deque[Future[None]] = deque()
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
-        """Queue ``batch`` once the previous one is written."""
-        self._wait()
-        self.pending = self.pool.submit(self.writer.write_batch, batch)
-
-    def _wait(self) -> None:
-        if self.pending is not None:
-            pending, self.pending = self.pending, None
-            pending.result()
+        """Queue ``batch``, once fewer than ``QUEUED_WRITES`` are waiting to be written."""
+        while len(self.pending) >= QUEUED_WRITES:
+            self.pending.popleft().result()
+        self.pending.append(self.pool.submit(self.writer.write_batch, batch))
 
     def close(self) -> None:
         """Write what is queued, then close the file."""
         try:
-            self._wait()
+            while self.pending:
+                self.pending.popleft().result()
         finally:
             self.writer.close()
             self.pool.shutdown()
+
+
+QUEUED_WRITES = 3
 
 
 def _ahead(batches: Iterator[Any]) -> Iterator[Any]:
