@@ -191,7 +191,7 @@ def _density_clusters(
     labels[fit], strength[fit] = clusterer.labels_, clusterer.probabilities_
     rest = np.ones(len(Z), dtype=bool)
     rest[fit] = False
-    # The rest join the clusters found, if any (the usual steady refresh finds none).
+    # The rest join the clusters found, if any: only then is prediction data needed.
     if rest.any() and (clusterer.labels_ >= 0).any():
         clusterer.generate_prediction_data()
         labels[rest], strength[rest], _ = fast_predict(clusterer, Z[rest])

@@ -943,13 +943,14 @@ class _Behind:
         self.pending.append(self.pool.submit(self.writer.write_batch, batch))
 
     def close(self) -> None:
-        """Write what is queued, then close the file."""
+        """Write what is queued, then close the file (after a failed write, once no other is
+        running)."""
         try:
             while self.pending:
                 self.pending.popleft().result()
         finally:
+            self.pool.shutdown(cancel_futures=True)
             self.writer.close()
-            self.pool.shutdown()
 
 
 QUEUED_WRITES = 3

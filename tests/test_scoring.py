@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from segml import scoring
 from segml import tracking as keys
 from segml.cli import app
 from segml.errors import DataError
@@ -470,6 +471,28 @@ def test_score_command_bad_input_is_one_line_exit_2(registered, tmp_path: Path) 
         f"segml: error: {source}: missing model input column 'engagement' (found: customer_id, "
         "price_sensitivity, basket_index, digital_affinity, revenue, converted, true_segment)"
     ]
+
+
+def test_failed_write_leaves_no_output(
+    segmenters, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes = []
+
+    class FullDisk(pq.ParquetWriter):
+        def write_batch(self, batch: pa.RecordBatch, *args: Any, **kwargs: Any) -> None:
+            writes.append(batch.num_rows)
+            if len(writes) == 3:
+                raise OSError(28, "No space left on device")
+            time.sleep(0.05)  # later writes are still queued or running when the third fails
+            super().write_batch(batch, *args, **kwargs)
+
+    monkeypatch.setattr(scoring, "READ_ROWS", 500)
+    monkeypatch.setattr(scoring.pq, "ParquetWriter", FullDisk)
+    source = _batch(tmp_path, synthetic_customers(6_000, seed=26))
+    with pytest.raises(OSError, match="No space left"):
+        score(segmenters["kmeans"], source, tmp_path / "scores.parquet")
+    assert len(writes) >= 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["batch.parquet"]
 
 
 def test_killed_scoring_leaves_no_output_and_a_rerun_completes(registered, tmp_path: Path) -> None:
