@@ -372,9 +372,10 @@ class _SeenIds:
                 self.in_order.append(hashes)
                 self.last = ids[-1] if len(ids) else self.last
                 return np.zeros(hashes.size, dtype=bool)
-            kept, self.in_order = self.in_order, None
-            if kept:
-                self._add(np.sort(np.concatenate(kept)))
+            kept = np.concatenate([np.empty(0, np.uint64), *self.in_order])
+            self.in_order = None
+            if kept.size:
+                self._add(np.sort(kept))
         return self._duplicated(hashes)
 
     def _duplicated(self, hashes: np.ndarray) -> np.ndarray:
@@ -935,22 +936,31 @@ class _Behind:
         self.writer = writer
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="segml-write")
         self.pending: deque[Future[None]] = deque()
+        self.failed = False
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         """Queue ``batch``, once fewer than ``QUEUED_WRITES`` are waiting to be written."""
         while len(self.pending) >= QUEUED_WRITES:
-            self.pending.popleft().result()
+            self._raise(self.pending.popleft().exception())
         self.pending.append(self.pool.submit(self.writer.write_batch, batch))
 
     def close(self) -> None:
-        """Write what is queued, then close the file (after a failed write, once no other is
-        running)."""
+        """Write what is queued, then close the file once no write runs. Only the first failure
+        is raised, and once: the writes queued after it, and the closing, fail because of it."""
+        errors = [pending.exception() for pending in self.pending]
+        self.pending.clear()
+        self.pool.shutdown()
         try:
-            while self.pending:
-                self.pending.popleft().result()
-        finally:
-            self.pool.shutdown(cancel_futures=True)
             self.writer.close()
+        except Exception as exc:  # raised below, unless an earlier failure was
+            errors.append(exc)
+        for error in errors:
+            self._raise(error)
+
+    def _raise(self, error: BaseException | None) -> None:
+        if error is not None and not self.failed:
+            self.failed = True
+            raise error
 
 
 QUEUED_WRITES = 3

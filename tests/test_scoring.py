@@ -268,15 +268,24 @@ def test_id_hash_depends_on_the_id_alone() -> None:
     assert np.unique(together).size == together.size
 
 
-def test_duplicate_ids_are_found_as_a_set_would() -> None:
+def _duplicate_batches(ascending_first: bool) -> list[np.ndarray]:
+    """Id hashes in batches: increasing ids first (a table sorted by its key) or an empty batch
+    (as one of bad rows only); then the order breaks and 400,000 random draws follow, so the
+    bitmap grows and runs merge."""
     rng = np.random.default_rng(0)
     pool = np.sort(rng.integers(0, 2**64 - 1, 300_000, dtype=np.uint64))
-    # Increasing ids first (a table sorted by its key), then the first id again right after
-    # the last (the order breaks), then 400,000 random draws: the bitmap grows and runs merge.
-    batches = [pool[start : start + 10_000] for start in range(0, 50_000, 10_000)]
-    batches += [pool[49_999:60_000], *(rng.choice(pool, 10_000) for _ in range(40))]
+    if ascending_first:  # the last id again at the start of the next batch breaks the order
+        batches = [pool[start : start + 10_000] for start in range(0, 50_000, 10_000)]
+        batches.append(pool[49_999:60_000])
+    else:
+        batches = [pool[:0]]
+    return batches + [rng.choice(pool, 10_000) for _ in range(40)]
+
+
+@pytest.mark.parametrize("ascending_first", [True, False], ids=["ascending", "empty"])
+def test_duplicate_ids_are_found_as_a_set_would(ascending_first: bool) -> None:
     seen, expected = _SeenIds(), set()
-    for batch, hashes in enumerate(batches):
+    for batch, hashes in enumerate(_duplicate_batches(ascending_first)):
         ids = pa.array([f"{value:020d}" for value in hashes.tolist()], pa.large_string())
         found = seen.duplicated(ids, hashes)
         for i, value in enumerate(hashes.tolist()):
@@ -483,15 +492,17 @@ def test_failed_write_leaves_no_output(
             writes.append(batch.num_rows)
             if len(writes) == 3:
                 raise OSError(28, "No space left on device")
-            time.sleep(0.05)  # later writes are still queued or running when the third fails
+            if len(writes) > 3:  # as Arrow's sink, closed by the failure
+                raise pa.ArrowInvalid("Operation on closed file")
+            time.sleep(0.05)  # later writes are still queued when the third fails
             super().write_batch(batch, *args, **kwargs)
 
     monkeypatch.setattr(scoring, "READ_ROWS", 500)
     monkeypatch.setattr(scoring.pq, "ParquetWriter", FullDisk)
     source = _batch(tmp_path, synthetic_customers(6_000, seed=26))
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match="No space left"):  # the first failure, not a later one
         score(segmenters["kmeans"], source, tmp_path / "scores.parquet")
-    assert len(writes) >= 3
+    assert len(writes) > 3, "writes were queued behind the failed one"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["batch.parquet"]
 
 
