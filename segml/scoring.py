@@ -374,8 +374,8 @@ class _SeenIds:
                 return np.zeros(hashes.size, dtype=bool)
             kept = np.concatenate([np.empty(0, np.uint64), *self.in_order])
             self.in_order = None
-            if kept.size:
-                self._add(np.sort(kept))
+            kept.sort()
+            self._add(kept)
         return self._duplicated(hashes)
 
     def _duplicated(self, hashes: np.ndarray) -> np.ndarray:
@@ -389,8 +389,7 @@ class _SeenIds:
             twice[maybe] = self._in_runs(hashes[maybe])
         if twice.any():
             ordered = np.sort(hashes[~twice])
-        if ordered.size:
-            self._add(ordered)
+        self._add(ordered)
         return twice
 
     @property
@@ -399,6 +398,9 @@ class _SeenIds:
         return sum(run.size for run in [*self.runs, *(self.in_order or [])])
 
     def _add(self, run: np.ndarray) -> None:
+        """Remember the sorted hashes ``run`` (none: nothing to do)."""
+        if not run.size:
+            return
         self.runs.append(run)
         if self.count * BITS_PER_ID > 1 << self.bits:
             self.bits = _bits_for(self.count)
@@ -489,9 +491,10 @@ class _Reasons:
         self.reason = np.full(n_rows, None, dtype=object)
 
     def flag(self, mask: np.ndarray, reason: str) -> None:
+        mask = np.asarray(mask, dtype=bool)
         if not mask.any():
             return
-        new = np.asarray(mask, dtype=bool) & ~self.bad
+        new = mask & ~self.bad
         self.reason[new] = reason
         self.bad |= new
 
