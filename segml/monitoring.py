@@ -25,8 +25,11 @@ from segml.spec import Monitoring
 
 EMERGING_ID = "emerging_id"
 EMERGING_FIT_ROWS = 10_000
-"""Novel customers the candidate clustering is fitted on (those with the smallest id hashes);
-the others are assigned to its clusters as new points."""
+"""Most novel customers the candidate clustering is fitted on (those with the smallest id
+hashes); the others are assigned to its clusters as new points."""
+FITTED_PER_CANDIDATE = 500
+"""Fitted customers the smallest candidate the spec allows would have: the clustering is
+fitted on no more novel customers than that needs (HDBSCAN's time grows with them)."""
 CANDIDATE_MIN_SAMPLES = 10
 """HDBSCAN ``min_samples`` of the candidate clustering (density smoothing)."""
 CORE_MEMBERSHIP = 0.1
@@ -175,11 +178,11 @@ def find_emerging(
 def _density_clusters(
     Z: np.ndarray, order: np.ndarray, min_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """HDBSCAN labels (-1 noise) and membership strengths of ``Z``, fitted on at most
-    ``EMERGING_FIT_ROWS`` rows; a single cluster is allowed (one group among outliers)."""
+    """HDBSCAN labels (-1 noise) and membership strengths of ``Z``, fitted on
+    :func:`fit_rows` of them; a single cluster is allowed (one group among outliers)."""
     if len(Z) < min_size:
         return np.full(len(Z), -1, dtype=np.int64), np.zeros(len(Z))
-    fit = np.sort(np.argsort(order, kind="stable")[:EMERGING_FIT_ROWS])
+    fit = np.sort(np.argsort(order, kind="stable")[: fit_rows(len(Z), min_size)])
     fit_size = max(2, math.ceil(min_size * fit.size / len(Z)))
     clusterer = SegmentHDBSCAN(
         min_cluster_size=fit_size,
@@ -196,6 +199,13 @@ def _density_clusters(
         clusterer.generate_prediction_data()
         labels[rest], strength[rest], _ = fast_predict(clusterer, Z[rest])
     return labels, strength
+
+
+def fit_rows(n_novel: int, min_size: int) -> int:
+    """Novel customers to fit the candidate clustering on: at most ``EMERGING_FIT_ROWS``, and
+    no more than give a candidate of ``min_size`` ``FITTED_PER_CANDIDATE`` of them."""
+    enough = math.ceil(FITTED_PER_CANDIDATE * n_novel / min_size)
+    return min(n_novel, EMERGING_FIT_ROWS, enough)
 
 
 _PROFILE_COLUMNS = ["feature", "mean", "segment_mean", "lift", "std_diff"]

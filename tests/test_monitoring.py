@@ -17,9 +17,11 @@ from segml.metrics.drift import (
     share_drift,
 )
 from segml.monitoring import (
+    EMERGING_FIT_ROWS,
     MigrationCounter,
     alerts,
     find_emerging,
+    fit_rows,
     migration_summary,
     min_candidate_size,
     segment_space,
@@ -195,14 +197,27 @@ def test_psi_levels_must_be_ordered(write_spec, synthetic_spec_file) -> None:
         load_spec(write_spec(spec))
 
 
-def test_candidates_fitted_on_a_subsample_take_in_the_rest(monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("limit", "value"), [("EMERGING_FIT_ROWS", 2_500), ("FITTED_PER_CANDIDATE", 100)]
+)
+def test_candidates_fitted_on_a_subsample_take_in_the_rest(
+    monkeypatch, limit: str, value: int
+) -> None:
     rng = np.random.default_rng(7)
     space = _space(rng)
     group = rng.normal((5, 15), 1.0, size=(2_000, 2))
     Z = np.vstack([rng.uniform(-40, 40, size=(3_000, 2)), group])
     whole = _emerging(Z, space, n_scored=100_000)
-    monkeypatch.setattr("segml.monitoring.EMERGING_FIT_ROWS", 2_500)
+    monkeypatch.setattr(f"segml.monitoring.{limit}", value)
+    assert fit_rows(len(Z), min_candidate_size(SETTINGS, 100_000, 20)) <= len(Z) / 2
     sampled = _emerging(Z, space, n_scored=100_000)
     assert sampled.ids == whole.ids == ["E1"]
     assert (sampled.labels[3_000:] == 1).mean() > 0.95
     assert (sampled.labels == whole.labels).mean() > 0.97
+
+
+def test_the_clustering_is_fitted_on_what_the_smallest_candidate_needs() -> None:
+    assert fit_rows(9_395, 5_000) == 940, "a steady 1M batch: 500 of a 5,000 candidate"
+    assert fit_rows(39_134, 5_000) == 3_914
+    assert fit_rows(3_000_000, 50_000) == EMERGING_FIT_ROWS
+    assert fit_rows(800, 100) == 800, "small batches: every novel customer"
