@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy import stats
 
 from segml.errors import SpecError
 from segml.metrics import migration_matrix
@@ -15,6 +16,7 @@ from segml.metrics.drift import (
     feature_drift,
     psi,
     share_drift,
+    wasserstein,
 )
 from segml.monitoring import (
     EMERGING_FIT_ROWS,
@@ -75,6 +77,15 @@ def test_reference_keeps_quantiles_and_counts_not_rows() -> None:
     assert reference.quantiles["x"].size == REFERENCE_QUANTILES
     assert set(reference.counts) == {"kids", "region"}, "few-valued numbers are categories"
     assert sum(reference.counts["region"].values()) == 5_000
+
+
+@pytest.mark.parametrize("sizes", [(1_000, 50_000), (7, 3), (1, 1)])
+def test_wasserstein_is_scipys(sizes: tuple[int, int]) -> None:
+    rng = np.random.default_rng(sum(sizes))
+    u, v = rng.normal(size=sizes[0]), rng.normal(0.3, 1.2, size=sizes[1])
+    counts = rng.poisson(3, size=sizes[0]).astype(float), rng.poisson(3.5, size=sizes[1])
+    for a, b in [(u, v), counts, (u, u[::-1])]:
+        assert wasserstein(a, b) == pytest.approx(stats.wasserstein_distance(a, b), abs=1e-12)
 
 
 def test_feature_drift_uses_tests_for_small_samples_and_distances_above() -> None:
