@@ -9,9 +9,16 @@ from typing import Any
 
 import numpy as np
 from sklearn.mixture import GaussianMixture
-from sklearn.utils import check_array
 
-from segml.families._base import Assigned, Choice, FloatRange, IntRange, Space, row_batches
+from segml.families._base import (
+    Assigned,
+    Choice,
+    FloatRange,
+    IntRange,
+    Space,
+    float_rows,
+    row_batches,
+)
 
 
 class LabelledGaussianMixture(GaussianMixture):
@@ -94,7 +101,7 @@ class GMMFamily:
             ``confidence``: that posterior, in [1 / n_components, 1]; ``novelty``: the
             negative log-likelihood of the row under the mixture (``-score_samples``).
         """
-        X = check_array(X, dtype=[np.float64, np.float32], ensure_min_samples=0)
+        X = float_rows(X)
         weighted_log_prob = _weighted_log_prob(estimator)
         out = Assigned.empty(X.shape[0])
         for rows in row_batches(X.shape[0]):

@@ -7,9 +7,8 @@ from typing import Any
 
 import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
-from sklearn.utils import check_array
 
-from segml.families._base import Assigned, IntRange, Space, row_batches
+from segml.families._base import Assigned, IntRange, Space, float_rows, row_batches
 
 MINIBATCH_MIN_ROWS = 50_000
 """From this many rows on, ``fit`` uses ``MiniBatchKMeans``; below it, full ``KMeans``."""
@@ -79,7 +78,7 @@ class KMeansFamily:
             between two, 1.0 when there is a single centroid; ``novelty``: ``d1``, the Euclidean
             distance to the nearest centroid in the units of ``X``.
         """
-        X = check_array(X, dtype=[np.float64, np.float32], ensure_min_samples=0)
+        X = float_rows(X)
         centres = estimator.cluster_centers_
         # float32 rows and centres (a UMAP embedding): sklearn's float32 distances, as ever.
         in_float32 = X.dtype == centres.dtype == np.float32

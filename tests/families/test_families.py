@@ -117,6 +117,18 @@ def test_empty_input(name: str, fitted: dict) -> None:
         assert values.shape == (0,)
 
 
+@pytest.mark.parametrize("name", ["kmeans", "gmm"])
+def test_assign_refuses_rows_it_cannot_score(name: str, fitted: dict) -> None:
+    family, rows = FAMILIES[name], np.zeros((2, 3))
+    rows[1, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        family.assign(fitted[name], rows)
+    with pytest.raises(ValueError, match=r"2-D array of rows, got shape \(3,\)"):
+        family.assign(fitted[name], np.zeros(3))
+    as_ints = family.assign(fitted[name], np.ones((2, 3), dtype=int))
+    assert as_ints.labels.tolist() == family.assign(fitted[name], np.ones((2, 3))).labels.tolist()
+
+
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_batches_do_not_change_results(
     name: str, blobs: dict, fitted: dict, monkeypatch: pytest.MonkeyPatch
