@@ -95,11 +95,15 @@ class BatchReport:
 
 def segment_space(Z: np.ndarray, ids: np.ndarray, numeric: pd.DataFrame) -> SegmentSpace:
     """Centroids, spread and feature means of the segments, from customers they fit."""
-    segments = np.unique(ids[ids >= 0])
-    centroids = np.array([Z[ids == s].mean(axis=0) for s in segments]).reshape(-1, Z.shape[1])
-    radii = [_rms_radius(Z[ids == s], c) for s, c in zip(segments, centroids, strict=True)]
+    member = ids >= 0
+    segments, which = np.unique(ids[member], return_inverse=True)
+    Z, sizes = Z[member], np.bincount(which, minlength=segments.size)
+    sums = [np.bincount(which, weights=column, minlength=segments.size) for column in Z.T]
+    centroids = np.array(sums).reshape(Z.shape[1], segments.size).T / sizes[:, np.newaxis]
+    squares = ((Z - centroids[which]) ** 2).sum(axis=1)
+    radii = np.sqrt(np.bincount(which, weights=squares, minlength=segments.size) / sizes)
     means = numeric.groupby(ids).mean().reindex(segments)
-    spread = float(np.median(radii)) if radii else math.nan
+    spread = float(np.median(radii)) if radii.size else math.nan
     return SegmentSpace(segments, centroids, spread, means, numeric.std(ddof=0))
 
 

@@ -1058,11 +1058,12 @@ def score(
         )
         try:
             ignored, excluded = _feed(run, files, input_path, reference_date)
+            if run.rows_scored == 0:
+                raise DataError(f"{input_path}: no customer to score ({_nothing(run)})")
+            # The writing thread finishes the last batches while the monitoring runs.
+            report = monitor(segmenter, run.scored(), own, previous_candidates)
         finally:
             run.close()
-        if run.rows_scored == 0:
-            raise DataError(f"{input_path}: no customer to score ({_nothing(run)})")
-        report = monitor(segmenter, run.scored(), own, previous_candidates)
         quarantine = _publish(run, report.emerging, output)
     return ScoreSummary(
         model,

@@ -11,6 +11,7 @@ from scipy import stats
 from segml.errors import SpecError
 from segml.metrics import migration_matrix
 from segml.metrics.drift import (
+    PSI_BINS,
     REFERENCE_QUANTILES,
     drift_reference,
     feature_drift,
@@ -61,6 +62,13 @@ def test_share_drift_separates_noise_from_a_shift() -> None:
     table = shifted.table.set_index("segment_id")
     assert table.loc[1, "p_value"] < 1e-6 and table["psi"].sum() == pytest.approx(shifted.psi)
     assert table["customers"].sum() == 1_000
+    for segment, row in table.iterrows():
+        trained, scored = training.get(segment, 0), row["customers"]
+        two_by_two = [[trained, training.sum() - trained], [scored, 1_000 - scored]]
+        expected = stats.chi2_contingency(two_by_two, correction=False).pvalue
+        assert row["p_value"] == pytest.approx(expected, rel=1e-9), f"segment {segment}"
+    absent = share_drift(training, pd.Series({0: 500, 1: 500, 2: 0, 7: 0}))
+    assert absent.table.set_index("segment_id").loc[7, "p_value"] == 1.0, "empty in both"
 
 
 def test_reference_keeps_quantiles_and_counts_not_rows() -> None:
@@ -86,6 +94,23 @@ def test_wasserstein_is_scipys(sizes: tuple[int, int]) -> None:
     counts = rng.poisson(3, size=sizes[0]).astype(float), rng.poisson(3.5, size=sizes[1])
     for a, b in [(u, v), counts, (u, u[::-1])]:
         assert wasserstein(a, b) == pytest.approx(stats.wasserstein_distance(a, b), abs=1e-12)
+
+
+def test_feature_psi_bins_values_at_the_training_deciles() -> None:
+    rng = np.random.default_rng(8)
+    # Values on a 0.1 grid, so that many sit exactly on an edge.
+    train = pd.DataFrame({"x": np.round(rng.normal(size=4_000), 1)})
+    current = pd.DataFrame({"x": np.round(rng.normal(0.4, 1.0, size=3_000), 1)})
+    reference = drift_reference(train, categorical=[])
+    ref = reference.quantiles["x"]
+    edges = np.unique(np.quantile(ref, np.arange(1, PSI_BINS) / PSI_BINS))
+
+    def shares(values: np.ndarray) -> np.ndarray:
+        bins = np.searchsorted(edges, values, "right")
+        return np.bincount(bins, minlength=edges.size + 1) / values.size
+
+    expected = psi(shares(ref), shares(current["x"].to_numpy())).sum()
+    assert _drift(train, current, []).loc["x", "psi"] == pytest.approx(expected, rel=1e-12)
 
 
 def test_feature_drift_uses_tests_for_small_samples_and_distances_above() -> None:
