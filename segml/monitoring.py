@@ -17,7 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from segml.families.hdbscan import SegmentHDBSCAN, fast_predict
+from segml.families.hdbscan import (
+    SegmentHDBSCAN,
+    fast_predict,
+    root_strengths,
+    training_root_strengths,
+)
 from segml.metrics.business import LIFT_MIN_MEAN
 from segml.metrics.drift import DriftReference, ShareDrift, feature_drift, share_drift
 from segml.model import SEGMENT_ID, describe
@@ -152,7 +157,7 @@ def find_emerging(
     previous : DataFrame, optional
         The candidates table of the previous scoring run of the same model.
     """
-    raw, strength = _density_clusters(Z, order, min_size)
+    raw, strength = _density_clusters(Z, order, min_size, max_spread * space.spread)
     kept = []
     for cluster in np.unique(raw[raw >= 0]):
         members = np.flatnonzero((raw == cluster) & (strength >= CORE_MEMBERSHIP))
@@ -180,12 +185,15 @@ def find_emerging(
 
 
 def _density_clusters(
-    Z: np.ndarray, order: np.ndarray, min_size: int
+    Z: np.ndarray, order: np.ndarray, min_size: int, max_radius: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """HDBSCAN labels (-1 noise) and membership strengths of ``Z``, fitted on
-    :func:`fit_rows` of them; a single cluster is allowed (one group among outliers)."""
+    :func:`fit_rows` of them; a single cluster is allowed (one group among outliers): when
+    the tree never splits, the cluster is the densest rows whose RMS radius is at most
+    ``max_radius`` (see :func:`_cohesive_strength`)."""
+    labels, strength = np.full(len(Z), -1, dtype=np.int64), np.zeros(len(Z))
     if len(Z) < min_size:
-        return np.full(len(Z), -1, dtype=np.int64), np.zeros(len(Z))
+        return labels, strength
     fit = np.sort(np.argsort(order, kind="stable")[: fit_rows(len(Z), min_size)])
     fit_size = max(2, math.ceil(min_size * fit.size / len(Z)))
     clusterer = SegmentHDBSCAN(
@@ -194,15 +202,47 @@ def _density_clusters(
         allow_single_cluster=True,
         core_dist_n_jobs=1,  # hdbscan's default starts a process pool: seconds on 20k rows
     ).fit(Z[fit])
-    labels, strength = np.full(len(Z), -1, dtype=np.int64), np.zeros(len(Z))
-    labels[fit], strength[fit] = clusterer.labels_, clusterer.probabilities_
     rest = np.ones(len(Z), dtype=bool)
     rest[fit] = False
-    # The rest join the clusters found, if any: only then is prediction data needed.
-    if rest.any() and (clusterer.labels_ >= 0).any():
+    if not (clusterer.labels_ >= 0).any():
+        return labels, strength
+    if not _splits(clusterer):  # one group among scattered customers, or one scattered cloud
+        clusterer.generate_prediction_data()
+        strength[fit] = training_root_strengths(clusterer)
+        least = _cohesive_strength(Z[fit], strength[fit], max_radius)
+        if rest.any() and least < math.inf:
+            strength[rest] = root_strengths(clusterer, Z[rest], at_least=least)
+        labels[strength >= least] = 0
+        return labels, strength
+    labels[fit], strength[fit] = clusterer.labels_, clusterer.probabilities_
+    if rest.any():  # the rest join the clusters found
         clusterer.generate_prediction_data()
         labels[rest], strength[rest], _ = fast_predict(clusterer, Z[rest])
     return labels, strength
+
+
+def _cohesive_strength(Z: np.ndarray, strength: np.ndarray, max_radius: float) -> float:
+    """The lowest strength at which the rows at least that strong still have an RMS radius of
+    at most ``max_radius``: the largest cohesive density level set (inf if there is none).
+
+    hdbscan would label only the rows at the root's largest lambda; every row with a strength
+    of at least 0.1 would take in the scattered customers around a group too.
+    """
+    order = np.argsort(-strength, kind="stable")
+    ranked, levels = Z[order], strength[order]
+    n = np.arange(1, len(Z) + 1)[:, np.newaxis]
+    centres = np.cumsum(ranked, axis=0) / n
+    squares = np.cumsum((ranked**2).sum(axis=1)) / n[:, 0]
+    # A level set ends where the strength drops: rows of equal strength are in or out together.
+    ends = np.append(np.flatnonzero(levels[1:] < levels[:-1]), len(Z) - 1)
+    radii_squared = squares[ends] - (centres[ends] ** 2).sum(axis=1)
+    cohesive = ends[radii_squared <= max_radius**2]
+    return float(levels[cohesive[-1]]) if cohesive.size else math.inf
+
+
+def _splits(clusterer: SegmentHDBSCAN) -> bool:
+    """Whether the condensed tree has a cluster below the root."""
+    return bool((clusterer.condensed_tree_.to_numpy()["child_size"] > 1).any())
 
 
 def fit_rows(n_novel: int, min_size: int) -> int:

@@ -176,6 +176,25 @@ def test_a_dense_group_is_a_candidate_and_scattered_points_are_not() -> None:
     assert profile.loc["b", "std_diff"] > 1, "the group sits high on b"
 
 
+@pytest.mark.parametrize("fitted", [500, 100], ids=["all fitted", "a third fitted"])
+def test_a_group_is_a_candidate_when_the_other_novel_points_are_too_few_to_split_off(
+    monkeypatch, fitted: int
+) -> None:
+    # The loose cloud (250) is below the minimum size (300): the clustering never splits, and
+    # the group is the densest part of its root. Cloud points fitted on leave the root early;
+    # cloud points assigned afterwards must leave with their nearest neighbours.
+    monkeypatch.setattr("segml.monitoring.FITTED_PER_CANDIDATE", fitted)
+    rng = np.random.default_rng(9)
+    space = _space(rng)
+    cloud = rng.normal((-15, -15), 4.0, size=(250, 2))
+    group = rng.normal((5, 15), 1.0, size=(400, 2))
+    assert min_candidate_size(SETTINGS, 60_000, 20) == 300
+    found = _emerging(np.vstack([cloud, group]), space, n_scored=60_000)
+    assert found.ids == ["E1"]
+    assert (found.labels[:250] == 1).mean() < 0.05 and (found.labels[250:] == 1).mean() > 0.95
+    assert _emerging(cloud, space, n_scored=60_000).table.empty
+
+
 def test_too_small_a_group_is_not_a_candidate() -> None:
     rng = np.random.default_rng(3)
     group = rng.normal((5, 15), 1.0, size=(80, 2))

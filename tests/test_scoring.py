@@ -82,6 +82,23 @@ def test_unseen_group_is_one_candidate(segmenters, tmp_path: Path, family: str) 
     assert out[EMERGING_ID].isna().sum() == (~member).sum()
 
 
+@pytest.mark.parametrize("family", list(PARAMS))
+def test_unseen_group_is_found_when_the_other_novel_customers_form_no_cluster(
+    segmenters, tmp_path: Path, family: str
+) -> None:
+    # With a minimum size of 2% (200), the ~100 scattered novel customers cannot form a
+    # cluster of their own, so the clustering never splits: the group is its root's densest part.
+    batch = synthetic_customers(10_000, seed=11, new_group_share=0.03)
+    segmenter = segmenters[family]
+    monitoring = segmenter.spec.monitoring.model_copy(update={"candidate_min_share": 0.02})
+    spec = segmenter.spec.model_copy(update={"monitoring": monitoring})
+    summary = score(segmenter, _batch(tmp_path, batch), tmp_path / "out.parquet", spec=spec)
+    assert summary.report.emerging.ids == ["E1"]
+    member = (pd.read_parquet(tmp_path / "out.parquet")[EMERGING_ID] == "E1").to_numpy()
+    new = (batch[TRUTH_COLUMN] == NEW_GROUP).to_numpy()
+    assert new[member].mean() >= 0.8 and member[new].mean() >= 0.8
+
+
 def test_candidate_is_found_among_more_novel_customers_than_are_fitted(
     segmenters, tmp_path: Path
 ) -> None:

@@ -293,6 +293,65 @@ def _membership(
     return label, np.where(label >= 0, member, 0.0)
 
 
+def training_root_strengths(clusterer: hdbscan_lib.HDBSCAN) -> np.ndarray:
+    """Membership strengths of the training rows in the root of a clusterer whose condensed
+    tree never splits (see :func:`root_strengths`)."""
+    index = _assign_index(clusterer)
+    return _root_strength(index, index.point_lambda)
+
+
+def root_strengths(
+    clusterer: hdbscan_lib.HDBSCAN, X: np.ndarray, at_least: float = 0.0
+) -> np.ndarray:
+    """Membership strengths of new rows in the root of a clusterer whose condensed tree never
+    splits.
+
+    hdbscan leaves such a tree without a usable cluster: ``allow_single_cluster`` labels only
+    the rows at the root's largest lambda, and ``approximate_predict`` calls every new row
+    noise. Here the root is the cluster, with strengths as a selected cluster's:
+    ``min(lambda, max_lambda) / max_lambda``, where lambda is where a training row leaves the
+    root, or for a new row, where it joins its nearest neighbour (as ``approximate_predict``
+    finds both) if that neighbour is still in the root then, and max_lambda the largest of
+    the training rows'.
+
+    Parameters
+    ----------
+    clusterer : hdbscan.HDBSCAN
+        Fitted, with prediction data.
+    X : ndarray of shape (n_samples, n_features)
+        New rows in the space the clusterer was fitted on.
+    at_least : float
+        Only strengths of at least this are needed: rows too far from every training row to
+        reach it get 0 without a neighbour search.
+    """
+    index = _assign_index(clusterer)
+    X = _checked(index, X)
+    lam = np.zeros(X.shape[0])
+    max_lambda = index.point_lambda.max(initial=0.0)
+    near = np.arange(X.shape[0])
+    if at_least > 0.0 and 0.0 < max_lambda < np.inf:
+        # A row joins at most at 1 / (distance to its nearest training row).
+        reach = 1.0 / (at_least * max_lambda)
+        closest, _ = index.knn.query(X, k=1, distance_upper_bound=reach, workers=KNN_WORKERS)
+        near = np.flatnonzero(closest <= reach)
+    for rows in row_batches(near.size):
+        chosen = near[rows]
+        nearest, joined, _ = _connect(index, X[chosen])
+        lam[chosen] = np.minimum(joined, index.point_lambda[nearest])
+    return _root_strength(index, lam)
+
+
+def _root_strength(index: AssignIndex, lam: np.ndarray) -> np.ndarray:
+    """``min(lambda, max_lambda) / max_lambda`` in the root; as hdbscan's probabilities, 1 for
+    an infinite lambda or a zero max_lambda."""
+    max_lambda = index.point_lambda.max(initial=0.0)
+    if max_lambda <= 0.0:
+        return np.ones(lam.shape[0])
+    out = np.ones(lam.shape[0])
+    np.divide(np.minimum(lam, max_lambda), max_lambda, out=out, where=np.isfinite(lam))
+    return out
+
+
 def _glosh(
     index: AssignIndex, nearest: np.ndarray, lam: np.ndarray, is_training_row: np.ndarray
 ) -> np.ndarray:
