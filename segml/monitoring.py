@@ -104,7 +104,7 @@ def segment_space(Z: np.ndarray, ids: np.ndarray, numeric: pd.DataFrame) -> Segm
     segments, which = np.unique(ids[member], return_inverse=True)
     Z, sizes = Z[member], np.bincount(which, minlength=segments.size)
     sums = [np.bincount(which, weights=column, minlength=segments.size) for column in Z.T]
-    centroids = np.array(sums).reshape(Z.shape[1], segments.size).T / sizes[:, np.newaxis]
+    centroids = np.stack(sums, axis=1) / sizes[:, np.newaxis]
     squares = ((Z - centroids[which]) ** 2).sum(axis=1)
     radii = np.sqrt(np.bincount(which, weights=squares, minlength=segments.size) / sizes)
     means = numeric.groupby(ids).mean().reindex(segments)
@@ -143,7 +143,8 @@ def find_emerging(
     numeric : DataFrame
         Their numeric features on the business scale (for profiles and lifts).
     order : ndarray of uint64
-        A per-customer key (id hash): the smallest ``EMERGING_FIT_ROWS`` are fitted on.
+        A per-customer key (id hash): the customers with the smallest keys are fitted on
+        (:func:`fit_rows` of them).
     n_scored : int
         Customers in the batch (for the candidates' shares).
     min_size : int
@@ -202,10 +203,10 @@ def _density_clusters(
         allow_single_cluster=True,
         core_dist_n_jobs=1,  # hdbscan's default starts a process pool: seconds on 20k rows
     ).fit(Z[fit])
-    rest = np.ones(len(Z), dtype=bool)
-    rest[fit] = False
     if not (clusterer.labels_ >= 0).any():
         return labels, strength
+    rest = np.ones(len(Z), dtype=bool)
+    rest[fit] = False
     if not _splits(clusterer):  # one group among scattered customers, or one scattered cloud
         clusterer.generate_prediction_data()
         strength[fit] = training_root_strengths(clusterer)
@@ -229,7 +230,8 @@ def _cohesive_strength(Z: np.ndarray, strength: np.ndarray, max_radius: float) -
     of at least 0.1 would take in the scattered customers around a group too.
     """
     order = np.argsort(-strength, kind="stable")
-    ranked, levels = Z[order], strength[order]
+    Z = np.asarray(Z, dtype=np.float64)
+    ranked, levels = Z[order] - Z.mean(axis=0), strength[order]  # centred: no cancellation
     n = np.arange(1, len(Z) + 1)[:, np.newaxis]
     centres = np.cumsum(ranked, axis=0) / n
     squares = np.cumsum((ranked**2).sum(axis=1)) / n[:, 0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,6 +24,7 @@ from segml.metrics.drift import (
 from segml.monitoring import (
     EMERGING_FIT_ROWS,
     MigrationCounter,
+    _cohesive_strength,
     alerts,
     find_emerging,
     fit_rows,
@@ -193,6 +196,23 @@ def test_a_group_is_a_candidate_when_the_other_novel_points_are_too_few_to_split
     assert found.ids == ["E1"]
     assert (found.labels[:250] == 1).mean() < 0.05 and (found.labels[250:] == 1).mean() > 0.95
     assert _emerging(cloud, space, n_scored=60_000).table.empty
+    # Identical customers (default values, say) leave the root at an infinite lambda.
+    alike = _emerging(np.vstack([cloud, np.tile([5.0, 15.0], (400, 1))]), space, n_scored=60_000)
+    assert alike.ids == ["E1"] and (alike.labels[250:] == 1).all()
+
+
+def test_the_cohesive_level_set_is_exact_far_from_the_origin_in_float32() -> None:
+    rng = np.random.default_rng(10)
+    Z = rng.normal(50.0, 0.5, size=(10_000, 2))
+    strength = np.round(rng.random(10_000), 2)  # ties: rows of equal strength go together
+    radius = float(np.sqrt(((Z - Z.mean(axis=0)) ** 2).sum(axis=1).mean()))
+    as_float32 = Z.astype(np.float32)
+    assert _cohesive_strength(as_float32, strength, radius * 1.0001) == 0.0, "all rows"
+    assert _cohesive_strength(as_float32, strength, radius * 0.9999) > 0.0, "not all rows"
+    assert _cohesive_strength(Z, strength, 0.0) == math.inf, "no level set has no spread"
+    top = strength >= 0.5
+    top_radius = np.sqrt(((Z[top] - Z[top].mean(axis=0)) ** 2).sum(axis=1).mean())
+    assert _cohesive_strength(as_float32, strength, top_radius * 1.0001) <= 0.5
 
 
 def test_too_small_a_group_is_not_a_candidate() -> None:

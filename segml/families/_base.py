@@ -125,10 +125,12 @@ def float_rows(X: Any) -> np.ndarray:
     scikit-learn's ``check_array`` checks, without its dataframe detection (milliseconds per
     call, and a scan of every installed package's entry points on the first)."""
     X = np.asarray(X)
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"expected numbers, got values of type {X.dtype}")
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"expected a 2-D array of rows, got shape {X.shape}")
+    if X.ndim != 2 or X.shape[1] == 0:
+        raise ValueError(f"expected a 2-D array of rows and features, got shape {X.shape}")
     if not np.isfinite(X).all():
         raise ValueError("rows contain NaN or infinity")
     return X

@@ -311,8 +311,9 @@ def root_strengths(
     noise. Here the root is the cluster, with strengths as a selected cluster's:
     ``min(lambda, max_lambda) / max_lambda``, where lambda is where a training row leaves the
     root, or for a new row, where it joins its nearest neighbour (as ``approximate_predict``
-    finds both) if that neighbour is still in the root then, and max_lambda the largest of
-    the training rows'.
+    finds both) but no later than that neighbour leaves the root, and max_lambda the largest
+    of the training rows'. A new row on top of a training row joins at an infinite lambda, as
+    training duplicates do.
 
     Parameters
     ----------
@@ -330,13 +331,15 @@ def root_strengths(
     max_lambda = index.point_lambda.max(initial=0.0)
     near = np.arange(X.shape[0])
     if at_least > 0.0 and 0.0 < max_lambda < np.inf:
-        # A row joins at most at 1 / (distance to its nearest training row).
-        reach = 1.0 / (at_least * max_lambda)
+        # A row joins at most at 1 / (distance to its nearest training row); the query's
+        # bound excludes rows at exactly that distance, hence the next float up.
+        reach = np.nextafter(1.0 / (at_least * max_lambda), np.inf)
         closest, _ = index.knn.query(X, k=1, distance_upper_bound=reach, workers=KNN_WORKERS)
-        near = np.flatnonzero(closest <= reach)
+        near = np.flatnonzero(np.isfinite(closest))
     for rows in row_batches(near.size):
         chosen = near[rows]
         nearest, joined, _ = _connect(index, X[chosen])
+        joined[joined == _LAMBDA_MAX] = np.inf
         lam[chosen] = np.minimum(joined, index.point_lambda[nearest])
     return _root_strength(index, lam)
 

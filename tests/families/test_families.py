@@ -123,8 +123,10 @@ def test_assign_refuses_rows_it_cannot_score(name: str, fitted: dict) -> None:
     rows[1, 2] = np.nan
     with pytest.raises(ValueError, match="NaN or infinity"):
         family.assign(fitted[name], rows)
-    with pytest.raises(ValueError, match=r"2-D array of rows, got shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"2-D array of rows and features, got shape \(3,\)"):
         family.assign(fitted[name], np.zeros(3))
+    with pytest.raises(ValueError, match="expected numbers, got values of type complex128"):
+        family.assign(fitted[name], np.zeros((2, 3), dtype=complex))
     as_ints = family.assign(fitted[name], np.ones((2, 3), dtype=int))
     assert as_ints.labels.tolist() == family.assign(fitted[name], np.ones((2, 3))).labels.tolist()
 
