@@ -297,7 +297,7 @@ def training_root_strengths(clusterer: hdbscan_lib.HDBSCAN) -> np.ndarray:
     """Membership strengths of the training rows in the root of a clusterer whose condensed
     tree never splits (see :func:`root_strengths`)."""
     index = _assign_index(clusterer)
-    return _root_strength(index, index.point_lambda)
+    return _root_strength(index.point_lambda, index.point_lambda.max(initial=0.0))
 
 
 def root_strengths(
@@ -312,8 +312,8 @@ def root_strengths(
     ``min(lambda, max_lambda) / max_lambda``, where lambda is where a training row leaves the
     root, or for a new row, where it joins its nearest neighbour (as ``approximate_predict``
     finds both) but no later than that neighbour leaves the root, and max_lambda the largest
-    of the training rows'. A new row on top of a training row joins at an infinite lambda, as
-    training duplicates do.
+    of the training rows'. A new row at mutual-reachability distance 0 (on top of more than
+    ``min_samples`` identical training rows) joins at an infinite lambda, as they do.
 
     Parameters
     ----------
@@ -341,13 +341,12 @@ def root_strengths(
         nearest, joined, _ = _connect(index, X[chosen])
         joined[joined == _LAMBDA_MAX] = np.inf
         lam[chosen] = np.minimum(joined, index.point_lambda[nearest])
-    return _root_strength(index, lam)
+    return _root_strength(lam, max_lambda)
 
 
-def _root_strength(index: AssignIndex, lam: np.ndarray) -> np.ndarray:
+def _root_strength(lam: np.ndarray, max_lambda: float) -> np.ndarray:
     """``min(lambda, max_lambda) / max_lambda`` in the root; as hdbscan's probabilities, 1 for
     an infinite lambda or a zero max_lambda."""
-    max_lambda = index.point_lambda.max(initial=0.0)
     if max_lambda <= 0.0:
         return np.ones(lam.shape[0])
     out = np.ones(lam.shape[0])

@@ -193,14 +193,18 @@ def _numeric(ref: np.ndarray, cur: np.ndarray, small: bool) -> tuple[str, float,
     if small:
         return "ks", float(stats.ks_2samp(ref, cur).pvalue), term
     norm = max(float(np.std(ref)), 1e-3)
-    return "wasserstein", wasserstein(ref, cur) / norm, term
+    return "wasserstein", _area_between_cdfs(ref, cur) / norm, term
 
 
 def wasserstein(u: np.ndarray, v: np.ndarray) -> float:
     """First Wasserstein distance between the samples ``u`` and ``v``, as
     ``scipy.stats.wasserstein_distance`` (unweighted) but from one merge of the sorted
     samples: the area between their empirical CDFs."""
-    u, v = np.sort(u), np.sort(v)
+    return _area_between_cdfs(np.sort(u), np.sort(v))
+
+
+def _area_between_cdfs(u: np.ndarray, v: np.ndarray) -> float:
+    """:func:`wasserstein` of the sorted samples ``u`` and ``v``."""
     values = np.concatenate([u, v])
     order = np.argsort(values, kind="stable")  # two sorted runs: one merge
     cdf_gap = np.cumsum(np.where(order < u.size, 1.0 / u.size, -1.0 / v.size))[:-1]
