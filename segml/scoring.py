@@ -74,6 +74,9 @@ READ_ROWS = 65_536
 CSV_BLOCK_BYTES = 4 << 20
 SAMPLE_ROWS = 50_000
 """Customers (those with the smallest id hashes) kept for feature drift and segment geometry."""
+SAMPLE_MARGIN = 1.5
+"""When the input's row count is known, only customers whose id hash is below this many times
+the expected ``SAMPLE_ROWS``-th smallest are offered to the sample (see ``_Sample``)."""
 INPUT_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
 MODEL_NAME = "model_name"
@@ -610,6 +613,8 @@ class Scored:
     sample : DataFrame
         The ``SAMPLE_ROWS`` customers with the smallest id hashes, in hash order: the model's
         features, ``segment_id`` and ``is_novel``.
+    sample_Z : ndarray
+        The sample in the model's space, as it was assigned.
     novel_Z : ndarray
         The novel customers in the model's space, in input order.
     novel_numeric : DataFrame
@@ -623,6 +628,7 @@ class Scored:
     rows_scored: int
     counts: pd.Series
     sample: pd.DataFrame
+    sample_Z: np.ndarray
     novel_Z: np.ndarray
     novel_numeric: pd.DataFrame
     novel_hashes: np.ndarray
@@ -634,15 +640,26 @@ class _Sample:
     """The ``size`` customers with the smallest id hashes: a uniform, order-free sample.
 
     Offered customers wait until ``size`` of them have come, then the smallest are kept: each
-    row is copied a few times per run, not once per batch.
+    row is copied a few times per run, not once per batch. With ``expected`` rows announced,
+    hashes above ``SAMPLE_MARGIN`` times the expected ``size``-th smallest are not wanted from
+    the start (a fraction of the input instead of several times ``size`` rows are copied);
+    the sample is then exact unless a third of the rows are set aside as bad, and otherwise
+    holds fewer customers, still uniformly drawn.
     """
 
     size: int
+    expected: int = 0
     hashes: list[np.ndarray] = field(default_factory=list)
     frames: list[pd.DataFrame] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
+    Z: list[np.ndarray] = field(default_factory=list)
     waiting: int = 0
     limit: np.uint64 | None = None
+
+    def __post_init__(self) -> None:
+        share = SAMPLE_MARGIN * self.size / max(self.expected, 1)
+        if share < 1.0:
+            self.limit = np.uint64(share * 2.0**64)
 
     def wanted(self, hashes: np.ndarray) -> np.ndarray:
         """Which of ``hashes`` could enter the sample (only those need a frame)."""
@@ -651,39 +668,49 @@ class _Sample:
         return hashes < self.limit
 
     def add(
-        self, hashes: np.ndarray, frame: pd.DataFrame, segments: np.ndarray, novel: np.ndarray
+        self,
+        hashes: np.ndarray,
+        frame: pd.DataFrame,
+        segments: np.ndarray,
+        novel: np.ndarray,
+        Z: np.ndarray,
     ) -> None:
-        """Offer customers (``frame``'s rows, their segment ids and novelty flags) by their id
-        ``hashes``."""
+        """Offer customers (``frame``'s rows, their segment ids, novelty flags and model-space
+        coordinates ``Z``) by their id ``hashes``."""
         self.hashes.append(hashes)
         self.frames.append(frame)
         self.labels.append(np.column_stack([segments, novel]))
+        self.Z.append(Z)
         self.waiting += hashes.size
         if self.waiting >= self.size:
             self._keep_smallest()
 
-    def rows(self) -> pd.DataFrame:
-        """The sample, ordered by hash (the same whatever the input order)."""
+    def rows(self) -> tuple[pd.DataFrame, np.ndarray]:
+        """The sample and its model-space coordinates, ordered by hash (the same whatever the
+        input order)."""
         self._keep_smallest()
         order = np.argsort(self.hashes[0], kind="stable")
         labels = self.labels[0][order]
-        return (
+        frame = (
             self.frames[0]
             .iloc[order]
             .reset_index(drop=True)
             .assign(**{SEGMENT_ID: labels[:, 0], IS_NOVEL: labels[:, 1].astype(bool)})
         )
+        return frame, self.Z[0][order]
 
     def _keep_smallest(self) -> None:
         merged = np.concatenate(self.hashes)
         rows = pd.concat(self.frames, ignore_index=True)
         labels = np.concatenate([np.empty((0, 2), np.int64), *self.labels])
+        Z = np.concatenate(self.Z) if self.Z else np.empty((0, 0))
         if merged.size > self.size:
             take = np.sort(np.argpartition(merged, self.size - 1)[: self.size])
-            merged, rows, labels = merged[take], rows.iloc[take], labels[take]
+            merged, rows, labels, Z = merged[take], rows.iloc[take], labels[take], Z[take]
         if merged.size == self.size:
             self.limit = merged.max()
-        self.hashes, self.frames, self.labels = [merged], [rows.reset_index(drop=True)], [labels]
+        self.hashes, self.frames = [merged], [rows.reset_index(drop=True)]
+        self.labels, self.Z = [labels], [Z]
         self.waiting = 0
 
 
@@ -759,6 +786,12 @@ class _Run:
         self.model = pa.array([self.model_name], pa.string())
         self.version = pa.array([self.model_version] if self.model_version else [], pa.string())
 
+    def expect(self, total: int | None) -> None:
+        """Announce the input's row count (None if unknown), before its first batch."""
+        self.total = total
+        self.seen = _SeenIds(total or 0)
+        self.sample = _Sample(SAMPLE_ROWS, total or 0)
+
     def add(self, table: pa.Table, path: Path, first_row: int, first: bool) -> None:
         """Check, quarantine and score one batch of input rows."""
         self.take(self.check(table, path, first_row, first))
@@ -822,7 +855,9 @@ class _Run:
         wanted = np.flatnonzero(self.sample.wanted(hashes))
         if wanted.size:
             features = select_columns(frame, self.segmenter.features).iloc[wanted]
-            self.sample.add(hashes[wanted], features, segments[wanted], novel[wanted])
+            self.sample.add(
+                hashes[wanted], features, segments[wanted], novel[wanted], found.Z[wanted]
+            )
         per_segment = np.bincount(segments + 1)
         self.counts.update({int(i) - 1: int(n) for i, n in enumerate(per_segment) if n})
         if self.migration is not None:
@@ -858,11 +893,13 @@ class _Run:
 
     def scored(self) -> Scored:
         """What the monitoring needs, from the batches scored."""
-        sample, novel, numeric = self.sample.rows(), self.novel, list(self.signature.numeric)
+        (sample, sample_Z), novel = self.sample.rows(), self.novel
+        numeric = list(self.signature.numeric)
         return Scored(
             self.rows_scored,
             pd.Series(self.counts).sort_index(),
             sample,
+            sample_Z,
             np.concatenate(novel.Z) if novel.Z else np.empty((0, 0)),
             pd.DataFrame(
                 np.concatenate([np.empty((0, len(numeric))), *novel.numeric]), columns=numeric
@@ -1133,8 +1170,7 @@ def _feed(
         first_schema.names
     ):
         return (), _feed_transactions(run, input_path, reference_date)
-    run.total = _total_rows(files)
-    run.seen = _SeenIds(run.total or 0)
+    run.expect(_total_rows(files))
     ignored: dict[str, None] = {}
     for path in files:
         schema = file_schema(path, spec.data.delimiter)
@@ -1168,8 +1204,7 @@ def _feed_transactions(
     for report_ in intake.reports:
         run.quarantined.update(report_.quarantined)
     customers = pa.Table.from_pandas(table[run.signature.columns], preserve_index=False)
-    run.total = customers.num_rows
-    run.seen = _SeenIds(run.total)
+    run.expect(customers.num_rows)
     for start in range(0, customers.num_rows, READ_ROWS):
         run.add(customers.slice(start, READ_ROWS), input_path, start, first=start == 0)
     run.rows_read = intake.reports[0].rows_read
@@ -1212,7 +1247,7 @@ def monitor(
         The candidates of the previous scoring run of the same model.
     """
     numeric, settings, sample = list(scored.novel_numeric.columns), spec.monitoring, scored.sample
-    Z_sample = segmenter.embed(sample)
+    Z_sample = scored.sample_Z
     fitted = ~sample[IS_NOVEL].to_numpy() & (sample[SEGMENT_ID].to_numpy() >= 0)
     space = segment_space(
         Z_sample[fitted], sample[SEGMENT_ID].to_numpy()[fitted], sample.loc[fitted, numeric]

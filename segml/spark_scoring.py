@@ -370,8 +370,9 @@ def _collect(
 
     features, numeric = segmenter.features, list(signature.numeric)
     counts = scored.groupBy(SEGMENT_ID).count().toPandas()
-    sample = (
-        scored.orderBy(KEY).limit(SAMPLE_ROWS).select(*features, SEGMENT_ID, IS_NOVEL).toPandas()
+    sample = _typed(
+        scored.orderBy(KEY).limit(SAMPLE_ROWS).select(*features, SEGMENT_ID, IS_NOVEL).toPandas(),
+        signature,
     )
     novel = (
         scored.where(F.col(IS_NOVEL))
@@ -382,7 +383,8 @@ def _collect(
     found = Scored(
         rows_scored,
         counts.set_index(SEGMENT_ID)["count"].sort_index(),
-        _typed(sample, signature),
+        sample,
+        segmenter.embed(sample),
         segmenter.embed(_typed(novel, signature)) if len(novel) else np.empty((0, 0)),
         novel[numeric],
         novel[KEY].to_numpy(np.int64).view(np.uint64) ^ _SIGN,

@@ -321,8 +321,10 @@ def test_sample_is_the_smallest_hashes_whatever_the_batches() -> None:
         for part in np.split(np.arange(hashes.size), cuts[1:]):
             wanted = sample.wanted(hashes[part])
             rows = part[wanted]
-            sample.add(hashes[rows], frame.iloc[rows], rows % 7 - 1, rows % 2 == 0)
-        rows = sample.rows()
+            Z = np.column_stack([rows, -rows]) * 0.5
+            sample.add(hashes[rows], frame.iloc[rows], rows % 7 - 1, rows % 2 == 0, Z)
+        rows, Z = sample.rows()
+        np.testing.assert_array_equal(Z, np.column_stack([expected, -expected]) * 0.5)
         np.testing.assert_array_equal(rows["row"].to_numpy(), expected)
         np.testing.assert_array_equal(rows["segment_id"].to_numpy(), expected % 7 - 1)
         np.testing.assert_array_equal(rows["is_novel"].to_numpy(), expected % 2 == 0)
