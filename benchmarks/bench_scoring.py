@@ -19,7 +19,9 @@ Each measurement runs in a fresh process, which reports its wall time and peak R
 - ``bare job``: the same loop that also reads the ids and writes id and segment to Parquet,
   the least a hand-written scoring job does.
 
-Each figure is the median of ``--repeat`` runs (3); ratios are segml's time over the bare one's.
+The three run in turn, ``--repeat`` times (3), so that a change in the machine's speed
+affects all three alike; times are medians, and each ratio (segml's time over the bare one's)
+is the median of the ratios within a round.
 """
 
 from __future__ import annotations
@@ -155,32 +157,39 @@ def run_child(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def median_run(repeat: int, *args: str) -> dict:
-    """``run_child`` ``repeat`` times: the median time, the largest peak RSS, the last findings."""
-    results = [run_child(*args) for _ in range(repeat)]
+def summary(results: list[dict]) -> dict:
+    """The median time, the largest peak RSS and the last findings of repeated runs."""
     last = dict(results[-1])
     last["seconds"] = statistics.median(r["seconds"] for r in results)
     last["peak_rss_mib"] = max(r["peak_rss_mib"] for r in results)
     return last
 
 
+def median_ratio(numerators: list[dict], denominators: list[dict]) -> float:
+    """The median over rounds of one run's time over the other's."""
+    pairs = zip(numerators, denominators, strict=True)
+    return statistics.median(n["seconds"] / d["seconds"] for n, d in pairs)
+
+
 def measure(
     family: str, model: Path, source: Path, unseen: float, workdir: Path, repeat: int
 ) -> str:
-    """One table row: segml against both bare loops on the same input, medians of ``repeat``."""
+    """One table row: segml against both bare loops on the same input, ``repeat`` rounds."""
     from segml.scoring import READ_ROWS
 
+    runs: dict[str, list[dict]] = {"score": [], "bare": [], "job": []}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        scored = median_run(repeat, "score", str(model), str(source), f"{tmp}/scores.parquet")
-        bare = median_run(repeat, "bare", str(model), str(source), str(READ_ROWS), "")
-        job = median_run(
-            repeat, "bare", str(model), str(source), str(READ_ROWS), f"{tmp}/bare.parquet"
-        )
+        common = (str(model), str(source))
+        for _ in range(repeat):
+            runs["score"].append(run_child("score", *common, f"{tmp}/scores.parquet"))
+            runs["bare"].append(run_child("bare", *common, str(READ_ROWS), ""))
+            runs["job"].append(run_child("bare", *common, str(READ_ROWS), f"{tmp}/bare.parquet"))
+    scored, bare, job = (summary(runs[name]) for name in ("score", "bare", "job"))
     rows = scored["rows"]
     return (
         f"| {family} | {rows:,} | {unseen:.0%} | {rows / scored['seconds']:,.0f} | "
-        f"{rows / bare['seconds']:,.0f} | {scored['seconds'] / bare['seconds']:.2f} | "
-        f"{rows / job['seconds']:,.0f} | {scored['seconds'] / job['seconds']:.2f} | "
+        f"{rows / bare['seconds']:,.0f} | {median_ratio(runs['score'], runs['bare']):.2f} | "
+        f"{rows / job['seconds']:,.0f} | {median_ratio(runs['score'], runs['job']):.2f} | "
         f"{scored['peak_rss_mib']:,.0f} MiB | {bare['peak_rss_mib']:,.0f} MiB | "
         f"{scored['candidates']} | {scored['novel_share']:.1%} |"
     )
@@ -194,7 +203,7 @@ def main() -> None:
     parser.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     parser.add_argument("--ids", choices=["ascending", "shuffled"], default="ascending")
     parser.add_argument("--train", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds per row (medians)")
     parser.add_argument("--workdir", type=Path, default=Path("build/bench_scoring"))
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -209,7 +218,7 @@ def main() -> None:
         return
 
     print(
-        f"{machine()}; load average {load_average()} at start; medians of {args.repeat} runs; "
+        f"{machine()}; load average {load_average()} at start; medians of {args.repeat} rounds; "
         f"{args.ids} ids\n"
     )
     print(HEADER)

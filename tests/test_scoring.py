@@ -311,13 +311,21 @@ def test_duplicate_ids_are_found_as_a_set_would(ascending_first: bool) -> None:
     assert seen.count == len(expected)
 
 
-def test_sample_is_the_smallest_hashes_whatever_the_batches() -> None:
+@pytest.mark.parametrize(
+    "announced, kept",
+    [(0, 2_000), (60_000, 2_000), (80_000, 2_000), (600_000, 309)],
+    ids=["unknown size", "size announced", "a quarter set aside", "most set aside"],
+)
+def test_sample_is_the_smallest_hashes_whatever_the_batches(announced: int, kept: int) -> None:
+    """With the input's size announced, hashes beyond 1.5 times the expected bound are not
+    wanted: the sample stays exact unless a third of the rows never come (then it holds the
+    smallest hashes below that bound, fewer)."""
     rng = np.random.default_rng(1)
     hashes = rng.permutation(rng.integers(0, 2**64 - 1, 60_000, dtype=np.uint64))
     frame = pd.DataFrame({"row": np.arange(hashes.size)})
-    expected = np.argsort(hashes)[:2_000]
+    expected = np.argsort(hashes)[:kept]
     for cuts in (np.arange(0, 60_000, 700), np.sort(rng.choice(60_000, 40, replace=False))):
-        sample = _Sample(2_000)
+        sample = _Sample(2_000, announced)
         for part in np.split(np.arange(hashes.size), cuts[1:]):
             wanted = sample.wanted(hashes[part])
             rows = part[wanted]
