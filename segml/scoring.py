@@ -877,7 +877,7 @@ class _Run:
             *self._same_in_every_row(n),
         ]
         if self.writer is None:
-            self.writer = _Behind(_parquet_writer(self.staging, self.schema))
+            self.writer = _Behind(_parquet_writer(self.staging, self.schema), self.staging)
         self.writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self.schema))
 
     def _same_in_every_row(self, n: int) -> list[pa.DictionaryArray]:
@@ -887,7 +887,13 @@ class _Run:
             self.repeated = [_repeated(text, n) for text in (_NO_TEXT, self.model, self.version)]
         return self.repeated
 
+    def end(self) -> None:
+        """Queue the closing of the staged output: the writing thread finishes it."""
+        if self.writer is not None:
+            self.writer.end()
+
     def close(self) -> None:
+        """Wait until the staged output is written and closed; raise a failure to write it."""
         if self.writer is not None:
             self.writer.close()
 
@@ -965,18 +971,22 @@ def _staged_schema(id_column: str) -> pa.Schema:
 
 
 class _Behind:
-    """A Parquet or CSV writer that writes on a background thread, up to ``QUEUED_WRITES``
-    batches behind its caller.
+    """A Parquet or CSV writer of ``path`` that writes on a background thread, up to
+    ``QUEUED_WRITES`` batches behind its caller.
 
     pyarrow encodes and writes without the GIL, so batches are written while the next are
-    scored; the queue evens out batches that take longer to write than to score.
+    scored; the queue evens out batches that take longer to write than to score. The file is
+    closed and flushed to disk on that thread too, so that it is whole on disk before it is
+    renamed into place (and a rename over an earlier output has nothing left to flush).
     """
 
-    def __init__(self, writer: pq.ParquetWriter | pv.CSVWriter) -> None:
+    def __init__(self, writer: pq.ParquetWriter | pv.CSVWriter, path: Path) -> None:
         self.writer = writer
+        self.path = path
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="segml-write")
         self.pending: deque[Future[None]] = deque()
         self.failed = False
+        self.ending = False
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         """Queue ``batch``, once fewer than ``QUEUED_WRITES`` are waiting to be written."""
@@ -984,18 +994,30 @@ class _Behind:
             self._raise(self.pending.popleft().exception())
         self.pending.append(self.pool.submit(self.writer.write_batch, batch))
 
+    def end(self) -> None:
+        """Queue the closing of the file and its flush to disk behind the last batch, and
+        return: the caller goes on while they run (``close`` waits for them)."""
+        if not self.ending:
+            self.ending = True
+            self.pending.append(self.pool.submit(self._close_and_flush))
+
     def close(self) -> None:
-        """Write what is queued, then close the file once no write runs. Only the first failure
-        is raised, and once: the writes queued after it, and the closing, fail because of it."""
+        """Write what is queued, then close and flush the file. Only the first failure is
+        raised, and once: the writes queued after it, and the closing, fail because of it."""
+        self.end()
         errors = [pending.exception() for pending in self.pending]
         self.pending.clear()
         self.pool.shutdown()
-        try:
-            self.writer.close()
-        except Exception as exc:  # raised below, unless an earlier failure was
-            errors.append(exc)
         for error in errors:
             self._raise(error)
+
+    def _close_and_flush(self) -> None:
+        self.writer.close()
+        descriptor = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fdatasync(descriptor)
+        finally:
+            os.close(descriptor)
 
     def _raise(self, error: BaseException | None) -> None:
         if error is not None and not self.failed:
@@ -1097,7 +1119,7 @@ def score(
             ignored, excluded = _feed(run, files, input_path, reference_date)
             if run.rows_scored == 0:
                 raise DataError(f"{input_path}: no customer to score ({_nothing(run)})")
-            # The writing thread finishes the last batches while the monitoring runs.
+            run.end()  # the output is finished on the writing thread while the monitoring runs
             report = monitor(segmenter, run.scored(), own, previous_candidates)
         finally:
             run.close()
@@ -1301,7 +1323,9 @@ def _finish(
     schema = source.schema_arrow
     column = schema.get_field_index(EMERGING_ID)
     names = pa.array(ids, pa.string())
-    writer = _Behind(pv.CSVWriter(str(target), schema) if csv else _parquet_writer(target, schema))
+    writer = _Behind(
+        pv.CSVWriter(str(target), schema) if csv else _parquet_writer(target, schema), target
+    )
     offset = 0
     try:
         for batch in _ahead(source.iter_batches(READ_ROWS)):

@@ -338,6 +338,43 @@ def test_sample_is_the_smallest_hashes_whatever_the_batches(announced: int, kept
         np.testing.assert_array_equal(rows["is_novel"].to_numpy(), expected % 2 == 0)
 
 
+@pytest.mark.parametrize(
+    "suffix, unseen, staged",
+    [
+        (".parquet", 0.0, "scores.parquet"),
+        (".parquet", 0.05, "final.parquet"),
+        (".csv", 0.05, "final.csv"),
+    ],
+    ids=["parquet", "parquet with a candidate", "csv with a candidate"],
+)
+def test_output_is_on_disk_before_it_is_renamed_into_place(
+    segmenters,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    suffix: str,
+    unseen: float,
+    staged: str,
+) -> None:
+    """A crash right after the rename must not leave an output whose data never reached the
+    disk: the file renamed into place was flushed first, whole."""
+    output = tmp_path / f"out{suffix}"
+    flushed: list[tuple[Path, int, bool]] = []
+    flush = os.fdatasync
+
+    def recording(descriptor: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
+        flushed.append((path, path.stat().st_size, output.exists()))
+        flush(descriptor)
+
+    monkeypatch.setattr(os, "fdatasync", recording)
+    batch = synthetic_customers(3_000, seed=5, new_group_share=unseen)
+    summary = score(segmenters["kmeans"], _batch(tmp_path, batch), output)
+    assert len(summary.report.emerging.table) == (unseen > 0)
+    path, size, output_existed = flushed[-1]
+    assert path.name == staged and path.parent.parent == tmp_path
+    assert size == output.stat().st_size and not output_existed
+
+
 def test_text_is_trimmed_and_empty_is_missing() -> None:
     values = ["a", " b", "c\t", "", None, "\u00a0d", "e\u3000", "  ", "x\u200b", "\x1fy"]
     reference = pc.utf8_trim_whitespace(pa.array(values))
