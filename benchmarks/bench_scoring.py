@@ -157,7 +157,7 @@ def run_child(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def summary(results: list[dict]) -> dict:
+def aggregate(results: list[dict]) -> dict:
     """The median time, the largest peak RSS and the last findings of repeated runs."""
     last = dict(results[-1])
     last["seconds"] = statistics.median(r["seconds"] for r in results)
@@ -184,7 +184,7 @@ def measure(
             runs["score"].append(run_child("score", *common, f"{tmp}/scores.parquet"))
             runs["bare"].append(run_child("bare", *common, str(READ_ROWS), ""))
             runs["job"].append(run_child("bare", *common, str(READ_ROWS), f"{tmp}/bare.parquet"))
-    scored, bare, job = (summary(runs[name]) for name in ("score", "bare", "job"))
+    scored, bare, job = (aggregate(runs[name]) for name in ("score", "bare", "job"))
     rows = scored["rows"]
     return (
         f"| {family} | {rows:,} | {unseen:.0%} | {rows / scored['seconds']:,.0f} | "

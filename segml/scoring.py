@@ -74,9 +74,6 @@ READ_ROWS = 65_536
 CSV_BLOCK_BYTES = 4 << 20
 SAMPLE_ROWS = 50_000
 """Customers (those with the smallest id hashes) kept for feature drift and segment geometry."""
-SAMPLE_MARGIN = 1.5
-"""When the input's row count is known, only customers whose id hash is below this many times
-the expected ``SAMPLE_ROWS``-th smallest are offered to the sample (see ``_Sample``)."""
 INPUT_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
 MODEL_NAME = "model_name"
@@ -614,7 +611,7 @@ class Scored:
         The ``SAMPLE_ROWS`` customers with the smallest id hashes, in hash order: the model's
         features, ``segment_id`` and ``is_novel``.
     sample_Z : ndarray
-        The sample in the model's space, as it was assigned.
+        The sample in the model's space.
     novel_Z : ndarray
         The novel customers in the model's space, in input order.
     novel_numeric : DataFrame
@@ -640,26 +637,16 @@ class _Sample:
     """The ``size`` customers with the smallest id hashes: a uniform, order-free sample.
 
     Offered customers wait until ``size`` of them have come, then the smallest are kept: each
-    row is copied a few times per run, not once per batch. With ``expected`` rows announced,
-    hashes above ``SAMPLE_MARGIN`` times the expected ``size``-th smallest are not wanted from
-    the start (a fraction of the input instead of several times ``size`` rows are copied);
-    the sample is then exact unless a third of the rows are set aside as bad, and otherwise
-    holds fewer customers, still uniformly drawn.
+    row is copied a few times per run, not once per batch.
     """
 
     size: int
-    expected: int = 0
     hashes: list[np.ndarray] = field(default_factory=list)
     frames: list[pd.DataFrame] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
     Z: list[np.ndarray] = field(default_factory=list)
     waiting: int = 0
     limit: np.uint64 | None = None
-
-    def __post_init__(self) -> None:
-        share = SAMPLE_MARGIN * self.size / max(self.expected, 1)
-        if share < 1.0:
-            self.limit = np.uint64(share * 2.0**64)
 
     def wanted(self, hashes: np.ndarray) -> np.ndarray:
         """Which of ``hashes`` could enter the sample (only those need a frame)."""
@@ -790,7 +777,6 @@ class _Run:
         """Announce the input's row count (None if unknown), before its first batch."""
         self.total = total
         self.seen = _SeenIds(total or 0)
-        self.sample = _Sample(SAMPLE_ROWS, total or 0)
 
     def add(self, table: pa.Table, path: Path, first_row: int, first: bool) -> None:
         """Check, quarantine and score one batch of input rows."""
@@ -887,10 +873,11 @@ class _Run:
             self.repeated = [_repeated(text, n) for text in (_NO_TEXT, self.model, self.version)]
         return self.repeated
 
-    def end(self) -> None:
-        """Queue the closing of the staged output: the writing thread finishes it."""
+    def end(self, flush: bool) -> None:
+        """Queue the closing of the staged output (and with ``flush`` its flush to disk): the
+        writing thread finishes it."""
         if self.writer is not None:
-            self.writer.end()
+            self.writer.end(flush)
 
     def close(self) -> None:
         """Wait until the staged output is written and closed; raise a failure to write it."""
@@ -970,14 +957,17 @@ def _staged_schema(id_column: str) -> pa.Schema:
     return pa.schema(fields)
 
 
+_flush = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+
+
 class _Behind:
     """A Parquet or CSV writer of ``path`` that writes on a background thread, up to
     ``QUEUED_WRITES`` batches behind its caller.
 
     pyarrow encodes and writes without the GIL, so batches are written while the next are
-    scored; the queue evens out batches that take longer to write than to score. The file is
-    closed and flushed to disk on that thread too, so that it is whole on disk before it is
-    renamed into place (and a rename over an earlier output has nothing left to flush).
+    scored; the queue evens out batches that take longer to write than to score. The writer
+    is closed on that thread too, and the file flushed to disk when it is to be renamed into
+    place as it is (a rename over an earlier output then has nothing left to flush).
     """
 
     def __init__(self, writer: pq.ParquetWriter | pv.CSVWriter, path: Path) -> None:
@@ -994,30 +984,33 @@ class _Behind:
             self._raise(self.pending.popleft().exception())
         self.pending.append(self.pool.submit(self.writer.write_batch, batch))
 
-    def end(self) -> None:
-        """Queue the closing of the file and its flush to disk behind the last batch, and
-        return: the caller goes on while they run (``close`` waits for them)."""
+    def end(self, flush: bool) -> None:
+        """Queue the closing of the writer behind the last batch, and with ``flush`` the
+        file's flush to disk, and return: the caller goes on while they run (``close`` waits
+        for them)."""
         if not self.ending:
             self.ending = True
-            self.pending.append(self.pool.submit(self._close_and_flush))
+            self.pending.append(self.pool.submit(self._close, flush))
 
     def close(self) -> None:
-        """Write what is queued, then close and flush the file. Only the first failure is
-        raised, and once: the writes queued after it, and the closing, fail because of it."""
-        self.end()
+        """Write what is queued, then close the writer (unflushed unless ``end`` asked). Only
+        the first failure is raised, and once: the writes queued after it, and the closing,
+        fail because of it."""
+        self.end(flush=False)
         errors = [pending.exception() for pending in self.pending]
         self.pending.clear()
         self.pool.shutdown()
         for error in errors:
             self._raise(error)
 
-    def _close_and_flush(self) -> None:
+    def _close(self, flush: bool) -> None:
         self.writer.close()
-        descriptor = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fdatasync(descriptor)
-        finally:
-            os.close(descriptor)
+        if flush:
+            descriptor = os.open(self.path, os.O_RDONLY)
+            try:
+                _flush(descriptor)
+            finally:
+                os.close(descriptor)
 
     def _raise(self, error: BaseException | None) -> None:
         if error is not None and not self.failed:
@@ -1119,7 +1112,9 @@ def score(
             ignored, excluded = _feed(run, files, input_path, reference_date)
             if run.rows_scored == 0:
                 raise DataError(f"{input_path}: no customer to score ({_nothing(run)})")
-            run.end()  # the output is finished on the writing thread while the monitoring runs
+            # Finished on the writing thread while the monitoring runs; a Parquet output is
+            # flushed, as it is renamed into place unless a candidate needs a second pass.
+            run.end(flush=is_parquet(output))
             report = monitor(segmenter, run.scored(), own, previous_candidates)
         finally:
             run.close()
@@ -1337,6 +1332,7 @@ def _finish(
                 batch = batch.set_column(column, schema.field(column), _coded(index, names))
             writer.write_batch(batch)
             offset += n
+        writer.end(flush=True)
     finally:
         writer.close()
 
