@@ -960,6 +960,15 @@ def _staged_schema(id_column: str) -> pa.Schema:
 _flush = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
 
+def flush_to_disk(path: Path) -> None:
+    """Flush the data of the file ``path`` to disk (before it is renamed into place)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        _flush(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 class _Behind:
     """A Parquet or CSV writer of ``path`` that writes on a background thread, up to
     ``QUEUED_WRITES`` batches behind its caller.
@@ -1006,11 +1015,7 @@ class _Behind:
     def _close(self, flush: bool) -> None:
         self.writer.close()
         if flush:
-            descriptor = os.open(self.path, os.O_RDONLY)
-            try:
-                _flush(descriptor)
-            finally:
-                os.close(descriptor)
+            flush_to_disk(self.path)
 
     def _raise(self, error: BaseException | None) -> None:
         if error is not None and not self.failed:
@@ -1292,10 +1297,12 @@ def _publish(run: _Run, emerging: Emerging, output: Path) -> Path | None:
     """Write the output (with ``emerging_id``) in the staging folder; rename it and the
     quarantine file into place.
 
-    The quarantine file goes first: an output in place means the run completed.
+    Each is flushed to disk first (the output on the writing thread), and the quarantine file
+    goes first: an output in place means the run completed.
     """
     quarantine = output.with_suffix(QUARANTINE_SUFFIX)
     if run.quarantine_path.exists():
+        flush_to_disk(run.quarantine_path)
         os.replace(run.quarantine_path, quarantine)
     else:
         quarantine.unlink(missing_ok=True)

@@ -331,13 +331,14 @@ def test_sample_is_the_smallest_hashes_whatever_the_batches() -> None:
 
 
 @pytest.mark.parametrize(
-    "suffix, unseen, flushes",
+    "suffix, unseen, bad, flushes",
     [
-        (".parquet", 0.0, ["scores.parquet"]),
-        (".parquet", 0.05, ["scores.parquet", "final.parquet"]),
-        (".csv", 0.05, ["final.csv"]),
+        (".parquet", 0.0, False, ["scores.parquet"]),
+        (".parquet", 0.05, False, ["scores.parquet", "final.parquet"]),
+        (".csv", 0.05, False, ["final.csv"]),
+        (".parquet", 0.0, True, ["scores.parquet", "quarantine.csv"]),
     ],
-    ids=["parquet", "parquet with a candidate", "csv with a candidate"],
+    ids=["parquet", "parquet with a candidate", "csv with a candidate", "with a quarantine"],
 )
 def test_output_is_on_disk_before_it_is_renamed_into_place(
     segmenters,
@@ -345,27 +346,35 @@ def test_output_is_on_disk_before_it_is_renamed_into_place(
     monkeypatch: pytest.MonkeyPatch,
     suffix: str,
     unseen: float,
+    bad: bool,
     flushes: list[str],
 ) -> None:
-    """A crash right after the rename must not leave an output whose data never reached the
-    disk: the file renamed into place was flushed first, whole."""
+    """A crash right after the rename must not leave an output (or quarantine file) whose data
+    never reached the disk: each file renamed into place was flushed first, whole."""
     output = tmp_path / f"out{suffix}"
-    flushed: list[tuple[Path, int, bool]] = []
+    flushed: dict[str, tuple[Path, int, bool]] = {}
     flush = os.fdatasync
 
     def recording(descriptor: int) -> None:
         path = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
-        flushed.append((path, path.stat().st_size, output.exists()))
+        flushed[path.name] = (path, path.stat().st_size, output.exists())
         flush(descriptor)
 
     monkeypatch.setattr("segml.scoring._flush", recording)
-    batch = synthetic_customers(3_000, seed=5, new_group_share=unseen)
-    summary = score(segmenters["kmeans"], _batch(tmp_path, batch), output)
+    batch = synthetic_customers(3_000, seed=5, new_group_share=unseen).astype({ID_COLUMN: object})
+    if bad:
+        batch.loc[3, ID_COLUMN] = " "
+    segmenter = segmenters["kmeans"]
+    spec = _with(segmenter.spec, bad_rows="drop")
+    summary = score(segmenter, _batch(tmp_path, batch), output, spec=spec)
     assert len(summary.report.emerging.table) == (unseen > 0)
-    assert [path.name for path, _, _ in flushed] == flushes, "a file rewritten is not flushed"
-    path, size, output_existed = flushed[-1]
-    assert path.parent.parent == tmp_path
-    assert size == output.stat().st_size and not output_existed
+    assert list(flushed) == flushes, "a file rewritten is not flushed"
+    output_flush = [name for name in flushes if name != "quarantine.csv"][-1]
+    renamed = [(output, output_flush)] + [(summary.quarantine, "quarantine.csv")] * bad
+    for target, name in renamed:
+        path, size, output_existed = flushed[name]
+        assert path.parent.parent == tmp_path and not output_existed
+        assert target is not None and size == target.stat().st_size
 
 
 def test_text_is_trimmed_and_empty_is_missing() -> None:
