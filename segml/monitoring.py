@@ -207,8 +207,8 @@ def _density_clusters(
         return labels, strength
     rest = np.ones(len(Z), dtype=bool)
     rest[fit] = False
-    if not _splits(clusterer):  # one group among scattered customers, or one scattered cloud
-        clusterer.generate_prediction_data()
+    clusterer.generate_prediction_data()
+    if not clusterer.assign_index_.has_clusters:  # never splits: one group, or a scattered cloud
         strength[fit] = training_root_strengths(clusterer)
         least = _cohesive_strength(Z[fit], strength[fit], max_radius)
         if rest.any() and least < math.inf:
@@ -217,7 +217,6 @@ def _density_clusters(
         return labels, strength
     labels[fit], strength[fit] = clusterer.labels_, clusterer.probabilities_
     if rest.any():  # the rest join the clusters found
-        clusterer.generate_prediction_data()
         labels[rest], strength[rest], _ = fast_predict(clusterer, Z[rest])
     return labels, strength
 
@@ -240,11 +239,6 @@ def _cohesive_strength(Z: np.ndarray, strength: np.ndarray, max_radius: float) -
     radii_squared = squares[ends] - (centres[ends] ** 2).sum(axis=1)
     cohesive = ends[radii_squared <= max_radius**2]
     return float(levels[cohesive[-1]]) if cohesive.size else math.inf
-
-
-def _splits(clusterer: SegmentHDBSCAN) -> bool:
-    """Whether the condensed tree has a cluster below the root."""
-    return bool((clusterer.condensed_tree_.to_numpy()["child_size"] > 1).any())
 
 
 def fit_rows(n_novel: int, min_size: int) -> int:

@@ -690,7 +690,7 @@ class _Sample:
         merged = np.concatenate(self.hashes)
         rows = pd.concat(self.frames, ignore_index=True)
         labels = np.concatenate([np.empty((0, 2), np.int64), *self.labels])
-        Z = np.concatenate(self.Z) if self.Z else np.empty((0, 0))
+        Z = np.concatenate(self.Z)
         if merged.size > self.size:
             take = np.sort(np.argpartition(merged, self.size - 1)[: self.size])
             merged, rows, labels, Z = merged[take], rows.iloc[take], labels[take], Z[take]
