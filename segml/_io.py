@@ -26,8 +26,15 @@ def is_parquet(path: Path) -> bool:
 
 def open_parquet(path: Path, **options: Any) -> pq.ParquetFile:
     """A Parquet file for reading batch by batch, without pyarrow's pre-buffering (which holds
-    every row group's columns until the file is closed: memory that grows with the file)."""
-    return pq.ParquetFile(path, pre_buffer=False, **options)
+    every row group's columns until the file is closed: memory that grows with the file).
+
+    Each column is read through a buffer of ``READ_BUFFER_BYTES``: unbuffered, pyarrow reads a
+    row group's whole column before its first batch (30 ms for a million customers).
+    """
+    return pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER_BYTES, **options)
+
+
+READ_BUFFER_BYTES = 1 << 20
 
 
 def read_table(path: Path, delimiter: str = ",") -> pd.DataFrame:

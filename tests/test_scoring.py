@@ -314,18 +314,20 @@ def test_duplicate_ids_are_found_as_a_set_would(ascending_first: bool) -> None:
 def test_sample_is_the_smallest_hashes_whatever_the_batches() -> None:
     rng = np.random.default_rng(1)
     hashes = rng.permutation(rng.integers(0, 2**64 - 1, 60_000, dtype=np.uint64))
-    frame = pd.DataFrame({"row": np.arange(hashes.size)})
+    kinds = pd.array(np.where(np.arange(hashes.size) % 3, "a", None), dtype="string")
+    frame = pd.DataFrame({"row": np.arange(hashes.size), "kind": kinds})
     expected = np.argsort(hashes)[:2_000]
     for cuts in (np.arange(0, 60_000, 700), np.sort(rng.choice(60_000, 40, replace=False))):
         sample = _Sample(2_000)
         for part in np.split(np.arange(hashes.size), cuts[1:]):
-            wanted = sample.wanted(hashes[part])
-            rows = part[wanted]
-            Z = np.column_stack([rows, -rows]) * 0.5
-            sample.add(hashes[rows], frame.iloc[rows], rows % 7 - 1, rows % 2 == 0, Z)
+            batch = frame.iloc[part].reset_index(drop=True)
+            Z = np.column_stack([part, -part]) * 0.5
+            wanted = np.flatnonzero(sample.wanted(hashes[part]))
+            sample.add(wanted, hashes[part], batch, part % 7 - 1, part % 2 == 0, Z)
         rows, Z = sample.rows()
         np.testing.assert_array_equal(Z, np.column_stack([expected, -expected]) * 0.5)
         np.testing.assert_array_equal(rows["row"].to_numpy(), expected)
+        pd.testing.assert_series_equal(rows["kind"], frame["kind"].iloc[expected], check_index=False)
         np.testing.assert_array_equal(rows["segment_id"].to_numpy(), expected % 7 - 1)
         np.testing.assert_array_equal(rows["is_novel"].to_numpy(), expected % 2 == 0)
 
