@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -44,7 +45,7 @@ CENTROID_PREFIX = "z"
 """Candidate centroid columns (``z0``, ``z1``, ...): model space, to recognise it next run."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SegmentSpace:
     """Where the current segments sit, from a sample of the customers they fit.
 
@@ -56,17 +57,28 @@ class SegmentSpace:
         Segment means in the model's space.
     spread : float
         Median over segments of their RMS distance to the centroid (NaN without segments).
-    means : DataFrame
-        Numeric feature means per segment (index: segment id), on the business scale.
-    scale : Series
-        Standard deviation of each numeric feature over the sample.
+    numeric : DataFrame
+        The sample's numeric features on the business scale.
+    labels : ndarray
+        The sample's segment ids (-1: a customer no segment fits, left out).
     """
 
     ids: np.ndarray
     centroids: np.ndarray
     spread: float
-    means: pd.DataFrame
-    scale: pd.Series
+    numeric: pd.DataFrame
+    labels: np.ndarray
+
+    @cached_property
+    def means(self) -> pd.DataFrame:
+        """Numeric feature means per segment (index: segment id); only candidates need them."""
+        fitted = self.labels >= 0
+        return self.numeric[fitted].groupby(self.labels[fitted]).mean().reindex(self.ids)
+
+    @cached_property
+    def scale(self) -> pd.Series:
+        """Standard deviation of each numeric feature over the customers the segments fit."""
+        return self.numeric[self.labels >= 0].std(ddof=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,17 +111,19 @@ class BatchReport:
 
 
 def segment_space(Z: np.ndarray, ids: np.ndarray, numeric: pd.DataFrame) -> SegmentSpace:
-    """Centroids, spread and feature means of the segments, from customers they fit."""
+    """Centroids and spread of the segments, from the customers of a sample they fit (``ids``:
+    their segment ids, -1 for the others; ``numeric``: their features, for ``means``)."""
     member = ids >= 0
-    segments, which = np.unique(ids[member], return_inverse=True)
-    Z, sizes = Z[member], np.bincount(which, minlength=segments.size)
+    sizes = np.bincount(ids[member])
+    segments = np.flatnonzero(sizes)
+    which = np.searchsorted(segments, ids[member])
+    Z, sizes = Z[member], sizes[segments]
     sums = [np.bincount(which, weights=column, minlength=segments.size) for column in Z.T]
     centroids = np.stack(sums, axis=1) / sizes[:, np.newaxis]
     squares = ((Z - centroids[which]) ** 2).sum(axis=1)
     radii = np.sqrt(np.bincount(which, weights=squares, minlength=segments.size) / sizes)
-    means = numeric.groupby(ids).mean().reindex(segments)
     spread = float(np.median(radii)) if radii.size else math.nan
-    return SegmentSpace(segments, centroids, spread, means, numeric.std(ddof=0))
+    return SegmentSpace(segments, centroids, spread, numeric, ids)
 
 
 def _rms_radius(Z: np.ndarray, centre: np.ndarray) -> float:

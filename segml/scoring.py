@@ -1271,10 +1271,8 @@ def monitor(
     """
     numeric, settings, sample = list(scored.novel_numeric.columns), spec.monitoring, scored.sample
     Z_sample = scored.sample_Z
-    fitted = ~sample[IS_NOVEL].to_numpy() & (sample[SEGMENT_ID].to_numpy() >= 0)
-    space = segment_space(
-        Z_sample[fitted], sample[SEGMENT_ID].to_numpy()[fitted], sample.loc[fitted, numeric]
-    )
+    fitted = np.where(sample[IS_NOVEL].to_numpy(), -1, sample[SEGMENT_ID].to_numpy())
+    space = segment_space(Z_sample, fitted, sample[numeric])
     emerging = find_emerging(
         scored.novel_Z if len(scored.novel_Z) else Z_sample[:0],
         scored.novel_numeric.reset_index(drop=True),
