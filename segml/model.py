@@ -24,6 +24,8 @@ from segml.tuning import Segmentation
 
 NOVELTY_QUANTILE = 0.99
 """Training customers above this quantile of novelty count as novel; the scorer's threshold."""
+TAIL_ROWS = 20_000
+"""Most novel training customers a model keeps to tell an emerging group from the usual tail."""
 NAME_MIN_EFFECT = 0.3
 """A feature names a segment when its mean differs from the base by this many std units."""
 SEGMENT_ID = "segment_id"
@@ -81,11 +83,42 @@ class Assignment:
 
 
 @dataclass(frozen=True, slots=True)
+class TrainingTail:
+    """Where the training customers no segment fitted (the novel ones) lie in the model's
+    space: a batch's novel customers are emerging only where they are more common than that.
+
+    Attributes
+    ----------
+    Z : ndarray of shape (n_kept, n_dims)
+        Novel training customers, at most ``TAIL_ROWS`` of them (evenly spaced in training
+        order).
+    share : float
+        The share of all training customers that were novel.
+    """
+
+    Z: np.ndarray
+    share: float
+
+    def share_within(self, centre: np.ndarray, radius: float) -> float:
+        """The share of training customers that were novel and lie within ``radius`` of
+        ``centre``, counting one more kept customer there (never 0: a finite growth)."""
+        inside = np.count_nonzero(np.linalg.norm(self.Z - centre, axis=1) <= radius)
+        return (inside + 1) / (len(self.Z) + 1) * self.share
+
+
+def training_tail(Z: np.ndarray, is_novel: np.ndarray) -> TrainingTail:
+    """The ``TrainingTail`` of training customers ``Z`` of which ``is_novel`` were novel."""
+    novel = np.flatnonzero(is_novel)
+    kept = novel[np.linspace(0, novel.size - 1, min(novel.size, TAIL_ROWS)).astype(np.int64)]
+    return TrainingTail(np.asarray(Z[kept], dtype=np.float64), novel.size / max(len(Z), 1))
+
+
+@dataclass(frozen=True, slots=True)
 class Segmenter:
     """Everything needed to assign customers, fitted once: preprocessing, reducer, clusterer,
     the segment catalogue, the novelty calibration and the training distribution of the input
-    columns (for drift checks; None in models made before it was kept). Pure Python; no MLflow
-    inside."""
+    columns (for drift checks) and of its novel customers (for emerging segments); both None
+    in models made before they were kept. Pure Python; no MLflow inside."""
 
     spec: Spec
     features: list[str]
@@ -95,6 +128,7 @@ class Segmenter:
     novelty_threshold: float
     label_to_id: dict[int, int] = field(default_factory=dict)
     reference: DriftReference | None = None
+    tail: TrainingTail | None = None
 
     @property
     def id_column(self) -> str:
@@ -186,7 +220,9 @@ def build_segmenter(
     )
     ids = draft.segment_ids(labels)
     reference = drift_reference(table[features], column_kinds(preprocessor)[1])
-    return replace(draft, catalog=segment_catalog(table[features], ids), reference=reference)
+    tail = training_tail(Z, (novelty > threshold) | (labels < 0))
+    catalog = segment_catalog(table[features], ids)
+    return replace(draft, catalog=catalog, reference=reference, tail=tail)
 
 
 def segment_catalog(features: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:

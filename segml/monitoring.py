@@ -26,7 +26,7 @@ from segml.families.hdbscan import (
 )
 from segml.metrics.business import LIFT_MIN_MEAN
 from segml.metrics.drift import DriftReference, ShareDrift, feature_drift, share_drift
-from segml.model import SEGMENT_ID, describe
+from segml.model import SEGMENT_ID, TrainingTail, describe
 from segml.spec import Monitoring
 
 EMERGING_ID = "emerging_id"
@@ -126,6 +126,18 @@ def segment_space(Z: np.ndarray, ids: np.ndarray, numeric: pd.DataFrame) -> Segm
     return SegmentSpace(segments, centroids, spread, numeric, ids)
 
 
+def _growth(
+    Z: np.ndarray, centre: np.ndarray, radius: float, n_scored: int, tail: TrainingTail | None
+) -> float:
+    """The share of the batch's customers that are novel (``Z``) within ``radius`` of
+    ``centre``, over that share at training (NaN without a ``tail``)."""
+    if tail is None:
+        return math.nan
+    inside = np.count_nonzero(np.linalg.norm(Z - centre, axis=1) <= radius)
+    expected = tail.share_within(centre, radius)
+    return inside / n_scored / expected if expected > 0 else math.inf
+
+
 def _rms_radius(Z: np.ndarray, centre: np.ndarray) -> float:
     return float(np.sqrt(((Z - centre) ** 2).sum(axis=1).mean()))
 
@@ -147,8 +159,12 @@ def find_emerging(
     max_spread: float,
     names: dict[int, str],
     previous: pd.DataFrame | None = None,
+    *,
+    tail: TrainingTail | None = None,
+    min_growth: float = 0.0,
 ) -> Emerging:
-    """Cluster the novel customers and keep the cohesive clusters big enough to matter.
+    """Cluster the novel customers and keep the cohesive clusters big enough to matter, where
+    novel customers are more common than at training.
 
     Parameters
     ----------
@@ -171,6 +187,13 @@ def find_emerging(
         Segment names by id.
     previous : DataFrame, optional
         The candidates table of the previous scoring run of the same model.
+    tail : TrainingTail, optional
+        Where the model's novel training customers lie (None: models that did not keep it).
+    min_growth : float
+        Least growth a candidate needs (``candidate_min_growth``): the share of the batch's
+        customers that are novel within its RMS radius of its centre, over that share at
+        training (see :meth:`TrainingTail.share_within`). The usual tail of a distribution
+        has a growth near 1, a group the model has never seen one in the hundreds.
     """
     raw, strength = _density_clusters(Z, order, min_size, max_spread * space.spread)
     kept = []
@@ -180,18 +203,19 @@ def find_emerging(
             continue
         centre = Z[members].mean(axis=0)
         radius = _rms_radius(Z[members], centre)
-        if radius <= max_spread * space.spread:
-            kept.append((members, centre, radius))
+        growth = _growth(Z, centre, radius, n_scored, tail)
+        if radius <= max_spread * space.spread and (tail is None or growth >= min_growth):
+            kept.append((members, centre, radius, growth))
     kept.sort(key=lambda k: (-k[0].size, tuple(k[1])))
     labels = np.zeros(len(Z), dtype=np.int64)
     rows, profiles = [], []
-    for number, (members, centre, radius) in enumerate(kept, start=1):
+    for number, (members, centre, radius, growth) in enumerate(kept, start=1):
         labels[members] = number
         name = f"E{number}"
         profile = _profile(numeric.iloc[members].mean(), space, centre)
         profiles.append(profile.assign(**{EMERGING_ID: name}))
         rows.append(
-            _candidate(name, members.size, n_scored, centre, radius, space, names, profile)
+            _candidate(name, members.size, n_scored, centre, radius, growth, space, names, profile)
         )
     table = pd.DataFrame(rows, columns=_candidate_columns(Z.shape[1]))
     table = _seen_before(table, previous)
@@ -296,6 +320,7 @@ def _candidate_columns(n_dims: int) -> list[str]:
         "customers",
         "share",
         "spread_ratio",
+        "growth",
         "nearest_segment_id",
         "nearest_segment",
         "distance_ratio",
@@ -311,6 +336,7 @@ def _candidate(
     n_scored: int,
     centre: np.ndarray,
     radius: float,
+    growth: float,
     space: SegmentSpace,
     names: dict[int, str],
     profile: pd.DataFrame,
@@ -324,6 +350,7 @@ def _candidate(
         size,
         size / n_scored,
         radius / space.spread,
+        growth,
         segment,
         names.get(segment, ""),
         distance / space.spread,

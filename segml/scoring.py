@@ -667,7 +667,7 @@ class _Sample:
     ) -> None:
         """Offer the customers at positions ``rows`` of a batch: their id ``hashes``, model
         ``features``, segment ids, novelty flags and model-space coordinates ``Z``."""
-        self.dtypes = self.dtypes or features.dtypes.to_dict()
+        self.dtypes = self.dtypes or {str(c): d for c, d in features.dtypes.items()}
         self.hashes.append(hashes[rows])
         self.features.append({c: features[c].to_numpy()[rows] for c in features.columns})
         self.labels.append(np.column_stack([segments[rows], novel[rows]]))
@@ -1283,6 +1283,9 @@ def monitor(
         settings.candidate_max_spread,
         segmenter.segment_names(),
         previous,
+        # Models saved before the training tail was kept have neither it nor this setting.
+        tail=getattr(segmenter, "tail", None),
+        min_growth=getattr(settings, "candidate_min_growth", 0.0),
     )
     shares = segment_share_drift(segmenter.catalog, scored.counts)
     # Models saved before the training reference was kept have no ``reference`` slot set.
@@ -1488,6 +1491,7 @@ CANDIDATE_COLUMNS = [
     "nearest_segment",
     "distance_ratio",
     "spread_ratio",
+    "growth",
     "differs_by",
     "seen_before",
     "previous_id",

@@ -185,8 +185,10 @@ class Monitoring(_Frozen):
     """What ``segml score`` flags: emerging-segment candidates and drift.
 
     A candidate needs ``candidate_min_share`` of the batch and at least ``candidate_min_size``
-    (never fewer than ``min_report_size``) customers, and an RMS radius at most
-    ``candidate_max_spread`` times the segments' median one.
+    (never fewer than ``min_report_size``) customers, an RMS radius at most
+    ``candidate_max_spread`` times the segments' median one, and a growth of at least
+    ``candidate_min_growth``: novel customers must be that many times as common within its
+    radius as at training (0 turns the check off).
     Drift defaults follow Evidently's: a two-sample test (KS, chi-square, z-test) at
     ``p_value`` when either sample has at most ``test_max_rows`` rows, else a distance
     (normed Wasserstein, Jensen-Shannon) at ``distance``; PSI levels 0.1 and 0.25.
@@ -195,6 +197,7 @@ class Monitoring(_Frozen):
     candidate_min_share: float = Field(0.005, gt=0, lt=1)
     candidate_min_size: int = Field(50, ge=5)
     candidate_max_spread: float = Field(1.5, gt=0)
+    candidate_min_growth: float = Field(3.0, ge=0)
     psi_moderate: float = Field(0.1, gt=0)
     psi_major: float = Field(0.25, gt=0)
     test_max_rows: int = Field(1_000, ge=1)

@@ -21,6 +21,7 @@ from segml.metrics.drift import (
     share_drift,
     wasserstein,
 )
+from segml.model import TrainingTail, training_tail
 from segml.monitoring import (
     EMERGING_FIT_ROWS,
     MigrationCounter,
@@ -153,14 +154,50 @@ def _space(rng: np.random.Generator):
     return segment_space(Z, ids, numeric)
 
 
-def _emerging(Z: np.ndarray, space, previous: pd.DataFrame | None = None, n_scored: int = 20_000):
+def _emerging(
+    Z: np.ndarray,
+    space,
+    previous: pd.DataFrame | None = None,
+    n_scored: int = 20_000,
+    tail: TrainingTail | None = None,
+):
     numeric = pd.DataFrame({"a": Z[:, 0] + 20.0, "b": Z[:, 1] + 20.0})
     order = np.random.default_rng(0).permutation(len(Z)).astype(np.uint64)
     size = min_candidate_size(SETTINGS, n_scored, 20)
     return find_emerging(
         Z, numeric, order, n_scored, size, space, SETTINGS.candidate_max_spread,
-        {0: "first", 1: "second"}, previous,
+        {0: "first", 1: "second"}, previous, tail=tail, min_growth=SETTINGS.candidate_min_growth,
     )  # fmt: skip
+
+
+def test_a_group_as_common_as_at_training_is_not_a_candidate() -> None:
+    # 400 of 20,000 batch customers (2%) sit in the group; at training, 2% (40 of 2,000 kept
+    # novel customers, which were 50% of training) sat there as well: the usual tail.
+    rng = np.random.default_rng(3)
+    space = _space(rng)
+    group = rng.normal((5, 15), 1.0, size=(400, 2))
+    elsewhere = rng.normal((-30, -30), 1.0, size=(1_960, 2))
+    there = TrainingTail(np.vstack([elsewhere, rng.normal((5, 15), 1.0, size=(40, 2))]), 0.5)
+    assert _emerging(group, space, tail=there).table.empty
+    found = _emerging(group, space, tail=TrainingTail(elsewhere, 0.5))
+    assert found.ids == ["E1"]
+    # About 63% of a 2-D normal group lies within its RMS radius: 1.3% of the batch, against
+    # one (smoothed) training customer in 1,961 kept, of a 50% tail.
+    assert found.table["growth"].iloc[0] == pytest.approx(0.0126 / (0.5 / 1_961), rel=0.1)
+    assert math.isnan(_emerging(group, space).table["growth"].iloc[0]), "no tail, no growth"
+
+
+def test_training_tail_keeps_novel_customers_evenly_and_their_share(monkeypatch) -> None:
+    Z = np.arange(100, dtype=float).reshape(50, 2)
+    novel = np.arange(50) % 5 == 0
+    tail = training_tail(Z, novel)
+    np.testing.assert_array_equal(tail.Z, Z[::5])
+    assert tail.share == 0.2
+    # Within 3 of (0, 0) lies one kept customer, (0, 1): (1 + 1) / (10 + 1) of a 20% tail.
+    assert tail.share_within(np.array([0.0, 0.0]), 3.0) == pytest.approx(2 / 11 * 0.2)
+    monkeypatch.setattr("segml.model.TAIL_ROWS", 4)
+    np.testing.assert_array_equal(training_tail(Z, novel).Z, Z[[0, 15, 30, 45]])
+    assert training_tail(Z, np.zeros(50, dtype=bool)).share == 0.0
 
 
 def test_a_dense_group_is_a_candidate_and_scattered_points_are_not() -> None:

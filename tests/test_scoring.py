@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import subprocess
@@ -118,6 +119,43 @@ def test_in_distribution_batches_raise_no_alarm(segmenters, tmp_path: Path, fami
         summary = score(segmenters[family], _batch(tmp_path, batch), tmp_path / "out.parquet")
         assert summary.report.emerging.ids == [], f"seed {seed}"
         assert summary.report.alerts == (), f"seed {seed}: {summary.report.alerts}"
+
+
+@pytest.mark.parametrize("family", list(PARAMS))
+def test_small_groups_are_candidates_only_where_they_are_new(
+    segmenters, tmp_path: Path, family: str
+) -> None:
+    # At a minimum size of 50 customers (0.05%), patches of the usual tail of a steady batch
+    # are dense and compact enough to pass for groups; only a group the model has not seen
+    # is more common than at training.
+    segmenter = segmenters[family]
+    monitoring = segmenter.spec.monitoring.model_copy(update={"candidate_min_share": 0.0005})
+    spec = segmenter.spec.model_copy(update={"monitoring": monitoring})
+    steady = synthetic_customers(100_000, seed=7)
+    summary = score(segmenter, _batch(tmp_path, steady), tmp_path / "out.parquet", spec=spec)
+    assert summary.report.emerging.ids == []
+    changed = synthetic_customers(100_000, seed=8, new_group_share=0.005)
+    summary = score(segmenter, _batch(tmp_path, changed), tmp_path / "out.parquet", spec=spec)
+    assert summary.report.emerging.ids == ["E1"]
+    assert summary.report.emerging.table["growth"].iloc[0] > 3
+    member = (pd.read_parquet(tmp_path / "out.parquet")[EMERGING_ID] == "E1").to_numpy()
+    new = (changed[TRUTH_COLUMN] == NEW_GROUP).to_numpy()
+    assert new[member].mean() >= 0.8 and member[new].mean() >= 0.8
+
+
+def test_models_saved_before_the_training_tail_was_kept_score_without_the_growth_check(
+    segmenters, tmp_path: Path
+) -> None:
+    old = copy.deepcopy(segmenters["kmeans"])
+    object.__delattr__(old, "tail")  # unpickled from an older version: the slot is unset
+    del old.spec.monitoring.__dict__["candidate_min_growth"]
+    monitoring = old.spec.monitoring.model_copy(update={"candidate_min_share": 0.0005})
+    spec = old.spec.model_copy(update={"monitoring": monitoring})
+    steady = _batch(tmp_path, synthetic_customers(100_000, seed=7))
+    summary = score(old, steady, tmp_path / "out.parquet", spec=spec)
+    table = summary.report.emerging.table
+    assert len(table) > 1 and table["growth"].isna().all(), "the tail's false alarms, as before"
+    assert score(old, steady, tmp_path / "out.parquet").report.emerging.ids == []
 
 
 def test_scattered_outliers_are_not_candidates(segmenters, tmp_path: Path) -> None:
@@ -327,7 +365,8 @@ def test_sample_is_the_smallest_hashes_whatever_the_batches() -> None:
         rows, Z = sample.rows()
         np.testing.assert_array_equal(Z, np.column_stack([expected, -expected]) * 0.5)
         np.testing.assert_array_equal(rows["row"].to_numpy(), expected)
-        pd.testing.assert_series_equal(rows["kind"], frame["kind"].iloc[expected], check_index=False)
+        kinds = frame["kind"].iloc[expected]
+        pd.testing.assert_series_equal(rows["kind"], kinds, check_index=False)
         np.testing.assert_array_equal(rows["segment_id"].to_numpy(), expected % 7 - 1)
         np.testing.assert_array_equal(rows["is_novel"].to_numpy(), expected % 2 == 0)
 
