@@ -131,7 +131,11 @@ def build_preprocessor(spec: Spec, table: pd.DataFrame) -> ColumnTransformer:
     )
     categorical_steps = Pipeline(
         [
-            ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
+            # pandas' NA also matches NaN and None: text columns hold either, by reader.
+            (
+                "impute",
+                SimpleImputer(strategy="constant", fill_value="missing", missing_values=pd.NA),
+            ),
             (
                 "onehot",
                 OneHotEncoder(

@@ -101,7 +101,8 @@ class TrainingTail:
 
     def share_within(self, centre: np.ndarray, radius: float) -> float:
         """The share of training customers that were novel and lie within ``radius`` of
-        ``centre``, counting one more kept customer there (never 0: a finite growth)."""
+        ``centre``, counting one more kept customer there: above 0 whenever training had novel
+        customers (with none, ``share`` is 0 and every candidate passes)."""
         inside = np.count_nonzero(np.linalg.norm(self.Z - centre, axis=1) <= radius)
         return (inside + 1) / (len(self.Z) + 1) * self.share
 
@@ -117,8 +118,9 @@ def training_tail(Z: np.ndarray, is_novel: np.ndarray) -> TrainingTail:
 class Segmenter:
     """Everything needed to assign customers, fitted once: preprocessing, reducer, clusterer,
     the segment catalogue, the novelty calibration and the training distribution of the input
-    columns (for drift checks) and of its novel customers (for emerging segments); both None
-    in models made before they were kept. Pure Python; no MLflow inside."""
+    columns (for drift checks) and of its novel customers (for emerging segments); both unset
+    in models made before they were kept (read them with ``getattr(..., None)``). Pure Python;
+    no MLflow inside."""
 
     spec: Spec
     features: list[str]

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from mlflow.entities import LoggedModelInput
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from pandas.api.extensions import ExtensionArray
 
 from segml import report
 from segml import tracking as keys
@@ -563,7 +564,9 @@ def clean_batch(
         unseen = pc.and_(pc.is_valid(text), pc.invert(known)).to_numpy(zero_copy_only=False)
         reasons.flag(unseen, f"unseen category in column {column!r}")
         missing[column] = pc.is_null(text).to_numpy(zero_copy_only=False)
-        frame[column] = text.to_pandas().astype("string")
+        values = text.to_numpy(zero_copy_only=False)
+        values[missing[column]] = np.nan  # missing to every model's imputer, older ones too
+        frame[column] = values
     if first:
         _check_present(path, missing)
     return frame, block.T, ids, reasons, missing
@@ -637,16 +640,16 @@ class _Sample:
     """The ``size`` customers with the smallest id hashes: a uniform, order-free sample.
 
     Offered customers wait until ``size`` of them have come, then the smallest are kept: each
-    row is copied a few times per run, not once per batch. Features are kept as numpy arrays,
-    column by column: concatenating and selecting data frames took ten times longer.
+    row is copied a few times per run, not once per batch. Features are kept column by column
+    (numpy arrays; pandas arrays for text): concatenating and selecting data frames took ten
+    times longer.
     """
 
     size: int
     hashes: list[np.ndarray] = field(default_factory=list)
-    features: list[dict[str, np.ndarray]] = field(default_factory=list)
+    features: list[dict[str, _Values]] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
     Z: list[np.ndarray] = field(default_factory=list)
-    dtypes: dict[str, Any] = field(default_factory=dict)
     waiting: int = 0
     limit: np.uint64 | None = None
 
@@ -667,9 +670,8 @@ class _Sample:
     ) -> None:
         """Offer the customers at positions ``rows`` of a batch: their id ``hashes``, model
         ``features``, segment ids, novelty flags and model-space coordinates ``Z``."""
-        self.dtypes = self.dtypes or {str(c): d for c, d in features.dtypes.items()}
         self.hashes.append(hashes[rows])
-        self.features.append({c: features[c].to_numpy()[rows] for c in features.columns})
+        self.features.append({str(c): _take(features[c], rows) for c in features.columns})
         self.labels.append(np.column_stack([segments[rows], novel[rows]]))
         self.Z.append(Z[rows])
         self.waiting += rows.size
@@ -682,15 +684,14 @@ class _Sample:
         self._keep_smallest()
         order = np.argsort(self.hashes[0], kind="stable")
         labels = self.labels[0][order]
-        frame = pd.DataFrame({c: v[order] for c, v in self.features[0].items()})
-        frame = frame.astype(self.dtypes).assign(
+        frame = pd.DataFrame({c: v[order] for c, v in self.features[0].items()}).assign(
             **{SEGMENT_ID: labels[:, 0], IS_NOVEL: labels[:, 1].astype(bool)}
         )
         return frame, self.Z[0][order]
 
     def _keep_smallest(self) -> None:
         merged = np.concatenate(self.hashes)
-        features = {c: np.concatenate([f[c] for f in self.features]) for c in self.dtypes}
+        features = {c: _concat([f[c] for f in self.features]) for c in self.features[0]}
         labels = np.concatenate([np.empty((0, 2), np.int64), *self.labels])
         Z = np.concatenate(self.Z)
         if merged.size > self.size:
@@ -701,6 +702,24 @@ class _Sample:
             self.limit = merged.max()
         self.hashes, self.features, self.labels, self.Z = [merged], [features], [labels], [Z]
         self.waiting = 0
+
+
+_Values = np.ndarray | ExtensionArray
+
+
+def _take(column: pd.Series, rows: np.ndarray) -> _Values:
+    """``rows`` of ``column``: numpy values, or for text its pandas array (whose numpy form
+    would make a Python object of every value in the batch)."""
+    if isinstance(column.dtype, np.dtype):
+        return column.to_numpy()[rows]
+    return column.array.take(rows)
+
+
+def _concat(parts: list[_Values]) -> _Values:
+    """The arrays ``_take`` made, end to end."""
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(cast(list[np.ndarray], parts))
+    return pd.concat([pd.Series(p, copy=False) for p in parts], ignore_index=True).array
 
 
 @dataclass
@@ -911,19 +930,18 @@ def bad_row_error(path: Path, row: int, reason: str) -> DataError:
 
 
 def output_schema(id_column: str) -> pa.Schema:
-    """The columns of a score output, in order; only ``emerging_id`` and ``model_version`` can
-    be empty (a writer encodes which values are missing in columns that may have some)."""
+    """The columns of a score output, in order."""
     return pa.schema(
         [
-            pa.field(id_column, pa.string(), nullable=False),
-            pa.field(SEGMENT_ID, pa.int64(), nullable=False),
-            pa.field(SEGMENT_NAME, pa.string(), nullable=False),
-            pa.field(CONFIDENCE, pa.float64(), nullable=False),
-            pa.field(NOVELTY_SCORE, pa.float64(), nullable=False),
-            pa.field(IS_NOVEL, pa.bool_(), nullable=False),
-            pa.field(EMERGING_ID, pa.string()),
-            pa.field(MODEL_NAME, pa.string(), nullable=False),
-            pa.field(MODEL_VERSION, pa.string()),
+            (id_column, pa.string()),
+            (SEGMENT_ID, pa.int64()),
+            (SEGMENT_NAME, pa.string()),
+            (CONFIDENCE, pa.float64()),
+            (NOVELTY_SCORE, pa.float64()),
+            (IS_NOVEL, pa.bool_()),
+            (EMERGING_ID, pa.string()),
+            (MODEL_NAME, pa.string()),
+            (MODEL_VERSION, pa.string()),
         ]
     )
 

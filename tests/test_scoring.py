@@ -311,6 +311,25 @@ def test_unseen_category_is_a_bad_row(tmp_path: Path) -> None:
     assert summary.report.features.set_index("feature").loc["region", "kind"] == "categorical"
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_missing_categories_are_imputed_as_at_training(tmp_path: Path, suffix: str) -> None:
+    train = synthetic_customers(1_000, seed=17)
+    train["region"] = np.random.default_rng(0).choice(["north", "south"], size=len(train))
+    train.loc[::50, "region"] = np.nan
+    spec = synthetic_spec("customers.csv")
+    spec["data"]["attributes"]["geographic"] = ["region"]
+    spec["features"]["categorical"] = ["region"]
+    segmenter = fit_segmenter(tmp_path / "model", "kmeans", train, spec)
+    batch = synthetic_customers(300, seed=18)
+    batch["region"] = np.where(np.arange(300) % 10 == 0, None, "south").astype(object)
+    summary = score(segmenter, _batch(tmp_path, batch, f"b{suffix}"), tmp_path / "out.parquet")
+    assert summary.rows_scored == 300
+    assert summary.missing["region"] == sum(summary.missing.values()) == 30
+    expected = segmenter.predict(batch.assign(region=batch["region"].fillna(np.nan)))
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    np.testing.assert_array_equal(out[SEGMENT_ID], expected[SEGMENT_ID])
+
+
 def test_id_hash_depends_on_the_id_alone() -> None:
     short = [f"C{i:07d}" for i in range(1_000)]  # one word each, all as wide
     long = [f"customer-{i:012d}" for i in range(1_000)]  # three words each
