@@ -56,6 +56,18 @@ def _with(spec: Spec, **data: Any) -> Spec:
     return spec.model_copy(update={"data": spec.data.model_copy(update=data)})
 
 
+def _with_min_share(spec: Spec, share: float) -> Spec:
+    monitoring = spec.monitoring.model_copy(update={"candidate_min_share": share})
+    return spec.model_copy(update={"monitoring": monitoring})
+
+
+def _assert_e1_is_the_unseen_group(output: Path, batch: pd.DataFrame) -> None:
+    member = (pd.read_parquet(output)[EMERGING_ID] == "E1").to_numpy()
+    new = (batch[TRUTH_COLUMN] == NEW_GROUP).to_numpy()
+    assert new[member].mean() >= 0.8, "purity: members are mostly the unseen group"
+    assert member[new].mean() >= 0.8, "recall: the candidate holds most of the unseen group"
+
+
 def _batch(tmp_path: Path, frame: pd.DataFrame, name: str = "batch.parquet") -> Path:
     path = tmp_path / name
     if path.suffix == ".csv":
@@ -74,13 +86,10 @@ def test_unseen_group_is_one_candidate(segmenters, tmp_path: Path, family: str) 
     batch = synthetic_customers(10_000, seed=11, new_group_share=0.03)
     summary = score(segmenters[family], _batch(tmp_path, batch), tmp_path / "out.parquet")
     assert summary.report.emerging.ids == ["E1"]
-    out = pd.read_parquet(tmp_path / "out.parquet")
-    member = (out[EMERGING_ID] == "E1").to_numpy()
-    new = (batch[TRUTH_COLUMN] == NEW_GROUP).to_numpy()
-    assert new[member].mean() >= 0.8, "purity: members are mostly the unseen group"
-    assert member[new].mean() >= 0.8, "recall: the candidate holds most of the unseen group"
+    _assert_e1_is_the_unseen_group(tmp_path / "out.parquet", batch)
     assert summary.report.alerts and "E1" in summary.report.alerts[0]
-    assert out[EMERGING_ID].isna().sum() == (~member).sum()
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert out[EMERGING_ID].isna().sum() == (out[EMERGING_ID] != "E1").sum()
 
 
 @pytest.mark.parametrize("family", list(PARAMS))
@@ -91,13 +100,10 @@ def test_unseen_group_is_found_when_the_other_novel_customers_form_no_cluster(
     # cluster of their own, so the clustering never splits: the group is its root's densest part.
     batch = synthetic_customers(10_000, seed=11, new_group_share=0.03)
     segmenter = segmenters[family]
-    monitoring = segmenter.spec.monitoring.model_copy(update={"candidate_min_share": 0.02})
-    spec = segmenter.spec.model_copy(update={"monitoring": monitoring})
+    spec = _with_min_share(segmenter.spec, 0.02)
     summary = score(segmenter, _batch(tmp_path, batch), tmp_path / "out.parquet", spec=spec)
     assert summary.report.emerging.ids == ["E1"]
-    member = (pd.read_parquet(tmp_path / "out.parquet")[EMERGING_ID] == "E1").to_numpy()
-    new = (batch[TRUTH_COLUMN] == NEW_GROUP).to_numpy()
-    assert new[member].mean() >= 0.8 and member[new].mean() >= 0.8
+    _assert_e1_is_the_unseen_group(tmp_path / "out.parquet", batch)
 
 
 def test_candidate_is_found_among_more_novel_customers_than_are_fitted(
@@ -107,9 +113,7 @@ def test_candidate_is_found_among_more_novel_customers_than_are_fitted(
     summary = score(segmenters["kmeans"], _batch(tmp_path, batch), tmp_path / "out.parquet")
     assert summary.novel > EMERGING_FIT_ROWS, "the candidate clustering is fitted on a sample"
     assert summary.report.emerging.ids == ["E1"]
-    member = (pd.read_parquet(tmp_path / "out.parquet")[EMERGING_ID] == "E1").to_numpy()
-    new = (batch[TRUTH_COLUMN] == NEW_GROUP).to_numpy()
-    assert new[member].mean() >= 0.8 and member[new].mean() >= 0.8
+    _assert_e1_is_the_unseen_group(tmp_path / "out.parquet", batch)
 
 
 @pytest.mark.parametrize("family", list(PARAMS))
@@ -129,8 +133,7 @@ def test_small_groups_are_candidates_only_where_they_are_new(
     # are dense and compact enough to pass for groups; only a group the model has not seen
     # is more common than at training.
     segmenter = segmenters[family]
-    monitoring = segmenter.spec.monitoring.model_copy(update={"candidate_min_share": 0.0005})
-    spec = segmenter.spec.model_copy(update={"monitoring": monitoring})
+    spec = _with_min_share(segmenter.spec, 0.0005)
     steady = synthetic_customers(100_000, seed=7)
     summary = score(segmenter, _batch(tmp_path, steady), tmp_path / "out.parquet", spec=spec)
     assert summary.report.emerging.ids == []
@@ -138,9 +141,7 @@ def test_small_groups_are_candidates_only_where_they_are_new(
     summary = score(segmenter, _batch(tmp_path, changed), tmp_path / "out.parquet", spec=spec)
     assert summary.report.emerging.ids == ["E1"]
     assert summary.report.emerging.table["growth"].iloc[0] > 3
-    member = (pd.read_parquet(tmp_path / "out.parquet")[EMERGING_ID] == "E1").to_numpy()
-    new = (changed[TRUTH_COLUMN] == NEW_GROUP).to_numpy()
-    assert new[member].mean() >= 0.8 and member[new].mean() >= 0.8
+    _assert_e1_is_the_unseen_group(tmp_path / "out.parquet", changed)
 
 
 def test_models_saved_before_the_training_tail_was_kept_score_without_the_growth_check(
@@ -149,8 +150,7 @@ def test_models_saved_before_the_training_tail_was_kept_score_without_the_growth
     old = copy.deepcopy(segmenters["kmeans"])
     object.__delattr__(old, "tail")  # unpickled from an older version: the slot is unset
     del old.spec.monitoring.__dict__["candidate_min_growth"]
-    monitoring = old.spec.monitoring.model_copy(update={"candidate_min_share": 0.0005})
-    spec = old.spec.model_copy(update={"monitoring": monitoring})
+    spec = _with_min_share(old.spec, 0.0005)
     steady = _batch(tmp_path, synthetic_customers(100_000, seed=7))
     summary = score(old, steady, tmp_path / "out.parquet", spec=spec)
     table = summary.report.emerging.table
