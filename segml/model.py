@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import dataclass, field, replace
 from importlib import metadata
@@ -102,9 +103,20 @@ class TrainingTail:
     def share_within(self, centre: np.ndarray, radius: float) -> float:
         """The share of training customers that were novel and lie within ``radius`` of
         ``centre``, counting one more kept customer there: above 0 whenever training had novel
-        customers (with none, ``share`` is 0 and every candidate passes)."""
-        inside = np.count_nonzero(np.linalg.norm(self.Z - centre, axis=1) <= radius)
-        return (inside + 1) / (len(self.Z) + 1) * self.share
+        customers (with none, ``share`` is 0)."""
+        return (_inside(self.Z, centre, radius) + 1) / (len(self.Z) + 1) * self.share
+
+    def growth(self, Z: np.ndarray, n_scored: int, centre: np.ndarray, radius: float) -> float:
+        """The share of a batch of ``n_scored`` customers that is novel (``Z``) within
+        ``radius`` of ``centre``, over that share at training (inf if training had no novel
+        customer: every group is new then)."""
+        expected = self.share_within(centre, radius)
+        found = _inside(Z, centre, radius) / n_scored
+        return found / expected if expected > 0 else math.inf
+
+
+def _inside(Z: np.ndarray, centre: np.ndarray, radius: float) -> int:
+    return int(np.count_nonzero(np.linalg.norm(Z - centre, axis=1) <= radius))
 
 
 def training_tail(Z: np.ndarray, is_novel: np.ndarray) -> TrainingTail:

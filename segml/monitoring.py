@@ -126,18 +126,6 @@ def segment_space(Z: np.ndarray, ids: np.ndarray, numeric: pd.DataFrame) -> Segm
     return SegmentSpace(segments, centroids, spread, numeric, ids)
 
 
-def _growth(
-    Z: np.ndarray, centre: np.ndarray, radius: float, n_scored: int, tail: TrainingTail | None
-) -> float:
-    """The share of the batch's customers that are novel (``Z``) within ``radius`` of
-    ``centre``, over that share at training (NaN without a ``tail``)."""
-    if tail is None:
-        return math.nan
-    inside = np.count_nonzero(np.linalg.norm(Z - centre, axis=1) <= radius)
-    expected = tail.share_within(centre, radius)
-    return inside / n_scored / expected if expected > 0 else math.inf
-
-
 def _rms_radius(Z: np.ndarray, centre: np.ndarray) -> float:
     return float(np.sqrt(((Z - centre) ** 2).sum(axis=1).mean()))
 
@@ -192,7 +180,7 @@ def find_emerging(
     min_growth : float
         Least growth a candidate needs (``candidate_min_growth``): the share of the batch's
         customers that are novel within its RMS radius of its centre, over that share at
-        training (see :meth:`TrainingTail.share_within`). The usual tail of a distribution
+        training (see :meth:`TrainingTail.growth`). The usual tail of a distribution
         has a growth near 1, a group the model has never seen one in the hundreds.
     """
     raw, strength = _density_clusters(Z, order, min_size, max_spread * space.spread)
@@ -203,8 +191,10 @@ def find_emerging(
             continue
         centre = Z[members].mean(axis=0)
         radius = _rms_radius(Z[members], centre)
-        growth = _growth(Z, centre, radius, n_scored, tail)
-        if radius <= max_spread * space.spread and (tail is None or growth >= min_growth):
+        if radius > max_spread * space.spread:
+            continue
+        growth = math.nan if tail is None else tail.growth(Z, n_scored, centre, radius)
+        if tail is None or growth >= min_growth:
             kept.append((members, centre, radius, growth))
     kept.sort(key=lambda k: (-k[0].size, tuple(k[1])))
     labels = np.zeros(len(Z), dtype=np.int64)

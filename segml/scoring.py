@@ -564,9 +564,9 @@ def clean_batch(
         unseen = pc.and_(pc.is_valid(text), pc.invert(known)).to_numpy(zero_copy_only=False)
         reasons.flag(unseen, f"unseen category in column {column!r}")
         missing[column] = pc.is_null(text).to_numpy(zero_copy_only=False)
-        values = text.to_numpy(zero_copy_only=False)
-        values[missing[column]] = np.nan  # missing to every model's imputer, older ones too
-        frame[column] = values
+        # Text with NaN where missing: what every model's imputer takes for missing (older
+        # models' only match NaN, and pandas' NA made them fail).
+        frame[column] = text.to_pandas().astype("str")
     if first:
         _check_present(path, missing)
     return frame, block.T, ids, reasons, missing
