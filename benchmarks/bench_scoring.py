@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
-from machine import load_average, machine
+from machine import load_average, machine, peak_rss_mib
 
 from segml.families import FAMILIES
 from segml.synthetic import ID_COLUMN, synthetic_customers, synthetic_spec
@@ -213,7 +212,7 @@ def main() -> None:
             result = child_score(Path(model), Path(source), Path(extra[0]))
         else:
             result = child_bare(Path(model), Path(source), int(extra[0]), extra[1])
-        result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["peak_rss_mib"] = peak_rss_mib()
         print(json.dumps(result))
         return
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 from pathlib import Path
 
 
@@ -21,3 +22,19 @@ def machine() -> str:
 def load_average() -> str:
     """The 1-minute load average (other jobs on a shared machine)."""
     return f"{os.getloadavg()[0]:.1f}"
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (MiB).
+
+    Linux's ``ru_maxrss`` keeps the parent's peak across fork and exec, so a child started by a
+    benchmark that has just written a large input would report the parent's memory; the
+    address space's own high-water mark (``VmHWM``) starts afresh at exec.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    scale = 1 if platform.system() == "Linux" else 1024  # kilobytes on Linux, bytes on macOS
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / scale
