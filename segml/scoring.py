@@ -73,8 +73,10 @@ from segml.spec import Monitoring, Spec
 READ_ROWS = 65_536
 """Rows per Parquet batch (CSV batches are blocks of ``CSV_BLOCK_BYTES``)."""
 CSV_BLOCK_BYTES = 4 << 20
-SAMPLE_ROWS = 50_000
-"""Customers (those with the smallest id hashes) kept for feature drift and segment geometry."""
+SAMPLE_ROWS = 20_000
+"""Customers (those with the smallest id hashes) kept for feature drift and segment geometry:
+enough that sampling moves no drift statistic near its threshold (a normed Wasserstein
+distance by about 0.007 against 0.1; PSI by about 0.0005 against 0.1)."""
 INPUT_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
 MODEL_NAME = "model_name"
