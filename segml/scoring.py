@@ -1029,7 +1029,7 @@ class _Behind:
         self.end(flush=False)
         errors = [pending.exception() for pending in self.pending]
         self.pending.clear()
-        self.pool.shutdown()
+        self.pool.shutdown(wait=False)  # all done: joining the idle thread took 2-3 ms
         for error in errors:
             self._raise(error)
 
