@@ -656,10 +656,13 @@ class _Sample:
     limit: np.uint64 | None = None
 
     def wanted(self, hashes: np.ndarray) -> np.ndarray:
-        """Which of ``hashes`` could enter the sample (only those need to be offered)."""
-        if self.limit is None:
-            return np.ones(hashes.size, dtype=bool)
-        return hashes < self.limit
+        """The positions of a batch's ``hashes`` that could enter the sample (only those need
+        to be offered): below its largest hash, and among the batch's ``size`` smallest."""
+        below = hashes < self.limit if self.limit is not None else np.ones(hashes.size, bool)
+        rows = np.flatnonzero(below)
+        if rows.size > self.size:
+            rows = np.sort(rows[np.argpartition(hashes[rows], self.size - 1)[: self.size]])
+        return rows
 
     def add(
         self,
@@ -861,7 +864,7 @@ class _Run:
         if novel.any():
             rows = np.flatnonzero(novel)
             self.novel.add(found.Z[rows], numeric[rows], self.rows_scored + rows, hashes[rows])
-        wanted = np.flatnonzero(self.sample.wanted(hashes))
+        wanted = self.sample.wanted(hashes)
         if wanted.size:
             features = select_columns(frame, self.segmenter.features)
             self.sample.add(wanted, hashes, features, segments, novel, found.Z)

@@ -374,13 +374,14 @@ def test_sample_is_the_smallest_hashes_whatever_the_batches() -> None:
     kinds = pd.array(np.where(np.arange(hashes.size) % 3, "a", None), dtype="string")
     frame = pd.DataFrame({"row": np.arange(hashes.size), "kind": kinds})
     expected = np.argsort(hashes)[:2_000]
-    for cuts in (np.arange(0, 60_000, 700), np.sort(rng.choice(60_000, 40, replace=False))):
+    random_cuts = np.sort(rng.choice(60_000, 40, replace=False))
+    for cuts in (np.arange(0, 60_000, 700), random_cuts, np.array([0, 5_000, 25_000, 59_000])):
         sample = _Sample(2_000)
         for part in np.split(np.arange(hashes.size), cuts[1:]):
             batch = frame.iloc[part].reset_index(drop=True)
             Z = np.column_stack([part, -part]) * 0.5
-            wanted = np.flatnonzero(sample.wanted(hashes[part]))
-            sample.add(wanted, hashes[part], batch, part % 7 - 1, part % 2 == 0, Z)
+            offered = sample.wanted(hashes[part])
+            sample.add(offered, hashes[part], batch, part % 7 - 1, part % 2 == 0, Z)
         rows, Z = sample.rows()
         np.testing.assert_array_equal(Z, np.column_stack([expected, -expected]) * 0.5)
         np.testing.assert_array_equal(rows["row"].to_numpy(), expected)
