@@ -97,7 +97,9 @@ def main() -> None:
                 spec = growth_off(segmenter.spec, min_share)
                 seeds = range(100, 100 + args.seeds)
                 steady = [scored(segmenter, spec, args.rows, s, 0)[0] for s in seeds]
-                grown = np.concatenate([r.emerging.table["growth"].to_numpy() for r in steady])
+                grown = np.concatenate(
+                    [r.emerging.table["growth"].to_numpy(float) for r in steady]
+                )
                 drift = pd.concat([r.features for r in steady])
                 distances = drift.loc[drift["method"] == "wasserstein", "score"]
                 alarms = int((~(grown < limit)).sum())  # a NaN growth (no tail) is unchecked
