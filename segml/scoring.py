@@ -660,9 +660,7 @@ class _Sample:
         to be offered): below its largest hash, and among the batch's ``size`` smallest."""
         below = hashes < self.limit if self.limit is not None else np.ones(hashes.size, bool)
         rows = np.flatnonzero(below)
-        if rows.size > self.size:
-            rows = np.sort(rows[np.argpartition(hashes[rows], self.size - 1)[: self.size]])
-        return rows
+        return rows[_smallest(hashes[rows], self.size)] if rows.size > self.size else rows
 
     def add(
         self,
@@ -700,13 +698,18 @@ class _Sample:
         labels = np.concatenate([np.empty((0, 2), np.int64), *self.labels])
         Z = np.concatenate(self.Z)
         if merged.size > self.size:
-            take = np.sort(np.argpartition(merged, self.size - 1)[: self.size])
+            take = _smallest(merged, self.size)
             merged, labels, Z = merged[take], labels[take], Z[take]
             features = {c: values[take] for c, values in features.items()}
         if merged.size == self.size:
             self.limit = merged.max()
         self.hashes, self.features, self.labels, self.Z = [merged], [features], [labels], [Z]
         self.waiting = 0
+
+
+def _smallest(hashes: np.ndarray, k: int) -> np.ndarray:
+    """The positions of the ``k`` smallest ``hashes`` (``k`` < their number), in order."""
+    return np.sort(np.argpartition(hashes, k - 1)[:k])
 
 
 _Values = np.ndarray | ExtensionArray
