@@ -22,6 +22,7 @@ from segml.families.hdbscan import (
     SegmentHDBSCAN,
     fast_predict,
     root_strengths,
+    splits,
     training_root_strengths,
 )
 from segml.metrics.business import LIFT_MIN_MEAN
@@ -235,14 +236,15 @@ def _density_clusters(
         return labels, strength
     rest = np.ones(len(Z), dtype=bool)
     rest[fit] = False
-    clusterer.generate_prediction_data()
-    if not clusterer.assign_index_.has_clusters:  # never splits: one group, or a scattered cloud
+    if not splits(clusterer):  # one group, or a scattered cloud (then no prediction data)
         strength[fit] = training_root_strengths(clusterer)
         least = _cohesive_strength(Z[fit], strength[fit], max_radius)
         if rest.any() and least < math.inf:
+            clusterer.generate_prediction_data()
             strength[rest] = root_strengths(clusterer, Z[rest], at_least=least)
         labels[strength >= least] = 0
         return labels, strength
+    clusterer.generate_prediction_data()
     labels[fit], strength[fit] = clusterer.labels_, clusterer.probabilities_
     if rest.any():  # the rest join the clusters found
         labels[rest], strength[rest], _ = fast_predict(clusterer, Z[rest])

@@ -491,7 +491,14 @@ class _Reasons:
 
     def __init__(self, n_rows: int) -> None:
         self.bad = np.zeros(n_rows, dtype=bool)
-        self.reason = np.full(n_rows, None, dtype=object)
+        self._reason: np.ndarray | None = None  # made at the first bad row: most batches have none
+
+    @property
+    def reason(self) -> np.ndarray:
+        """Per row, the first reason it is bad, or None."""
+        if self._reason is None:
+            self._reason = np.full(self.bad.size, None, dtype=object)
+        return self._reason
 
     def flag(self, mask: np.ndarray, reason: str) -> None:
         mask = np.asarray(mask, dtype=bool)

@@ -124,9 +124,8 @@ def build_assign_index(clusterer: hdbscan_lib.HDBSCAN) -> AssignIndex:
 
     # approximate_predict falls back to the tree's first row for a row it cannot find.
     point_cluster = np.full(n_train, parent[0], dtype=np.intp)
-    point_lambda = np.full(n_train, lam[0], dtype=np.float64)
     point_cluster[child[is_point]] = parent[is_point]
-    point_lambda[child[is_point]] = lam[is_point]
+    point_lambda = _point_lambdas(raw, n_train)
 
     cluster_parent = np.full(n_clusters, -1, dtype=np.intp)
     cluster_birth = np.full(n_clusters, -np.inf)
@@ -162,6 +161,21 @@ def build_assign_index(clusterer: hdbscan_lib.HDBSCAN) -> AssignIndex:
         subtree_max_lambda=np.asarray(sub),
         has_clusters=bool(is_cluster.any()),
     )
+
+
+def _point_lambdas(raw: np.ndarray, n_train: int) -> np.ndarray:
+    """The lambda at which each training row falls out of the condensed tree ``raw``; the
+    tree's first lambda for a row missing from it (approximate_predict's fallback)."""
+    is_point = raw["child_size"] <= 1
+    point_lambda = np.full(n_train, raw["lambda_val"][0], dtype=np.float64)
+    point_lambda[raw["child"][is_point]] = raw["lambda_val"][is_point]
+    return point_lambda
+
+
+def splits(clusterer: hdbscan_lib.HDBSCAN) -> bool:
+    """Whether the condensed tree of a fitted clusterer holds a cluster below its root (an
+    ``AssignIndex``'s ``has_clusters``), without its prediction data."""
+    return bool((clusterer.condensed_tree_.to_numpy()["child_size"] > 1).any())
 
 
 class SegmentHDBSCAN(hdbscan_lib.HDBSCAN):
@@ -295,9 +309,9 @@ def _membership(
 
 def training_root_strengths(clusterer: hdbscan_lib.HDBSCAN) -> np.ndarray:
     """Membership strengths of the training rows in the root of a clusterer whose condensed
-    tree never splits (see :func:`root_strengths`)."""
-    index = _assign_index(clusterer)
-    return _root_strength(index.point_lambda, index.point_lambda.max(initial=0.0))
+    tree never splits (see :func:`root_strengths`); no prediction data needed."""
+    lam = _point_lambdas(clusterer.condensed_tree_.to_numpy(), len(clusterer.labels_))
+    return _root_strength(lam, lam.max(initial=0.0))
 
 
 def root_strengths(
