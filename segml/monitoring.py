@@ -34,7 +34,7 @@ EMERGING_ID = "emerging_id"
 EMERGING_FIT_ROWS = 10_000
 """Most novel customers the candidate clustering is fitted on (those with the smallest id
 hashes); the others are assigned to its clusters as new points."""
-FITTED_PER_CANDIDATE = 500
+FITTED_PER_CANDIDATE = 250
 """Fitted customers the smallest candidate the spec allows would have: the clustering is
 fitted on no more novel customers than that needs (HDBSCAN's time grows with them)."""
 CANDIDATE_MIN_SAMPLES = 10

@@ -329,7 +329,7 @@ def test_candidates_fitted_on_a_subsample_take_in_the_rest(
 
 
 def test_the_clustering_is_fitted_on_what_the_smallest_candidate_needs() -> None:
-    assert fit_rows(9_395, 5_000) == 940, "a steady 1M batch: 500 of a 5,000 candidate"
-    assert fit_rows(39_134, 5_000) == 3_914
+    assert fit_rows(9_395, 5_000) == 470, "a steady 1M batch: 250 of a 5,000 candidate"
+    assert fit_rows(39_134, 5_000) == 1_957
     assert fit_rows(3_000_000, 50_000) == EMERGING_FIT_ROWS
     assert fit_rows(800, 100) == 800, "small batches: every novel customer"
