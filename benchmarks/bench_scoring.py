@@ -21,7 +21,7 @@ Each measurement runs in a fresh process, which reports its wall time and peak R
 
 The three run in turn, ``--repeat`` times (3), so that a change in the machine's speed
 affects all three alike; times are medians, and each ratio (segml's time over the bare one's)
-is the median of the ratios within a round.
+is the median of the ratios within a round, with their quartiles in brackets.
 """
 
 from __future__ import annotations
@@ -164,10 +164,16 @@ def aggregate(results: list[dict]) -> dict:
     return last
 
 
-def median_ratio(numerators: list[dict], denominators: list[dict]) -> float:
-    """The median over rounds of one run's time over the other's."""
+def ratio(numerators: list[dict], denominators: list[dict]) -> str:
+    """The median over rounds of one run's time over the other's, with the quartiles of those
+    ratios from 4 rounds on (the machine's noise)."""
     pairs = zip(numerators, denominators, strict=True)
-    return statistics.median(n["seconds"] / d["seconds"] for n, d in pairs)
+    ratios = [n["seconds"] / d["seconds"] for n, d in pairs]
+    median = f"{statistics.median(ratios):.2f}"
+    if len(ratios) < 4:
+        return median
+    first, _, third = statistics.quantiles(ratios, n=4)
+    return f"{median} ({first:.2f}-{third:.2f})"
 
 
 def measure(
@@ -187,8 +193,8 @@ def measure(
     rows = scored["rows"]
     return (
         f"| {family} | {rows:,} | {unseen:.0%} | {rows / scored['seconds']:,.0f} | "
-        f"{rows / bare['seconds']:,.0f} | {median_ratio(runs['score'], runs['bare']):.2f} | "
-        f"{rows / job['seconds']:,.0f} | {median_ratio(runs['score'], runs['job']):.2f} | "
+        f"{rows / bare['seconds']:,.0f} | {ratio(runs['score'], runs['bare'])} | "
+        f"{rows / job['seconds']:,.0f} | {ratio(runs['score'], runs['job'])} | "
         f"{scored['peak_rss_mib']:,.0f} MiB | {bare['peak_rss_mib']:,.0f} MiB | "
         f"{scored['candidates']} | {scored['novel_share']:.1%} |"
     )
