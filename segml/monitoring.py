@@ -236,7 +236,8 @@ def _density_clusters(
         return labels, strength
     rest = np.ones(len(Z), dtype=bool)
     rest[fit] = False
-    if not splits(clusterer):  # one group, or a scattered cloud (then no prediction data)
+    if not splits(clusterer):  # one group, or a scattered cloud: prediction data only if
+        # other customers must join a compact level
         strength[fit] = training_root_strengths(clusterer)
         least = _cohesive_strength(Z[fit], strength[fit], max_radius)
         if rest.any() and least < math.inf:

@@ -491,7 +491,7 @@ class _Reasons:
 
     def __init__(self, n_rows: int) -> None:
         self.bad = np.zeros(n_rows, dtype=bool)
-        self._reason: np.ndarray | None = None  # made at the first bad row: most batches have none
+        self._reason: np.ndarray | None = None  # made when needed: most batches have no bad row
 
     @property
     def reason(self) -> np.ndarray:
