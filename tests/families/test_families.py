@@ -384,6 +384,13 @@ def test_hdbscan_root_strengths_when_the_tree_never_splits() -> None:
     assert (est.labels_ >= 0).sum() < 200, "hdbscan labels only the densest of 400 rows"
     training = seg_hdbscan.training_root_strengths(est)
     assert training.max() == 1.0 and np.median(training[:400]) > 5 * np.median(training[400:])
+    # Neither needs prediction data (a steady batch's candidate search skips making it).
+    unprepared = seg_hdbscan.SegmentHDBSCAN(
+        min_cluster_size=100, min_samples=10, allow_single_cluster=True
+    ).fit(X)
+    assert not seg_hdbscan.splits(unprepared) and not est.assign_index_.has_clusters
+    assert not hasattr(unprepared, "assign_index_")
+    np.testing.assert_array_equal(seg_hdbscan.training_root_strengths(unprepared), training)
     # A training row assigned as a new row joins where it left the root.
     np.testing.assert_array_equal(seg_hdbscan.root_strengths(est, X), training)
     new = np.vstack([rng.normal(size=(200, 2)), rng.uniform(-20, 20, size=(50, 2))])
@@ -393,6 +400,14 @@ def test_hdbscan_root_strengths_when_the_tree_never_splits() -> None:
     assert 0 < strong.sum() < len(new)
     np.testing.assert_array_equal(pruned[strong], exact[strong])
     assert (pruned[~strong] < 0.3).all()
+
+
+def test_hdbscan_splits_tells_a_tree_with_clusters_without_prediction_data() -> None:
+    X, _ = make_blobs(n_samples=600, centers=[(-10, 0), (10, 0)], random_state=0)
+    est = seg_hdbscan.SegmentHDBSCAN(min_cluster_size=50, min_samples=10).fit(X)
+    assert seg_hdbscan.splits(est)
+    est.generate_prediction_data()
+    assert est.assign_index_.has_clusters
 
 
 # reduction -----------------------------------------------------------------------------------
