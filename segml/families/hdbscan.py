@@ -117,7 +117,7 @@ def build_assign_index(clusterer: hdbscan_lib.HDBSCAN) -> AssignIndex:
     parent = raw["parent"].astype(np.intp) - root
     child = raw["child"].astype(np.intp)
     lam = raw["lambda_val"].astype(np.float64)
-    is_cluster = raw["child_size"] > 1
+    is_cluster = _cluster_rows(raw)
     is_point = ~is_cluster
     cluster_child = child[is_cluster] - root
     n_clusters = int(max(parent.max(), cluster_child.max(initial=0))) + 1
@@ -163,10 +163,15 @@ def build_assign_index(clusterer: hdbscan_lib.HDBSCAN) -> AssignIndex:
     )
 
 
+def _cluster_rows(raw: np.ndarray) -> np.ndarray:
+    """The rows of the condensed tree ``raw`` whose child is a cluster (the others: a point)."""
+    return raw["child_size"] > 1
+
+
 def _point_lambdas(raw: np.ndarray, n_train: int) -> np.ndarray:
     """The lambda at which each training row falls out of the condensed tree ``raw``; the
     tree's first lambda for a row missing from it (approximate_predict's fallback)."""
-    is_point = raw["child_size"] <= 1
+    is_point = ~_cluster_rows(raw)
     point_lambda = np.full(n_train, raw["lambda_val"][0], dtype=np.float64)
     point_lambda[raw["child"][is_point]] = raw["lambda_val"][is_point]
     return point_lambda
@@ -175,7 +180,7 @@ def _point_lambdas(raw: np.ndarray, n_train: int) -> np.ndarray:
 def splits(clusterer: hdbscan_lib.HDBSCAN) -> bool:
     """Whether the condensed tree of a fitted clusterer holds a cluster below its root (an
     ``AssignIndex``'s ``has_clusters``), without its prediction data."""
-    return bool((clusterer.condensed_tree_.to_numpy()["child_size"] > 1).any())
+    return bool(_cluster_rows(clusterer.condensed_tree_.to_numpy()).any())
 
 
 class SegmentHDBSCAN(hdbscan_lib.HDBSCAN):
