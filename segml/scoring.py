@@ -3,10 +3,11 @@
 The input (CSV or Parquet; a file or a folder of them) is read in pyarrow batches of only the
 columns the model needs, so memory stays flat as the input grows. Each batch is checked against
 the model's input signature, bad rows are quarantined or fail the run (the spec's
-``data.bad_rows``), and the scores are appended to a staging Parquet file. What the monitoring
-finds (emerging candidates, drift, migration) needs the whole batch, so a second pass fills
-``emerging_id``; the output is renamed onto its target only when complete. A transaction log is
-aggregated per customer first, as at training, so its memory grows with the log.
+``data.bad_rows``), and the scores are appended to a staging file. What the monitoring finds
+(emerging candidates, drift, migration) needs the whole batch, so the novel customers' rows,
+the only ones that can have an ``emerging_id``, are kept and written last, once it is known;
+the output is renamed onto its target only when complete. A transaction log is aggregated per
+customer first, as at training, so its memory grows with the log.
 """
 
 from __future__ import annotations
@@ -739,20 +740,26 @@ def _concat(parts: list[_Values]) -> _Values:
 
 @dataclass
 class _Novel:
-    """The novel customers: model-space coordinates, numeric features, output row, id hash."""
+    """The novel customers, in input order: model-space coordinates, numeric features, id
+    hashes, and their output rows (written last, once their emerging ids are known)."""
 
     Z: list[np.ndarray] = field(default_factory=list)
     numeric: list[np.ndarray] = field(default_factory=list)
-    rows: list[np.ndarray] = field(default_factory=list)
     hashes: list[np.ndarray] = field(default_factory=list)
+    output: list[pa.RecordBatch] = field(default_factory=list)
 
     def add(
-        self, Z: np.ndarray, numeric: np.ndarray, rows: np.ndarray, hashes: np.ndarray
+        self, Z: np.ndarray, numeric: np.ndarray, hashes: np.ndarray, output: pa.RecordBatch
     ) -> None:
         self.Z.append(Z)
         self.numeric.append(numeric)
-        self.rows.append(rows)
         self.hashes.append(hashes)
+        self.output.append(output)
+
+    @property
+    def count(self) -> int:
+        """Novel customers collected."""
+        return sum(len(h) for h in self.hashes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -871,9 +878,12 @@ class _Run:
         """Score a batch of good rows (``numeric``: its numeric columns, one row per customer)."""
         found = self.segmenter.assign(frame)
         segments, novel = found.segment_ids, found.is_novel
-        if novel.any():
-            rows = np.flatnonzero(novel)
-            self.novel.add(found.Z[rows], numeric[rows], self.rows_scored + rows, hashes[rows])
+        others: np.ndarray | slice = slice(None)
+        if novel.any():  # their rows are written last, with their emerging ids (``finish``)
+            scores = self._scores(ids, found, novel)
+            self.novel.add(found.Z[novel], numeric[novel], hashes[novel], scores)
+            others = ~novel
+        self._write(self._scores(ids, found, others))
         wanted = self.sample.wanted(hashes)
         if wanted.size:
             features = select_columns(frame, self.segmenter.features)
@@ -882,23 +892,30 @@ class _Run:
         self.counts.update({int(i) - 1: int(n) for i, n in enumerate(per_segment) if n})
         if self.migration is not None:
             self.migration.add(hashes, segments)
-        self._write(ids, found)
         self.rows_scored += len(segments)
 
-    def _write(self, ids: pa.Array, found: Assignment) -> None:
-        n = len(found.segment_ids)
+    def _scores(
+        self, ids: pa.Array, found: Assignment, rows: np.ndarray | slice
+    ) -> pa.RecordBatch:
+        """The output rows (no emerging ids yet) of a scored batch's ``rows`` (a mask, or
+        ``slice(None)`` for all)."""
+        segments = found.segment_ids[rows]
         columns = [
-            ids,
-            pa.array(found.segment_ids, pa.int64()),
-            _coded(found.segment_ids + 1, self.names),
-            pa.array(found.confidence, pa.float64()),
-            pa.array(found.novelty, pa.float64()),
-            pa.array(found.is_novel, pa.bool_()),
-            *self._same_in_every_row(n),
+            ids if isinstance(rows, slice) else ids.filter(pa.array(rows)),
+            pa.array(segments, pa.int64()),
+            _coded(segments + 1, self.names),
+            pa.array(found.confidence[rows], pa.float64()),
+            pa.array(found.novelty[rows], pa.float64()),
+            pa.array(found.is_novel[rows], pa.bool_()),
+            *self._same_in_every_row(len(segments)),
         ]
+        return pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+    def _write(self, scores: pa.RecordBatch) -> None:
         if self.writer is None:
-            self.writer = _Behind(_parquet_writer(self.staging, self.schema), self.staging)
-        self.writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self.schema))
+            self.writer = _Behind(_output_writer(self.staging, self.schema), self.staging)
+        if scores.num_rows:
+            self.writer.write_batch(scores)
 
     def _same_in_every_row(self, n: int) -> list[pa.DictionaryArray]:
         """The emerging id (empty until the candidates are known), model name and version of
@@ -907,11 +924,24 @@ class _Run:
             self.repeated = [_repeated(text, n) for text in (_NO_TEXT, self.model, self.version)]
         return self.repeated
 
-    def end(self, flush: bool) -> None:
-        """Queue the closing of the staged output (and with ``flush`` its flush to disk): the
-        writing thread finishes it."""
+    def flush_written(self) -> None:
+        """Queue the flush to disk of the output written so far: the writing thread does it
+        while the monitoring runs, and ``finish`` has only the novel customers' rows left."""
         if self.writer is not None:
-            self.writer.end(flush)
+            self.writer.flush()
+
+    def finish(self, emerging: Emerging) -> None:
+        """Write the novel customers' rows after all others, with their emerging ids, then
+        queue the closing of the staged output and its flush to disk."""
+        if self.novel.output:
+            column = self.schema.get_field_index(EMERGING_ID)
+            ids = _coded(emerging.labels - 1, pa.array(emerging.ids, pa.string()))
+            novel = pa.Table.from_batches(self.novel.output, self.schema)
+            novel = novel.set_column(column, self.schema.field(column), ids).combine_chunks()
+            for scores in novel.to_batches(READ_ROWS):
+                self._write(scores)
+        if self.writer is not None:
+            self.writer.end(flush=True)
 
     def close(self) -> None:
         """Wait until the staged output is written and closed; raise a failure to write it."""
@@ -1008,9 +1038,9 @@ class _Behind:
     ``QUEUED_WRITES`` batches behind its caller.
 
     pyarrow encodes and writes without the GIL, so batches are written while the next are
-    scored; the queue evens out batches that take longer to write than to score. The writer
-    is closed on that thread too, and the file flushed to disk when it is to be renamed into
-    place as it is (a rename over an earlier output then has nothing left to flush).
+    scored; the queue evens out batches that take longer to write than to score. The file is
+    flushed to disk and the writer closed on that thread too, before the file is renamed into
+    place (a rename over an earlier output then has nothing left to flush).
     """
 
     def __init__(self, writer: pq.ParquetWriter | pv.CSVWriter, path: Path) -> None:
@@ -1026,6 +1056,10 @@ class _Behind:
         while len(self.pending) >= QUEUED_WRITES:
             self._raise(self.pending.popleft().exception())
         self.pending.append(self.pool.submit(self.writer.write_batch, batch))
+
+    def flush(self) -> None:
+        """Queue the flush to disk of what is written so far (the writer may hold a tail)."""
+        self.pending.append(self.pool.submit(flush_to_disk, self.path))
 
     def end(self, flush: bool) -> None:
         """Queue the closing of the writer behind the last batch, and with ``flush`` the
@@ -1067,6 +1101,11 @@ def _ahead(batches: Iterator[Any]) -> Iterator[Any]:
         while (table := upcoming.result()) is not None:
             upcoming = pool.submit(next, batches, None)
             yield table
+
+
+def _output_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter | pv.CSVWriter:
+    """The writer of a Parquet or a CSV output ``path``."""
+    return _parquet_writer(path, schema) if is_parquet(path) else pv.CSVWriter(str(path), schema)
 
 
 def _parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
@@ -1140,7 +1179,7 @@ def score(
             segmenter,
             signature,
             own.data.bad_rows,
-            Path(tmp) / "scores.parquet",
+            Path(tmp) / f"scores{output.suffix}",
             Path(tmp) / "quarantine.csv",
             model.name or segmenter.spec.model_name,
             model.version,
@@ -1151,13 +1190,12 @@ def score(
             ignored, excluded = _feed(run, files, input_path, reference_date)
             if run.rows_scored == 0:
                 raise DataError(f"{input_path}: no customer to score ({_nothing(run)})")
-            # Finished on the writing thread while the monitoring runs; a Parquet output is
-            # flushed, as it is renamed into place unless a candidate needs a second pass.
-            run.end(flush=is_parquet(output))
+            run.flush_written()
             report = monitor(segmenter, run.scored(), own, previous_candidates)
+            run.finish(report.emerging)
         finally:
             run.close()
-        quarantine = _publish(run, report.emerging, output)
+        quarantine = _publish(run, output)
     return ScoreSummary(
         model,
         run.model_name,
@@ -1170,7 +1208,7 @@ def score(
         excluded,
         ignored,
         dict(run.missing),
-        int(sum(len(r) for r in run.novel.rows)),
+        run.novel.count,
         time.perf_counter() - started,
         report,
         own.monitoring,
@@ -1328,9 +1366,8 @@ def monitor(
     return BatchReport(emerging, shares, features, scored.migration, found)
 
 
-def _publish(run: _Run, emerging: Emerging, output: Path) -> Path | None:
-    """Write the output (with ``emerging_id``) in the staging folder; rename it and the
-    quarantine file into place.
+def _publish(run: _Run, output: Path) -> Path | None:
+    """Rename the staged output and quarantine file into place.
 
     Each is flushed to disk first (the output on the writing thread), and the quarantine file
     goes first: an output in place means the run completed.
@@ -1341,42 +1378,8 @@ def _publish(run: _Run, emerging: Emerging, output: Path) -> Path | None:
         os.replace(run.quarantine_path, quarantine)
     else:
         quarantine.unlink(missing_ok=True)
-    rows = np.concatenate([np.empty(0, np.int64), *run.novel.rows])
-    member = emerging.labels > 0
-    final = run.staging
-    if member.any() or not is_parquet(output):
-        final = run.staging.with_name(f"final{output.suffix}")
-        codes = emerging.labels[member] - 1
-        _finish(run.staging, final, rows[member], codes, emerging.ids, not is_parquet(output))
-    os.replace(final, output)
+    os.replace(run.staging, output)
     return quarantine if quarantine.exists() else None
-
-
-def _finish(
-    staging: Path, target: Path, rows: np.ndarray, codes: np.ndarray, ids: list[str], csv: bool
-) -> None:
-    """Copy the staged scores to ``target``; output ``rows`` get ``emerging_id`` ``ids[codes]``."""
-    source = open_parquet(staging, read_dictionary=list(REPEATED_COLUMNS))
-    schema = source.schema_arrow
-    column = schema.get_field_index(EMERGING_ID)
-    names = pa.array(ids, pa.string())
-    writer = _Behind(
-        pv.CSVWriter(str(target), schema) if csv else _parquet_writer(target, schema), target
-    )
-    offset = 0
-    try:
-        for batch in _ahead(source.iter_batches(READ_ROWS)):
-            n = batch.num_rows
-            lo, hi = np.searchsorted(rows, [offset, offset + n])
-            if hi > lo:
-                index = np.full(n, -1)
-                index[rows[lo:hi] - offset] = codes[lo:hi]
-                batch = batch.set_column(column, schema.field(column), _coded(index, names))
-            writer.write_batch(batch)
-            offset += n
-        writer.end(flush=True)
-    finally:
-        writer.close()
 
 
 # ---------------------------------------------------------------------------------------------

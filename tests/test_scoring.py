@@ -25,7 +25,7 @@ from segml import tracking as keys
 from segml.cli import app
 from segml.errors import DataError
 from segml.features import build_features
-from segml.model import SEGMENT_ID
+from segml.model import IS_NOVEL, SEGMENT_ID
 from segml.monitoring import EMERGING_FIT_ROWS, EMERGING_ID
 from segml.scoring import (
     MODEL_NAME,
@@ -61,8 +61,13 @@ def _with_min_share(spec: Spec, share: float) -> Spec:
     return spec.model_copy(update={"monitoring": monitoring})
 
 
+def _in_batch_order(output: Path, batch: pd.DataFrame) -> pd.DataFrame:
+    """The output's rows in the order of the batch's customers (novel customers come last)."""
+    return pd.read_parquet(output).set_index(ID_COLUMN).loc[batch[ID_COLUMN]].reset_index()
+
+
 def _assert_e1_is_the_unseen_group(output: Path, batch: pd.DataFrame) -> None:
-    member = (pd.read_parquet(output)[EMERGING_ID] == "E1").to_numpy()
+    member = (_in_batch_order(output, batch)[EMERGING_ID] == "E1").to_numpy()
     new = (batch[TRUTH_COLUMN] == NEW_GROUP).to_numpy()
     assert new[member].mean() >= 0.8, "purity: members are mostly the unseen group"
     assert member[new].mean() >= 0.8, "recall: the candidate holds most of the unseen group"
@@ -181,9 +186,14 @@ def test_output_is_complete_and_identical_when_run_twice(segmenters, tmp_path: P
     assert first.read_bytes() == second.read_bytes()
     out = pd.read_parquet(first)
     assert list(out.columns) == COLUMNS
-    assert out[ID_COLUMN].tolist() == batch[ID_COLUMN].tolist()
-    assert set(out[MODEL_NAME]) == {"synthetic"} and out[MODEL_VERSION].isna().all()
     expected = segmenters["gmm"].predict(batch)
+    novel_last = np.argsort(expected[IS_NOVEL].to_numpy(), kind="stable")
+    assert 0 < expected[IS_NOVEL].sum() < len(batch)
+    assert out[ID_COLUMN].tolist() == batch[ID_COLUMN].iloc[novel_last].tolist(), (
+        "the customers a segment fits, then the novel ones, each in input order"
+    )
+    assert set(out[MODEL_NAME]) == {"synthetic"} and out[MODEL_VERSION].isna().all()
+    expected = expected.iloc[novel_last].reset_index(drop=True)
     pd.testing.assert_frame_equal(out[expected.columns], expected, check_dtype=False)
     assert summary.rows_read == summary.rows_scored == 4_000
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging left"
@@ -326,7 +336,7 @@ def test_missing_categories_are_imputed_as_at_training(tmp_path: Path, suffix: s
     assert summary.rows_scored == 300
     assert summary.missing["region"] == sum(summary.missing.values()) == 30
     expected = segmenter.predict(batch.assign(region=batch["region"].fillna(np.nan)))
-    out = pd.read_parquet(tmp_path / "out.parquet")
+    out = _in_batch_order(tmp_path / "out.parquet", batch)
     np.testing.assert_array_equal(out[SEGMENT_ID], expected[SEGMENT_ID])
 
 
@@ -394,10 +404,10 @@ def test_sample_is_the_smallest_hashes_whatever_the_batches() -> None:
 @pytest.mark.parametrize(
     "suffix, unseen, bad, flushes",
     [
-        (".parquet", 0.0, False, ["scores.parquet"]),
-        (".parquet", 0.05, False, ["scores.parquet", "final.parquet"]),
-        (".csv", 0.05, False, ["final.csv"]),
-        (".parquet", 0.0, True, ["scores.parquet", "quarantine.csv"]),
+        (".parquet", 0.0, False, ["scores.parquet"] * 2),
+        (".parquet", 0.05, False, ["scores.parquet"] * 2),
+        (".csv", 0.05, False, ["scores.csv"] * 2),
+        (".parquet", 0.0, True, ["scores.parquet"] * 2 + ["quarantine.csv"]),
     ],
     ids=["parquet", "parquet with a candidate", "csv with a candidate", "with a quarantine"],
 )
@@ -411,14 +421,15 @@ def test_output_is_on_disk_before_it_is_renamed_into_place(
     flushes: list[str],
 ) -> None:
     """A crash right after the rename must not leave an output (or quarantine file) whose data
-    never reached the disk: each file renamed into place was flushed first, whole."""
+    never reached the disk: each file renamed into place was flushed last when complete (the
+    output also once before, while the monitoring ran)."""
     output = tmp_path / f"out{suffix}"
-    flushed: dict[str, tuple[Path, int, bool]] = {}
+    flushed: list[tuple[str, Path, int, bool]] = []
     flush = os.fdatasync
 
     def recording(descriptor: int) -> None:
         path = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
-        flushed[path.name] = (path, path.stat().st_size, output.exists())
+        flushed.append((path.name, path, path.stat().st_size, output.exists()))
         flush(descriptor)
 
     monkeypatch.setattr("segml.scoring._flush", recording)
@@ -429,11 +440,11 @@ def test_output_is_on_disk_before_it_is_renamed_into_place(
     spec = _with(segmenter.spec, bad_rows="drop")
     summary = score(segmenter, _batch(tmp_path, batch), output, spec=spec)
     assert len(summary.report.emerging.table) == (unseen > 0)
-    assert list(flushed) == flushes, "a file rewritten is not flushed"
-    output_flush = [name for name in flushes if name != "quarantine.csv"][-1]
-    renamed = [(output, output_flush)] + [(summary.quarantine, "quarantine.csv")] * bad
+    assert [name for name, *_ in flushed] == flushes
+    last = {name: rest for name, *rest in flushed}
+    renamed = [(output, flushes[1])] + [(summary.quarantine, "quarantine.csv")] * bad
     for target, name in renamed:
-        path, size, output_existed = flushed[name]
+        path, size, output_existed = last[name]
         assert path.parent.parent == tmp_path and not output_existed
         assert target is not None and size == target.stat().st_size
 
@@ -527,8 +538,8 @@ def test_transaction_log_is_aggregated_as_at_training(tmp_path: Path) -> None:
     assert summary.rows_read == n and sum(summary.excluded.values()) == late
     customers = build_features(segmenter.spec, cutoff.date()).table
     expected = segmenter.predict(customers)
-    out = pd.read_parquet(tmp_path / "out.parquet")
-    assert out[ID_COLUMN].tolist() == expected[ID_COLUMN].tolist()
+    assert summary.rows_scored == len(expected)
+    out = _in_batch_order(tmp_path / "out.parquet", expected)
     assert out[SEGMENT_ID].tolist() == expected[SEGMENT_ID].tolist()
 
 
