@@ -878,12 +878,12 @@ class _Run:
         """Score a batch of good rows (``numeric``: its numeric columns, one row per customer)."""
         found = self.segmenter.assign(frame)
         segments, novel = found.segment_ids, found.is_novel
-        others: np.ndarray | slice = slice(None)
+        scores, others = self._scores(ids, found), None
         if novel.any():  # their rows are written last, with their emerging ids (``finish``)
-            scores = self._scores(ids, found, novel)
-            self.novel.add(found.Z[novel], numeric[novel], hashes[novel], scores)
+            rows = np.flatnonzero(novel)
+            self.novel.add(found.Z[rows], numeric[rows], hashes[rows], scores.take(rows))
             others = ~novel
-        self._write(self._scores(ids, found, others))
+        self._write(scores, others)
         wanted = self.sample.wanted(hashes)
         if wanted.size:
             features = select_columns(frame, self.segmenter.features)
@@ -894,28 +894,25 @@ class _Run:
             self.migration.add(hashes, segments)
         self.rows_scored += len(segments)
 
-    def _scores(
-        self, ids: pa.Array, found: Assignment, rows: np.ndarray | slice
-    ) -> pa.RecordBatch:
-        """The output rows (no emerging ids yet) of a scored batch's ``rows`` (a mask, or
-        ``slice(None)`` for all)."""
-        segments = found.segment_ids[rows]
+    def _scores(self, ids: pa.Array, found: Assignment) -> pa.RecordBatch:
+        """The output rows of a scored batch (no emerging ids yet)."""
+        n = len(found.segment_ids)
         columns = [
-            ids if isinstance(rows, slice) else ids.filter(pa.array(rows)),
-            pa.array(segments, pa.int64()),
-            _coded(segments + 1, self.names),
-            pa.array(found.confidence[rows], pa.float64()),
-            pa.array(found.novelty[rows], pa.float64()),
-            pa.array(found.is_novel[rows], pa.bool_()),
-            *self._same_in_every_row(len(segments)),
+            ids,
+            pa.array(found.segment_ids, pa.int64()),
+            _coded(found.segment_ids + 1, self.names),
+            pa.array(found.confidence, pa.float64()),
+            pa.array(found.novelty, pa.float64()),
+            pa.array(found.is_novel, pa.bool_()),
+            *self._same_in_every_row(n),
         ]
         return pa.RecordBatch.from_arrays(columns, schema=self.schema)
 
-    def _write(self, scores: pa.RecordBatch) -> None:
+    def _write(self, scores: pa.RecordBatch, rows: np.ndarray | None = None) -> None:
+        """Queue ``scores`` (only its ``rows``, a mask, if given) for writing."""
         if self.writer is None:
             self.writer = _Behind(_output_writer(self.staging, self.schema), self.staging)
-        if scores.num_rows:
-            self.writer.write_batch(scores)
+        self.writer.write_batch(scores, rows)
 
     def _same_in_every_row(self, n: int) -> list[pa.DictionaryArray]:
         """The emerging id (empty until the candidates are known), model name and version of
@@ -1051,11 +1048,18 @@ class _Behind:
         self.failed = False
         self.ending = False
 
-    def write_batch(self, batch: pa.RecordBatch) -> None:
-        """Queue ``batch``, once fewer than ``QUEUED_WRITES`` are waiting to be written."""
+    def write_batch(self, batch: pa.RecordBatch, rows: np.ndarray | None = None) -> None:
+        """Queue ``batch`` (only its ``rows``, a mask, if given: selected on the writing
+        thread), once fewer than ``QUEUED_WRITES`` are waiting to be written."""
         while len(self.pending) >= QUEUED_WRITES:
             self._raise(self.pending.popleft().exception())
-        self.pending.append(self.pool.submit(self.writer.write_batch, batch))
+        self.pending.append(self.pool.submit(self._write, batch, rows))
+
+    def _write(self, batch: pa.RecordBatch, rows: np.ndarray | None) -> None:
+        if rows is not None:
+            batch = batch.filter(rows)
+        if batch.num_rows:
+            self.writer.write_batch(batch)
 
     def flush(self) -> None:
         """Queue the flush to disk of what is written so far (the writer may hold a tail)."""
@@ -1191,8 +1195,10 @@ def score(
             if run.rows_scored == 0:
                 raise DataError(f"{input_path}: no customer to score ({_nothing(run)})")
             run.flush_written()
-            report = monitor(segmenter, run.scored(), own, previous_candidates)
-            run.finish(report.emerging)
+            scored = run.scored()
+            emerging = emerging_candidates(segmenter, scored, own, previous_candidates)
+            run.finish(emerging)  # the writing thread ends the output while the drift is measured
+            report = monitor(segmenter, scored, own, emerging)
         finally:
             run.close()
         quarantine = _publish(run, output)
@@ -1324,10 +1330,10 @@ def previous_assignment(previous: Path | None, id_column: str) -> MigrationCount
     )
 
 
-def monitor(
+def emerging_candidates(
     segmenter: Segmenter, scored: Scored, spec: Spec, previous: pd.DataFrame | None
-) -> BatchReport:
-    """Emerging candidates, share and feature drift, migration: the whole batch's findings.
+) -> Emerging:
+    """The batch's emerging candidates (see :func:`segml.monitoring.find_emerging`).
 
     Parameters
     ----------
@@ -1344,7 +1350,7 @@ def monitor(
     Z_sample = scored.sample_Z
     fitted = np.where(sample[IS_NOVEL].to_numpy(), -1, sample[SEGMENT_ID].to_numpy())
     space = segment_space(Z_sample, fitted, sample[numeric])
-    emerging = find_emerging(
+    return find_emerging(
         scored.novel_Z if len(scored.novel_Z) else Z_sample[:0],
         scored.novel_numeric.reset_index(drop=True),
         scored.novel_hashes,
@@ -1358,6 +1364,12 @@ def monitor(
         tail=getattr(segmenter, "tail", None),
         min_growth=getattr(settings, "candidate_min_growth", 0.0),
     )
+
+
+def monitor(segmenter: Segmenter, scored: Scored, spec: Spec, emerging: Emerging) -> BatchReport:
+    """The whole batch's findings: its ``emerging`` candidates, share and feature drift
+    against training (the spec's ``monitoring`` thresholds), migration and alerts."""
+    settings, sample = spec.monitoring, scored.sample
     shares = segment_share_drift(segmenter.catalog, scored.counts)
     # Models saved before the training reference was kept have no ``reference`` slot set.
     reference = getattr(segmenter, "reference", None)

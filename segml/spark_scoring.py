@@ -44,6 +44,7 @@ from segml.scoring import (
     bad_row_error,
     check_paths,
     clean_batch,
+    emerging_candidates,
     file_schema,
     id_hashes,
     input_files,
@@ -167,16 +168,17 @@ def score_spark(
             )
             raise DataError(f"{input_path}: no customer to score ({what})")
         found, novel_ids = _collect(scored, segmenter, signature, previous, rows_scored)
-        report = monitor(segmenter, found, own, previous_candidates)
-        labels = report.emerging.labels
-        emerging = pd.DataFrame(
+        emerging = emerging_candidates(segmenter, found, own, previous_candidates)
+        report = monitor(segmenter, found, own, emerging)
+        labels = emerging.labels
+        members = pd.DataFrame(
             {
                 signature.id_column: novel_ids[labels > 0],
-                EMERGING_ID: np.array(report.emerging.ids, dtype=object)[labels[labels > 0] - 1],
+                EMERGING_ID: np.array(emerging.ids, dtype=object)[labels[labels > 0] - 1],
             }
         )
         quarantine = _write_quarantine(bad_rows, output)
-        _publish(scored, emerging, signature.id_column, output)
+        _publish(scored, members, signature.id_column, output)
     return ScoreSummary(
         model,
         model.name or segmenter.spec.model_name,
