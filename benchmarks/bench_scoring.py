@@ -7,13 +7,13 @@ Usage: ``python benchmarks/bench_scoring.py [--rows 1000000 10000000] [--repeat 
 For each family a model is fitted on ``--train`` synthetic customers (4 features, 5 segments);
 inputs of ``--rows`` customers are written once to ``--workdir``, for each ``--unseen`` share
 of customers from a group the model has not seen: 0 is a steady refresh (about 1% novel, no
-candidate), 0.03 a changed world (one emerging candidate, so a second pass fills
-``emerging_id``). Ids are ascending (a table sorted by its key, which lets the duplicate-id
+candidate), 0.03 a changed world (one emerging candidate, whose search assigns every novel
+customer). Ids are ascending (a table sorted by its key, which lets the duplicate-id
 check skip its index) or, with ``--ids shuffled``, in random order.
 Each measurement runs in a fresh process, which reports its wall time and peak RSS:
 
-- ``score``: ``segml.scoring.score`` (read, check, score, novelty, monitoring, both passes of
-  the atomic output write; the command adds model loading and one tracking call);
+- ``score``: ``segml.scoring.score`` (read, check, score, novelty, monitoring, the atomic
+  output write; the command adds model loading and one tracking call);
 - ``bare loop``: read the same file in batches with pandas, ``preprocessor.transform`` and
   ``predict`` (the family's ``assign`` for HDBSCAN, which has no ``predict``), nothing written;
 - ``bare job``: the same loop that also reads the ids and writes id and segment to Parquet,

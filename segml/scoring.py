@@ -1,7 +1,8 @@
 """Batch scoring: stream customers through a segment model into an atomically written file.
 
 The input (CSV or Parquet; a file or a folder of them) is read in pyarrow batches of only the
-columns the model needs, so memory stays flat as the input grows. Each batch is checked against
+columns the model needs, so memory stays flat as the input grows (but for the novel customers,
+kept until the monitoring is done). Each batch is checked against
 the model's input signature, bad rows are quarantined or fail the run (the spec's
 ``data.bad_rows``), and the scores are appended to a staging file. What the monitoring finds
 (emerging candidates, drift, migration) needs the whole batch, so the novel customers' rows,
@@ -878,12 +879,11 @@ class _Run:
         """Score a batch of good rows (``numeric``: its numeric columns, one row per customer)."""
         found = self.segmenter.assign(frame)
         segments, novel = found.segment_ids, found.is_novel
-        scores, others = self._scores(ids, found), None
+        scores = self._scores(ids, found)
         if novel.any():  # their rows are written last, with their emerging ids (``finish``)
             rows = np.flatnonzero(novel)
             self.novel.add(found.Z[rows], numeric[rows], hashes[rows], scores.take(rows))
-            others = ~novel
-        self._write(scores, others)
+        self._write(scores, ~novel if novel.any() else None)
         wanted = self.sample.wanted(hashes)
         if wanted.size:
             features = select_columns(frame, self.segmenter.features)
@@ -908,11 +908,11 @@ class _Run:
         ]
         return pa.RecordBatch.from_arrays(columns, schema=self.schema)
 
-    def _write(self, scores: pa.RecordBatch, rows: np.ndarray | None = None) -> None:
-        """Queue ``scores`` (only its ``rows``, a mask, if given) for writing."""
+    def _write(self, scores: pa.RecordBatch | pa.Table, keep: np.ndarray | None = None) -> None:
+        """Queue ``scores`` (only the rows where the mask ``keep`` is true, if given)."""
         if self.writer is None:
             self.writer = _Behind(_output_writer(self.staging, self.schema), self.staging)
-        self.writer.write_batch(scores, rows)
+        self.writer.write(scores, keep)
 
     def _same_in_every_row(self, n: int) -> list[pa.DictionaryArray]:
         """The emerging id (empty until the candidates are known), model name and version of
@@ -923,20 +923,19 @@ class _Run:
 
     def flush_written(self) -> None:
         """Queue the flush to disk of the output written so far: the writing thread does it
-        while the monitoring runs, and ``finish`` has only the novel customers' rows left."""
+        while the candidates are searched, and ``finish`` has only the novel rows left."""
         if self.writer is not None:
             self.writer.flush()
 
     def finish(self, emerging: Emerging) -> None:
-        """Write the novel customers' rows after all others, with their emerging ids, then
-        queue the closing of the staged output and its flush to disk."""
+        """Queue the novel customers' rows, with their emerging ids, after all others, then the
+        closing of the staged output and its flush to disk (the writing thread does them)."""
         if self.novel.output:
             column = self.schema.get_field_index(EMERGING_ID)
             ids = _coded(emerging.labels - 1, pa.array(emerging.ids, pa.string()))
             novel = pa.Table.from_batches(self.novel.output, self.schema)
-            novel = novel.set_column(column, self.schema.field(column), ids).combine_chunks()
-            for scores in novel.to_batches(READ_ROWS):
-                self._write(scores)
+            self._write(novel.set_column(column, self.schema.field(column), ids))
+            self.novel.output = []  # the writing thread holds them until written
         if self.writer is not None:
             self.writer.end(flush=True)
 
@@ -1035,8 +1034,8 @@ class _Behind:
     ``QUEUED_WRITES`` batches behind its caller.
 
     pyarrow encodes and writes without the GIL, so batches are written while the next are
-    scored; the queue evens out batches that take longer to write than to score. The file is
-    flushed to disk and the writer closed on that thread too, before the file is renamed into
+    scored; the queue evens out batches that take longer to write than to score. The writer is
+    closed and the file flushed to disk on that thread too, before the file is renamed into
     place (a rename over an earlier output then has nothing left to flush).
     """
 
@@ -1048,18 +1047,18 @@ class _Behind:
         self.failed = False
         self.ending = False
 
-    def write_batch(self, batch: pa.RecordBatch, rows: np.ndarray | None = None) -> None:
-        """Queue ``batch`` (only its ``rows``, a mask, if given: selected on the writing
-        thread), once fewer than ``QUEUED_WRITES`` are waiting to be written."""
+    def write(self, data: pa.RecordBatch | pa.Table, keep: np.ndarray | None = None) -> None:
+        """Queue ``data`` (only the rows where the mask ``keep`` is true, if given: selected on
+        the writing thread), once fewer than ``QUEUED_WRITES`` are waiting to be written."""
         while len(self.pending) >= QUEUED_WRITES:
             self._raise(self.pending.popleft().exception())
-        self.pending.append(self.pool.submit(self._write, batch, rows))
+        self.pending.append(self.pool.submit(self._write, data, keep))
 
-    def _write(self, batch: pa.RecordBatch, rows: np.ndarray | None) -> None:
-        if rows is not None:
-            batch = batch.filter(rows)
-        if batch.num_rows:
-            self.writer.write_batch(batch)
+    def _write(self, data: pa.RecordBatch | pa.Table, keep: np.ndarray | None) -> None:
+        if keep is not None:
+            data = data.filter(keep)
+        if data.num_rows:
+            self.writer.write(data)
 
     def flush(self) -> None:
         """Queue the flush to disk of what is written so far (the writer may hold a tail)."""
@@ -1367,8 +1366,19 @@ def emerging_candidates(
 
 
 def monitor(segmenter: Segmenter, scored: Scored, spec: Spec, emerging: Emerging) -> BatchReport:
-    """The whole batch's findings: its ``emerging`` candidates, share and feature drift
-    against training (the spec's ``monitoring`` thresholds), migration and alerts."""
+    """The whole batch's findings: candidates, share and feature drift, migration, alerts.
+
+    Parameters
+    ----------
+    segmenter : Segmenter
+        The model that scored the batch.
+    scored : Scored
+        What the engine collected while scoring.
+    spec : Spec
+        Its ``monitoring`` thresholds apply.
+    emerging : Emerging
+        The batch's candidates (:func:`emerging_candidates`).
+    """
     settings, sample = spec.monitoring, scored.sample
     shares = segment_share_drift(segmenter.catalog, scored.counts)
     # Models saved before the training reference was kept have no ``reference`` slot set.

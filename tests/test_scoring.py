@@ -200,6 +200,32 @@ def test_output_is_complete_and_identical_when_run_twice(segmenters, tmp_path: P
     assert pq.read_schema(first) == output_schema(ID_COLUMN), "plain text columns, no codes"
 
 
+def test_novel_customers_come_last_with_their_candidates_ids(
+    segmenters, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scoring, "READ_ROWS", 200)  # batches with no, some and only novel rows
+    batch = synthetic_customers(10_000, seed=11, new_group_share=0.03)
+    new = batch[TRUTH_COLUMN] == NEW_GROUP
+    batch = pd.concat([batch[new], batch[~new]], ignore_index=True)  # the unseen group first
+    segmenter = segmenters["kmeans"]
+    expected = segmenter.predict(batch)
+    novel = expected[IS_NOVEL].to_numpy()
+    per_batch = novel[: len(novel) // 200 * 200].reshape(-1, 200).sum(axis=1)
+    assert per_batch[0] == 200 and (per_batch == 0).any() and (per_batch % 200 > 0).any()
+    for suffix in (".parquet", ".csv"):
+        output = tmp_path / f"out{suffix}"
+        emerging = score(segmenter, _batch(tmp_path, batch), output).report.emerging
+        out = pd.read_parquet(output) if suffix == ".parquet" else pd.read_csv(output)
+        others, novel_rows = out.iloc[: (~novel).sum()], out.iloc[(~novel).sum() :]
+        assert others[ID_COLUMN].tolist() == batch[ID_COLUMN][~novel].tolist()
+        assert novel_rows[ID_COLUMN].tolist() == batch[ID_COLUMN][novel].tolist()
+        assert others[EMERGING_ID].isna().all() and novel_rows[IS_NOVEL].all()
+        labels = emerging.labels
+        ids = np.array(["", *emerging.ids], dtype=object)[labels]
+        assert novel_rows[EMERGING_ID].fillna("").tolist() == ids.tolist()
+        assert (labels > 0).sum() == emerging.table["customers"].sum() > 250
+
+
 def test_csv_folder_gives_the_same_scores_as_one_parquet_file(segmenters, tmp_path: Path) -> None:
     batch = synthetic_customers(3_000, seed=14, new_group_share=0.03)
     folder = tmp_path / "in"
