@@ -1368,16 +1368,8 @@ def emerging_candidates(
 def monitor(segmenter: Segmenter, scored: Scored, spec: Spec, emerging: Emerging) -> BatchReport:
     """The whole batch's findings: candidates, share and feature drift, migration, alerts.
 
-    Parameters
-    ----------
-    segmenter : Segmenter
-        The model that scored the batch.
-    scored : Scored
-        What the engine collected while scoring.
-    spec : Spec
-        Its ``monitoring`` thresholds apply.
-    emerging : Emerging
-        The batch's candidates (:func:`emerging_candidates`).
+    ``segmenter``, ``scored`` and ``spec`` are as for :func:`emerging_candidates` (here only
+    the spec's ``monitoring`` thresholds apply); ``emerging`` is what it returned.
     """
     settings, sample = spec.monitoring, scored.sample
     shares = segment_share_drift(segmenter.catalog, scored.counts)
