@@ -2,12 +2,12 @@
 
 The input (CSV or Parquet; a file or a folder of them) is read in pyarrow batches of only the
 columns the model needs, so memory stays flat as the input grows (but for the novel customers,
-kept until the monitoring is done). Each batch is checked against
-the model's input signature, bad rows are quarantined or fail the run (the spec's
-``data.bad_rows``), and the scores are appended to a staging file. What the monitoring finds
-(emerging candidates, drift, migration) needs the whole batch, so the novel customers' rows,
-the only ones that can have an ``emerging_id``, are kept and written last, once it is known;
-the output is renamed onto its target only when complete. A transaction log is aggregated per
+kept until the candidates are known). Each batch is checked against the model's input
+signature, bad rows are quarantined or fail the run (the spec's ``data.bad_rows``), and the
+scores are appended to a staging file. What the monitoring finds (emerging candidates, drift,
+migration) needs the whole batch, so the novel customers' rows, the only ones that can have an
+``emerging_id``, are kept and written last, once it is known; the output is renamed onto its
+target only when complete. A transaction log is aggregated per
 customer first, as at training, so its memory grows with the log.
 """
 
