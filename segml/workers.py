@@ -157,8 +157,15 @@ class PostgresLocks:
         return False
 
     def close(self) -> None:
-        self._connection.close()
-        self._engine.dispose()
+        """Release this worker's locks, then disconnect: the server releases a closed
+        connection's locks only once its backend has exited, so other workers could still
+        find this one alive for a moment. A broken connection's locks go with it."""
+        try:
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                self._connection.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+        finally:
+            self._connection.close()
+            self._engine.dispose()
 
     def _select(self, function: str, key: int) -> bool:
         query = sa.text(f"SELECT {function}(:key)")
