@@ -7,8 +7,8 @@ signature, bad rows are quarantined or fail the run (the spec's ``data.bad_rows`
 scores are appended to a staging file. What the monitoring finds (emerging candidates, drift,
 migration) needs the whole batch, so the novel customers' rows, the only ones that can have an
 ``emerging_id``, are kept and written last, once it is known; the output is renamed onto its
-target only when complete. A transaction log is aggregated per
-customer first, as at training, so its memory grows with the log.
+target only when complete. A transaction log is aggregated per customer first, as at
+training, so its memory grows with the log.
 """
 
 from __future__ import annotations
@@ -879,11 +879,12 @@ class _Run:
         """Score a batch of good rows (``numeric``: its numeric columns, one row per customer)."""
         found = self.segmenter.assign(frame)
         segments, novel = found.segment_ids, found.is_novel
-        scores = self._scores(ids, found)
+        scores, keep = self._scores(ids, found), None
         if novel.any():  # their rows are written last, with their emerging ids (``finish``)
             rows = np.flatnonzero(novel)
             self.novel.add(found.Z[rows], numeric[rows], hashes[rows], scores.take(rows))
-        self._write(scores, ~novel if novel.any() else None)
+            keep = ~novel
+        self._write(scores, keep)
         wanted = self.sample.wanted(hashes)
         if wanted.size:
             features = select_columns(frame, self.segmenter.features)
