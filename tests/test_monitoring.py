@@ -26,6 +26,7 @@ from segml.monitoring import (
     EMERGING_FIT_ROWS,
     MigrationCounter,
     _cohesive_strength,
+    _nearest_fitted,
     alerts,
     find_emerging,
     fit_rows,
@@ -326,6 +327,15 @@ def test_candidates_fitted_on_a_subsample_take_in_the_rest(
     assert sampled.ids == whole.ids == ["E1"]
     assert (sampled.labels[3_000:] == 1).mean() > 0.95
     assert (sampled.labels == whole.labels).mean() > 0.97
+
+
+def test_novel_customers_join_their_nearest_fitted_one_within_its_core_distance() -> None:
+    # min_samples 1: each fitted row's core distance is its distance to the nearest other one.
+    fitted = np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [10.0, 0.0]])  # cores 1, 1, 2, 7
+    others = np.array([[0.4, 0.0], [3.0, 1.9], [3.0, 2.1], [10.0, 7.0], [30.0, 0.0]])
+    nearest, joins = _nearest_fitted(fitted, others, 1)
+    assert joins.tolist() == [True, True, False, True, False], "within, or at, the core"
+    assert nearest.tolist() == [0, 2, 3]
 
 
 def test_the_clustering_is_fitted_on_what_the_smallest_candidate_needs() -> None:

@@ -29,7 +29,8 @@ from scipy.spatial import cKDTree
 from segml.families._base import Assigned, Choice, FloatRange, IntRange, Space, row_batches
 
 KNN_WORKERS = -1
-"""Threads of the nearest-neighbour queries in ``assign`` (-1: all cores)."""
+"""Threads of the nearest-neighbour queries in ``assign`` and the candidate search (-1: all
+cores)."""
 KNN_LEAF_SIZE = 32
 # The cKDTree uses sliding-midpoint splits (balanced_tree=False): on 4-feature blobs its
 # 11-neighbour queries were ~30% faster than with median splits, and it builds faster; leaves
@@ -314,62 +315,19 @@ def _membership(
 
 def training_root_strengths(clusterer: hdbscan_lib.HDBSCAN) -> np.ndarray:
     """Membership strengths of the training rows in the root of a clusterer whose condensed
-    tree never splits (see :func:`root_strengths`); no prediction data needed."""
-    lam = _point_lambdas(clusterer.condensed_tree_.to_numpy(), len(clusterer.labels_))
-    return _root_strength(lam, lam.max(initial=0.0))
-
-
-def root_strengths(
-    clusterer: hdbscan_lib.HDBSCAN, X: np.ndarray, at_least: float = 0.0
-) -> np.ndarray:
-    """Membership strengths of new rows in the root of a clusterer whose condensed tree never
-    splits.
+    tree never splits; no prediction data needed.
 
     hdbscan leaves such a tree without a usable cluster: ``allow_single_cluster`` labels only
-    the rows at the root's largest lambda, and ``approximate_predict`` calls every new row
-    noise. Here the root is the cluster, with strengths as a selected cluster's:
-    ``min(lambda, max_lambda) / max_lambda``, where lambda is where a training row leaves the
-    root, or for a new row, where it joins its nearest neighbour (as ``approximate_predict``
-    finds both) but no later than that neighbour leaves the root, and max_lambda the largest
-    of the training rows'. A new row at mutual-reachability distance 0 (on top of more than
-    ``min_samples`` identical training rows) joins at an infinite lambda, as they do.
-
-    Parameters
-    ----------
-    clusterer : hdbscan.HDBSCAN
-        Fitted, with prediction data.
-    X : ndarray of shape (n_samples, n_features)
-        New rows in the space the clusterer was fitted on.
-    at_least : float
-        Only strengths of at least this are needed: rows too far from every training row to
-        reach it get 0 without a neighbour search.
+    the rows at the root's largest lambda. Here the root is the cluster, with strengths as a
+    selected cluster's: ``min(lambda, max_lambda) / max_lambda``, where lambda is where a row
+    leaves the root and max_lambda the largest of them; as hdbscan's probabilities, 1 for an
+    infinite lambda (more than ``min_samples`` identical rows) or a zero max_lambda.
     """
-    index = _assign_index(clusterer)
-    X = _checked(index, X)
-    lam = np.zeros(X.shape[0])
-    max_lambda = index.point_lambda.max(initial=0.0)
-    near = np.arange(X.shape[0])
-    if at_least > 0.0 and 0.0 < max_lambda < np.inf:
-        # A row joins at most at 1 / (distance to its nearest training row); the query's
-        # bound excludes rows at exactly that distance, hence the next float up.
-        reach = np.nextafter(1.0 / (at_least * max_lambda), np.inf)
-        closest, _ = index.knn.query(X, k=1, distance_upper_bound=reach, workers=KNN_WORKERS)
-        near = np.flatnonzero(np.isfinite(closest))
-    for rows in row_batches(near.size):
-        chosen = near[rows]
-        nearest, joined, _ = _connect(index, X[chosen])
-        joined[joined == _LAMBDA_MAX] = np.inf
-        lam[chosen] = np.minimum(joined, index.point_lambda[nearest])
-    return _root_strength(lam, max_lambda)
-
-
-def _root_strength(lam: np.ndarray, max_lambda: float) -> np.ndarray:
-    """``min(lambda, max_lambda) / max_lambda`` in the root; as hdbscan's probabilities, 1 for
-    an infinite lambda or a zero max_lambda."""
-    if max_lambda <= 0.0:
-        return np.ones(lam.shape[0])
+    lam = _point_lambdas(clusterer.condensed_tree_.to_numpy(), len(clusterer.labels_))
+    max_lambda = lam.max(initial=0.0)
     out = np.ones(lam.shape[0])
-    np.divide(np.minimum(lam, max_lambda), max_lambda, out=out, where=np.isfinite(lam))
+    if max_lambda > 0.0:
+        np.divide(np.minimum(lam, max_lambda), max_lambda, out=out, where=np.isfinite(lam))
     return out
 
 

@@ -374,7 +374,7 @@ def test_hdbscan_without_clusters_assigns_noise() -> None:
     np.testing.assert_array_equal(scores, ref_scores)
 
 
-def test_hdbscan_root_strengths_when_the_tree_never_splits() -> None:
+def test_hdbscan_training_root_strengths_when_the_tree_never_splits() -> None:
     rng = np.random.default_rng(3)
     X = np.vstack([rng.normal(size=(400, 2)), rng.uniform(-20, 20, size=(60, 2))])
     est = seg_hdbscan.SegmentHDBSCAN(
@@ -384,22 +384,13 @@ def test_hdbscan_root_strengths_when_the_tree_never_splits() -> None:
     assert (est.labels_ >= 0).sum() < 200, "hdbscan labels only the densest of 400 rows"
     training = seg_hdbscan.training_root_strengths(est)
     assert training.max() == 1.0 and np.median(training[:400]) > 5 * np.median(training[400:])
-    # Neither needs prediction data (a steady batch's candidate search skips making it).
+    # Neither needs prediction data (the candidate search never makes it).
     unprepared = seg_hdbscan.SegmentHDBSCAN(
         min_cluster_size=100, min_samples=10, allow_single_cluster=True
     ).fit(X)
     assert not seg_hdbscan.splits(unprepared) and not est.assign_index_.has_clusters
     assert not hasattr(unprepared, "assign_index_")
     np.testing.assert_array_equal(seg_hdbscan.training_root_strengths(unprepared), training)
-    # A training row assigned as a new row joins where it left the root.
-    np.testing.assert_array_equal(seg_hdbscan.root_strengths(est, X), training)
-    new = np.vstack([rng.normal(size=(200, 2)), rng.uniform(-20, 20, size=(50, 2))])
-    exact = seg_hdbscan.root_strengths(est, new)
-    pruned = seg_hdbscan.root_strengths(est, new, at_least=0.3)
-    strong = exact >= 0.3
-    assert 0 < strong.sum() < len(new)
-    np.testing.assert_array_equal(pruned[strong], exact[strong])
-    assert (pruned[~strong] < 0.3).all()
 
 
 def test_hdbscan_splits_tells_a_tree_with_clusters_without_prediction_data() -> None:
