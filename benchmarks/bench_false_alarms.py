@@ -33,7 +33,7 @@ from segml.model import Segmenter
 from segml.monitoring import EMERGING_ID, BatchReport
 from segml.scoring import score
 from segml.spec import Monitoring, Spec
-from segml.synthetic import TRUTH_COLUMN, synthetic_customers
+from segml.synthetic import ID_COLUMN, TRUTH_COLUMN, synthetic_customers
 
 HEADER = (
     "| family | training customers | min share | steady batches | clusters | largest growth "
@@ -64,7 +64,8 @@ def scored(
         source, output = Path(tmp) / "batch.parquet", Path(tmp) / "scores.parquet"
         batch.drop(columns=TRUTH_COLUMN).to_parquet(source)
         report = score(segmenter, source, output, spec=spec).report
-        batch[EMERGING_ID] = pd.read_parquet(output, columns=[EMERGING_ID])[EMERGING_ID]
+        found = pd.read_parquet(output, columns=[ID_COLUMN, EMERGING_ID])  # novel rows last
+        batch[EMERGING_ID] = batch[ID_COLUMN].map(found.set_index(ID_COLUMN)[EMERGING_ID])
     return report, batch
 
 
