@@ -241,15 +241,16 @@ def _density_clusters(
     ).fit(Z[fit])
     if not (clusterer.labels_ >= 0).any():
         return labels, strength
-    nearest, joins = _nearest_fitted(Z[fit], Z[rest], min_samples)
     if splits(clusterer):
         labels[fit], strength[fit] = clusterer.labels_, clusterer.probabilities_
     else:  # one group, or a scattered cloud: its most cohesive density level, if any
         strength[fit] = training_root_strengths(clusterer)
         least = _cohesive_strength(Z[fit], strength[fit], max_radius)
         labels[fit[strength[fit] >= least]] = 0
-    joined = np.flatnonzero(rest)[joins]
-    labels[joined], strength[joined] = labels[fit][nearest], strength[fit][nearest]
+    if rest.any() and (labels[fit] >= 0).any():  # (a steady batch's cloud often has none)
+        nearest, joins = _nearest_fitted(Z[fit], Z[rest], min_samples)
+        joined = np.flatnonzero(rest)[joins]
+        labels[joined], strength[joined] = labels[fit][nearest], strength[fit][nearest]
     return labels, strength
 
 
