@@ -247,32 +247,37 @@ def _density_clusters(
         strength[fit] = training_root_strengths(clusterer)
         least = _cohesive_strength(Z[fit], strength[fit], max_radius)
         labels[fit[strength[fit] >= least]] = 0
-    if rest.any() and (labels[fit] >= 0).any():  # (a steady batch's cloud often has none)
-        nearest, joins = _nearest_fitted(Z[fit], Z[rest], min_samples)
-        joined = np.flatnonzero(rest)[joins]
-        labels[joined], strength[joined] = labels[fit][nearest], strength[fit][nearest]
+    in_cluster = labels[fit] >= 0
+    if rest.any() and in_cluster.any():  # (a steady batch's cloud often has none)
+        nearest, joins = _nearest_fitted(Z[fit], in_cluster, Z[rest], min_samples)
+        joined, nearest = np.flatnonzero(rest)[joins], fit[nearest]
+        labels[joined], strength[joined] = labels[nearest], strength[nearest]
     return labels, strength
 
 
 def _nearest_fitted(
-    fitted: np.ndarray, others: np.ndarray, min_samples: int
+    fitted: np.ndarray, in_cluster: np.ndarray, others: np.ndarray, min_samples: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Which of ``others`` lie within the core distance of their nearest fitted row (its
-    distance to its ``min_samples``-th nearest other fitted row, as in hdbscan's fit), and
-    that row (``nearest``, for those only).
+    """Which of ``others`` lie within the core distance of their nearest fitted row, when
+    that row is ``in_cluster``, and that row (``nearest``, for those only). A row's core
+    distance is its distance to its ``min_samples``-th nearest other fitted row, as in
+    hdbscan's fit.
 
     Such a customer lies inside the neighbourhood that sets that row's density, so it joins
-    its cluster with its membership strength; hdbscan's ``approximate_predict`` would also
-    weigh the customer's own core distance (11 neighbours per customer instead of 1).
+    its cluster with its membership strength. hdbscan's ``approximate_predict`` would also
+    weigh the customer's own core distance (:func:`~segml.families.hdbscan.fast_predict`, its
+    vectorised equivalent, queries ``min_samples + 1`` neighbours per customer, not 1).
     """
     tree = cKDTree(fitted, leafsize=KNN_LEAF_SIZE, balanced_tree=False)
     k = min(min_samples + 1, len(fitted))
     core = tree.query(fitted, k=k, workers=KNN_WORKERS)[0].reshape(len(fitted), k)[:, -1]
-    reach = np.nextafter(core.max(initial=0.0), np.inf)  # the bound excludes equality
+    # scipy's bound is strict and compares squared distances (which underflow near 0): a
+    # margin keeps in every row as near as the largest core distance of a row in a cluster.
+    reach = 2.0 * core[in_cluster].max(initial=0.0) + np.finfo(np.float64).eps
     distance, nearest = tree.query(others, k=1, distance_upper_bound=reach, workers=KNN_WORKERS)
     found = np.flatnonzero(np.isfinite(distance))
     joins = np.zeros(len(others), dtype=bool)
-    joins[found] = distance[found] <= core[nearest[found]]
+    joins[found] = (distance[found] <= core[nearest[found]]) & in_cluster[nearest[found]]
     return nearest[joins], joins
 
 

@@ -223,7 +223,7 @@ def test_a_group_is_a_candidate_when_the_other_novel_points_are_too_few_to_split
 ) -> None:
     # The loose cloud (250) is below the minimum size (300): the clustering never splits, and
     # the group is the densest part of its root. Cloud points fitted on leave the root early;
-    # cloud points assigned afterwards must leave with their nearest neighbours.
+    # the other cloud points must not join the group through their nearest fitted neighbour.
     monkeypatch.setattr("segml.monitoring.FITTED_PER_CANDIDATE", fitted)
     rng = np.random.default_rng(9)
     space = _space(rng)
@@ -332,9 +332,11 @@ def test_candidates_fitted_on_a_subsample_take_in_the_rest(
 def test_novel_customers_join_their_nearest_fitted_one_within_its_core_distance() -> None:
     # min_samples 1: each fitted row's core distance is its distance to the nearest other one.
     fitted = np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [10.0, 0.0]])  # cores 1, 1, 2, 7
-    others = np.array([[0.4, 0.0], [3.0, 1.9], [3.0, 2.1], [10.0, 7.0], [30.0, 0.0]])
-    nearest, joins = _nearest_fitted(fitted, others, 1)
-    assert joins.tolist() == [True, True, False, True, False], "within, or at, the core"
+    in_cluster = np.array([True, False, True, True])
+    others = np.array([[0.4, 0.0], [1.2, 0.0], [3.0, 1.9], [3.0, 2.1], [10.0, 7.0], [30.0, 0.0]])
+    nearest, joins = _nearest_fitted(fitted, in_cluster, others, 1)
+    # (1.2, 0) lies within the core distance of (3, 0) too, but its nearest is in no cluster.
+    assert joins.tolist() == [True, False, True, False, True, False], "within, or at, the core"
     assert nearest.tolist() == [0, 2, 3]
 
 
