@@ -17,12 +17,11 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from scipy.spatial import cKDTree
 
 from segml.families.hdbscan import (
-    KNN_LEAF_SIZE,
-    KNN_WORKERS,
     SegmentHDBSCAN,
+    knn_tree,
+    neighbours,
     splits,
     training_root_strengths,
 )
@@ -268,13 +267,12 @@ def _nearest_fitted(
     weigh the customer's own core distance (:func:`~segml.families.hdbscan.fast_predict`, its
     vectorised equivalent, queries ``min_samples + 1`` neighbours per customer, not 1).
     """
-    tree = cKDTree(fitted, leafsize=KNN_LEAF_SIZE, balanced_tree=False)
-    k = min(min_samples + 1, len(fitted))
-    core = tree.query(fitted, k=k, workers=KNN_WORKERS)[0].reshape(len(fitted), k)[:, -1]
+    tree = knn_tree(fitted)
+    core = neighbours(tree, fitted, min(min_samples + 1, len(fitted)))[0][:, -1]
     # scipy's bound is strict and compares squared distances (which underflow near 0): a
     # margin keeps in every row as near as the largest core distance of a row in a cluster.
     reach = 2.0 * core[in_cluster].max(initial=0.0) + np.finfo(np.float64).eps
-    distance, nearest = tree.query(others, k=1, distance_upper_bound=reach, workers=KNN_WORKERS)
+    distance, nearest = (column[:, 0] for column in neighbours(tree, others, 1, reach))
     found = np.flatnonzero(np.isfinite(distance))
     joins = np.zeros(len(others), dtype=bool)
     joins[found] = (distance[found] <= core[nearest[found]]) & in_cluster[nearest[found]]

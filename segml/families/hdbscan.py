@@ -150,7 +150,7 @@ def build_assign_index(clusterer: hdbscan_lib.HDBSCAN) -> AssignIndex:
             sub[p] = sub[c]
 
     return AssignIndex(
-        knn=cKDTree(pdata.raw_data, leafsize=KNN_LEAF_SIZE, balanced_tree=False),
+        knn=knn_tree(pdata.raw_data),
         core_distances=np.asarray(pdata.core_distances, dtype=np.float64),
         min_samples=int(clusterer.min_samples or clusterer.min_cluster_size),
         point_cluster=point_cluster,
@@ -217,8 +217,18 @@ def _assign_index(clusterer: hdbscan_lib.HDBSCAN) -> AssignIndex:
     return index if index is not None else build_assign_index(clusterer)
 
 
-def _knn(index: AssignIndex, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    dist, ind = index.knn.query(X, k=k, workers=KNN_WORKERS)
+def knn_tree(X: np.ndarray) -> cKDTree:
+    """A nearest-neighbour index of the rows of ``X``, built as ``KNN_LEAF_SIZE`` explains."""
+    return cKDTree(X, leafsize=KNN_LEAF_SIZE, balanced_tree=False)
+
+
+def neighbours(
+    tree: cKDTree, X: np.ndarray, k: int, bound: float = np.inf
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distances and indices, each of shape (n_rows, k), of the ``k`` rows of ``tree``
+    nearest to each row of ``X``, on ``KNN_WORKERS`` threads; a neighbour not nearer than
+    ``bound`` has distance inf and index ``tree.n``."""
+    dist, ind = tree.query(X, k=k, distance_upper_bound=bound, workers=KNN_WORKERS)
     return dist.reshape(X.shape[0], k), ind.reshape(X.shape[0], k)
 
 
@@ -227,7 +237,7 @@ def _connect(index: AssignIndex, X: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     n_train = index.core_distances.shape[0]
     ms = index.min_samples
     k = min(ms + 1, n_train)
-    dist, ind = _knn(index, X, k)
+    dist, ind = neighbours(index.knn, X, k)
     own_core = dist[:, min(ms, k - 1)]
     # Among the first ms + 1 neighbours the MR distance is max(core_j, own_core) >= own_core,
     # and no farther neighbour gets below own_core: the first neighbour with core_j <= own_core
@@ -240,7 +250,7 @@ def _connect(index: AssignIndex, X: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     miss = np.flatnonzero(~ok[rows, first])
     if miss.size:
         k2 = min(2 * ms, n_train)
-        dist2, ind2 = _knn(index, X[miss], k2)
+        dist2, ind2 = neighbours(index.knn, X[miss], k2)
         mr2 = np.maximum(index.core_distances[ind2], dist2[:, [min(ms, k2 - 1)]])
         np.maximum(mr2, dist2, out=mr2)
         best = mr2.argmin(axis=1)
