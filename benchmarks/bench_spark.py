@@ -32,6 +32,9 @@ from segml.scoring import score
 from segml.spark_scoring import score_spark, spark_session
 from segml.synthetic import synthetic_customers
 
+UNSEEN = 0.03
+"""Share of the input's customers from a group the model has not seen (one candidate)."""
+
 
 def model_uri(workdir: Path, train: int) -> tuple[Segmenter, str]:
     """The k-means segmenter and its URI in a throwaway MLflow store."""
@@ -51,7 +54,8 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     segmenter, uri = model_uri(args.workdir, args.train)
-    source = write_input(args.workdir / f"customers-{args.rows}.parquet", args.rows, "parquet")
+    name = f"customers-{args.rows}-unseen{UNSEEN:g}.parquet"
+    source = write_input(args.workdir / name, args.rows, UNSEEN, "parquet", shuffled=False)
     load = load_average()
     started = time.perf_counter()
     spark_session(args.master)

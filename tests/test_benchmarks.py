@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 import joblib
+import pandas as pd
 import pytest
+
+from segml.model import SEGMENT_ID
+from segml.synthetic import ID_COLUMN
 
 from .conftest import ROOT
 
 
 @pytest.fixture
-def false_alarms(monkeypatch):
-    """``benchmarks/bench_false_alarms.py`` imported as its own directory's script."""
+def bench(monkeypatch):
+    """Import a script of ``benchmarks/`` as it imports its neighbours (its folder on the path)."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import bench_false_alarms
 
-    return bench_false_alarms
+    def script(name: str) -> ModuleType:
+        return importlib.import_module(name)
+
+    return script
 
 
-def test_false_alarm_benchmark_finds_the_unseen_group_and_no_alarm(false_alarms, tmp_path):
+def test_false_alarm_benchmark_finds_the_unseen_group_and_no_alarm(bench, tmp_path):
+    false_alarms = bench("bench_false_alarms")
     segmenter = joblib.load(false_alarms.fit_model(tmp_path, "kmeans", 3_000))
     spec = false_alarms.growth_off(segmenter.spec, 0.005)
     changed = false_alarms.scored(segmenter, spec, 20_000, 100, 0.03)
@@ -27,3 +37,24 @@ def test_false_alarm_benchmark_finds_the_unseen_group_and_no_alarm(false_alarms,
     assert growth >= 3, "the unseen group is a candidate, well above the default growth"
     steady, _ = false_alarms.scored(segmenter, spec, 20_000, 100, 0.0)
     assert (steady.emerging.table["growth"] < 3).all()
+
+
+@pytest.mark.parametrize(("unseen", "shuffled", "candidates"), [(0.0, False, 0), (0.03, True, 1)])
+def test_scoring_benchmark_times_the_same_assignment_on_both_sides(
+    bench, tmp_path, unseen, shuffled, candidates
+):
+    scoring = bench("bench_scoring")
+    model = scoring.fit_model(tmp_path, "kmeans", 3_000)
+    source = scoring.write_input(tmp_path / "in.parquet", 20_000, unseen, "parquet", shuffled)
+    found = scoring.child_score(model, source, tmp_path / "scores.parquet")
+    assert (found["rows"], found["candidates"]) == (20_000, candidates)
+    job = scoring.child_bare(model, source, 4_096, str(tmp_path / "bare.parquet"))
+    loop = scoring.child_bare(model, source, 4_096, "")
+    assert job["rows"] == loop["rows"] == 20_000
+    # The bare job writes the clusterer's raw labels: segml names them by the model's ids.
+    segml = pd.read_parquet(tmp_path / "scores.parquet").set_index(ID_COLUMN)[SEGMENT_ID]
+    bare = pd.read_parquet(tmp_path / "bare.parquet").set_index(ID_COLUMN)[SEGMENT_ID]
+    segmenter = joblib.load(model)
+    bare = pd.Series(segmenter.segment_ids(bare.to_numpy()), bare.index)
+    assert bare.index.is_unique and len(bare) == 20_000
+    pd.testing.assert_series_equal(bare.sort_index(), segml.sort_index(), check_names=False)

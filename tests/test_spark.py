@@ -182,6 +182,23 @@ def test_spark_engine_reads_parquet_only(spark, registered, tmp_path: Path) -> N
     )
 
 
+def test_the_spark_benchmark_times_both_engines_on_one_input(
+    spark, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_spark
+
+    monkeypatch.setattr(
+        sys, "argv",
+        ["bench_spark.py", "--rows", "5000", "--repeats", "1", "--train", "3000",
+         "--master", MASTER, "--workdir", str(tmp_path)],
+    )  # fmt: skip
+    bench_spark.main()
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if "5,000" in line]
+    assert [row[0] for row in rows] == ["| pandas", f"| spark {MASTER}"]
+    assert all(int(row[3].replace(",", "")) > 0 for row in rows), "rows/s of both engines"
+
+
 def test_without_java_the_spark_engine_is_one_line_exit_2(registered, tmp_path: Path) -> None:
     source = _write(tmp_path, synthetic_customers(100, seed=35)[[ID_COLUMN, *FEATURES]])
     no_java = {
