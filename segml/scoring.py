@@ -1022,7 +1022,8 @@ _flush = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
 
 def flush_to_disk(path: Path) -> None:
-    """Flush the data of the file ``path`` to disk (before it is renamed into place)."""
+    """Flush ``path`` to disk: a file's data before it is renamed into place, or a folder's
+    entries after (so that the rename survives a crash)."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         _flush(descriptor)
@@ -1385,7 +1386,8 @@ def _publish(run: _Run, output: Path) -> Path | None:
     """Rename the staged output and quarantine file into place.
 
     Each is flushed to disk first (the output on the writing thread), and the quarantine file
-    goes first: an output in place means the run completed.
+    goes first: an output in place means the run completed. Their folder is flushed last, so
+    that a run which ended has its output in place after a crash too.
     """
     quarantine = output.with_suffix(QUARANTINE_SUFFIX)
     if run.quarantine_path.exists():
@@ -1394,6 +1396,7 @@ def _publish(run: _Run, output: Path) -> Path | None:
     else:
         quarantine.unlink(missing_ok=True)
     os.replace(run.staging, output)
+    flush_to_disk(output.parent)
     return quarantine if quarantine.exists() else None
 
 

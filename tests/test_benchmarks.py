@@ -58,3 +58,14 @@ def test_scoring_benchmark_times_the_same_assignment_on_both_sides(
     bare = pd.Series(segmenter.segment_ids(bare.to_numpy()), bare.index)
     assert bare.index.is_unique and len(bare) == 20_000
     pd.testing.assert_series_equal(bare.sort_index(), segml.sort_index(), check_names=False)
+
+
+def test_hdbscan_assign_benchmark_compares_the_same_assignments(bench, monkeypatch, capsys):
+    assign = bench("bench_hdbscan_assign")
+    monkeypatch.setattr(
+        "sys.argv", ["bench_hdbscan_assign.py", "--train", "3000", "--rows", "5000"]
+    )
+    assign.main()
+    printed = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    assert printed["labels identical"] == "100.0000%"
+    assert float(printed["strength max |diff|"]) == float(printed["GLOSH max |diff|"]) == 0.0

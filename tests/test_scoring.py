@@ -427,13 +427,16 @@ def test_sample_is_the_smallest_hashes_whatever_the_batches() -> None:
         np.testing.assert_array_equal(rows["is_novel"].to_numpy(), expected % 2 == 0)
 
 
+FOLDER = "<the output's folder>"
+
+
 @pytest.mark.parametrize(
     "suffix, unseen, bad, flushes",
     [
-        (".parquet", 0.0, False, ["scores.parquet"] * 2),
-        (".parquet", 0.05, False, ["scores.parquet"] * 2),
-        (".csv", 0.05, False, ["scores.csv"] * 2),
-        (".parquet", 0.0, True, ["scores.parquet"] * 2 + ["quarantine.csv"]),
+        (".parquet", 0.0, False, ["scores.parquet"] * 2 + [FOLDER]),
+        (".parquet", 0.05, False, ["scores.parquet"] * 2 + [FOLDER]),
+        (".csv", 0.05, False, ["scores.csv"] * 2 + [FOLDER]),
+        (".parquet", 0.0, True, ["scores.parquet"] * 2 + ["quarantine.csv", FOLDER]),
     ],
     ids=["parquet", "parquet with a candidate", "csv with a candidate", "with a quarantine"],
 )
@@ -448,7 +451,7 @@ def test_output_is_on_disk_before_it_is_renamed_into_place(
 ) -> None:
     """A crash right after the rename must not leave an output (or quarantine file) whose data
     never reached the disk: each file renamed into place was flushed last when complete (the
-    output also once before, while the monitoring ran)."""
+    output also once before, while the monitoring ran); then their folder, renames done."""
     output = tmp_path / f"out{suffix}"
     flushed: list[tuple[str, Path, int, bool]] = []
     flush = os.fdatasync
@@ -466,8 +469,9 @@ def test_output_is_on_disk_before_it_is_renamed_into_place(
     spec = _with(segmenter.spec, bad_rows="drop")
     summary = score(segmenter, _batch(tmp_path, batch), output, spec=spec)
     assert len(summary.report.emerging.table) == (unseen > 0)
-    assert [name for name, *_ in flushed] == flushes
+    assert [name for name, *_ in flushed] == [n.replace(FOLDER, tmp_path.name) for n in flushes]
     last = {name: rest for name, *rest in flushed}
+    assert last[tmp_path.name][0] == tmp_path and last[tmp_path.name][2], "after the rename"
     renamed = [(output, flushes[1])] + [(summary.quarantine, "quarantine.csv")] * bad
     for target, name in renamed:
         path, size, output_existed = last[name]
