@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
 
 import joblib
 import pandas as pd
@@ -19,11 +18,7 @@ from .conftest import ROOT
 def bench(monkeypatch):
     """Import a script of ``benchmarks/`` as it imports its neighbours (its folder on the path)."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-
-    def script(name: str) -> ModuleType:
-        return importlib.import_module(name)
-
-    return script
+    return importlib.import_module
 
 
 def test_false_alarm_benchmark_finds_the_unseen_group_and_no_alarm(bench, tmp_path):

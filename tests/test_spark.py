@@ -24,6 +24,8 @@ from segml.registry import ModelRef
 from segml.scoring import output_schema, score
 from segml.synthetic import FEATURES, ID_COLUMN, synthetic_customers
 
+from .conftest import ROOT
+
 pytest.importorskip("pyspark", reason="the Spark engine needs pyspark: pip install 'segml[spark]'")
 
 from segml.spark_scoring import score_spark, spark_session
@@ -185,7 +187,7 @@ def test_spark_engine_reads_parquet_only(spark, registered, tmp_path: Path) -> N
 def test_the_spark_benchmark_times_both_engines_on_one_input(
     spark, tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import bench_spark
 
     monkeypatch.setattr(
