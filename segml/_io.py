@@ -18,6 +18,8 @@ from segml.errors import DataError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
+_flush = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+
 
 def is_parquet(path: Path) -> bool:
     """True for a Parquet file or a folder of Parquet files."""
@@ -91,16 +93,37 @@ def write_table(frame: pd.DataFrame, target: Path) -> Path:
     return target
 
 
+def flush_to_disk(path: Path) -> None:
+    """Flush ``path`` to disk: a file's data before it is renamed into place, or a folder's
+    entries after (so that the rename survives a crash)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        _flush(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def flush_tree(folder: Path) -> None:
+    """Flush every file under ``folder``, then each folder, deepest first, to disk."""
+    for root, _, files in os.walk(folder, topdown=False):
+        for name in files:
+            flush_to_disk(Path(root, name))
+        flush_to_disk(Path(root))
+
+
 @contextlib.contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a path (not yet created) beside ``target`` for a folder; on success it replaces
-    ``target`` (a previous folder or file is moved aside first, then deleted)."""
+    """Yield a path (not yet created) beside ``target`` for a folder; on success it is flushed
+    to disk and replaces ``target`` (a previous folder or file is moved aside first, then
+    deleted), and ``target``'s parent is flushed, so that the rename survives a crash."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
     try:
         yield staging / "new"
+        flush_tree(staging / "new")
         if target.exists():
             os.replace(target, staging / "old")
         os.replace(staging / "new", target)
+        flush_to_disk(target.parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

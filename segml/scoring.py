@@ -41,7 +41,7 @@ from pandas.api.extensions import ExtensionArray
 
 from segml import report
 from segml import tracking as keys
-from segml._io import is_parquet, open_parquet
+from segml._io import flush_to_disk, is_parquet, open_parquet
 from segml.data import NUMERIC_SHARE, REASON_COLUMN, ROW_COLUMN, read_customers
 from segml.errors import DataError
 from segml.features import column_kinds, customer_table, select_columns
@@ -1016,19 +1016,6 @@ def _staged_schema(id_column: str) -> pa.Schema:
             column = column.with_type(pa.dictionary(pa.int32(), pa.string()))
         fields.append(column)
     return pa.schema(fields)
-
-
-_flush = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
-
-
-def flush_to_disk(path: Path) -> None:
-    """Flush ``path`` to disk: a file's data before it is renamed into place, or a folder's
-    entries after (so that the rename survives a crash)."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        _flush(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 class _Behind:

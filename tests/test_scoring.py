@@ -461,7 +461,7 @@ def test_output_is_on_disk_before_it_is_renamed_into_place(
         flushed.append((path.name, path, path.stat().st_size, output.exists()))
         flush(descriptor)
 
-    monkeypatch.setattr("segml.scoring._flush", recording)
+    monkeypatch.setattr("segml._io._flush", recording)
     batch = synthetic_customers(3_000, seed=5, new_group_share=unseen).astype({ID_COLUMN: object})
     if bad:
         batch.loc[3, ID_COLUMN] = " "
