@@ -71,14 +71,17 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success."""
+    """Yield a temporary path beside ``target``; only on success, flush it to disk, rename it
+    onto ``target`` and flush ``target``'s parent, so that the rename survives a crash."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        flush_to_disk(tmp_path)
         os.replace(tmp_path, target)
+        flush_to_disk(target.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from segml._io import atomic_dir
+from segml._io import atomic_dir, atomic_path
 
 
 def test_a_folder_output_is_on_disk_before_and_after_its_rename(
@@ -47,3 +47,23 @@ def test_a_folder_output_is_on_disk_before_and_after_its_rename(
     assert flushed[-1] == (tmp_path, True), "the parent last, with the new folder in place"
     assert sorted(p.name for p in target.iterdir()) == ["part", "part-1.parquet"]
     assert [p.name for p in tmp_path.iterdir()] == ["scores.parquet"], "no staging left"
+
+
+def test_a_file_output_is_on_disk_before_and_after_its_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "report.md"
+    target.write_text("old")
+    flushed: list[tuple[str, str]] = []
+    flush = os.fdatasync
+
+    def recording(descriptor: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
+        flushed.append((path.name, target.read_text()))
+        flush(descriptor)
+
+    monkeypatch.setattr("segml._io._flush", recording)
+    with atomic_path(target) as staged:
+        staged.write_text("new")
+    assert flushed == [(staged.name, "old"), (tmp_path.name, "new")]
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"], "no staging left"
