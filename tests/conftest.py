@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,26 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
 CATALOGUE = pytest.StashKey[list[tuple[str, str, int, str]]]()
 """Outcomes of the bad-input catalogue (tests/test_bad_inputs.py): case, command, code, line."""
+
+
+@pytest.fixture
+def flushes(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[tuple[Path, Any]]]:
+    """Record segml's flushes to disk: call it with ``seen`` (a function of the flushed path)
+    to get the list it fills, in order, with each flushed path and what ``seen`` returned."""
+
+    def record(seen: Callable[[Path], Any] = lambda path: None) -> list[tuple[Path, Any]]:
+        log: list[tuple[Path, Any]] = []
+        flush = os.fdatasync
+
+        def recording(descriptor: int) -> None:
+            path = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
+            log.append((path, seen(path)))
+            flush(descriptor)
+
+        monkeypatch.setattr("segml._io._flush", recording)
+        return log
+
+    return record
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -431,7 +431,7 @@ FOLDER = "<the output's folder>"
 
 
 @pytest.mark.parametrize(
-    "suffix, unseen, bad, flushes",
+    "suffix, unseen, bad, order",
     [
         (".parquet", 0.0, False, ["scores.parquet"] * 2 + [FOLDER]),
         (".parquet", 0.05, False, ["scores.parquet"] * 2 + [FOLDER]),
@@ -443,25 +443,17 @@ FOLDER = "<the output's folder>"
 def test_output_is_on_disk_before_it_is_renamed_into_place(
     segmenters,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    flushes,
     suffix: str,
     unseen: float,
     bad: bool,
-    flushes: list[str],
+    order: list[str],
 ) -> None:
     """A crash right after the rename must not leave an output (or quarantine file) whose data
     never reached the disk: each file renamed into place was flushed last when complete (the
     output also once before, while the monitoring ran); then their folder, renames done."""
     output = tmp_path / f"out{suffix}"
-    flushed: list[tuple[str, Path, int, bool]] = []
-    flush = os.fdatasync
-
-    def recording(descriptor: int) -> None:
-        path = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
-        flushed.append((path.name, path, path.stat().st_size, output.exists()))
-        flush(descriptor)
-
-    monkeypatch.setattr("segml._io._flush", recording)
+    flushed = flushes(lambda path: (path.stat().st_size, output.exists()))
     batch = synthetic_customers(3_000, seed=5, new_group_share=unseen).astype({ID_COLUMN: object})
     if bad:
         batch.loc[3, ID_COLUMN] = " "
@@ -469,10 +461,10 @@ def test_output_is_on_disk_before_it_is_renamed_into_place(
     spec = _with(segmenter.spec, bad_rows="drop")
     summary = score(segmenter, _batch(tmp_path, batch), output, spec=spec)
     assert len(summary.report.emerging.table) == (unseen > 0)
-    assert [name for name, *_ in flushed] == [n.replace(FOLDER, tmp_path.name) for n in flushes]
-    last = {name: rest for name, *rest in flushed}
+    assert [path.name for path, _ in flushed] == [n.replace(FOLDER, tmp_path.name) for n in order]
+    last = {path.name: (path, *seen) for path, seen in flushed}
     assert last[tmp_path.name][0] == tmp_path and last[tmp_path.name][2], "after the rename"
-    renamed = [(output, flushes[1])] + [(summary.quarantine, "quarantine.csv")] * bad
+    renamed = [(output, order[1])] + [(summary.quarantine, "quarantine.csv")] * bad
     for target, name in renamed:
         path, size, output_existed = last[name]
         assert path.parent.parent == tmp_path and not output_existed
