@@ -86,10 +86,10 @@ def write_input(path: Path, rows: int, unseen: float, fmt: str, shuffled: bool) 
 
 def fit_model(workdir: Path, family: str, train: int) -> Path:
     """A segmenter of ``family`` fitted on ``train`` customers, saved with joblib."""
+    from segml.families.segmentation import fit_segmentation
     from segml.features import build_features, build_preprocessor
     from segml.model import build_segmenter
     from segml.spec import load_spec
-    from segml.tuning import fit_segmentation
 
     target = workdir / f"model-{family}-{train}.joblib"
     if target.exists():

@@ -33,10 +33,11 @@ import numpy as np
 from machine import load_average, machine
 
 from segml import tracking as keys
+from segml.families.segmentation import fit_segmentation
 from segml.features import build_preprocessor, value_outcome
 from segml.spec import Spec
 from segml.synthetic import synthetic_customers, synthetic_spec
-from segml.tuning import SearchData, evaluate, fit_segmentation
+from segml.tuning import SearchData, evaluate
 
 NO_REDUCTION: dict[str, Any] = {"reducer": "none"}
 UMAP: dict[str, Any] = {"reducer": "umap", "n_components": 2, "n_neighbors": 15, "min_dist": 0.1}

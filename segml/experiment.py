@@ -14,10 +14,11 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from segml import report
+from segml import report, studies, tuning
 from segml import tracking as keys
 from segml.alignment import Alignment
 from segml.errors import SpecError
+from segml.families.segmentation import fit_segmentation
 from segml.features import (
     FeatureSet,
     build_features,
@@ -29,30 +30,6 @@ from segml.metrics import feature_profile, segment_table
 from segml.model import Segmenter, build_segmenter, log_segment_model
 from segml.registry import ModelRef, align_to_champion, load_segmenter, register_run
 from segml.spec import Spec, spec_digest
-from segml.tuning import (
-    ERROR_ATTR,
-    PARENT_RUN_ATTR,
-    Final,
-    SearchData,
-    Step,
-    TrialResult,
-    check_segmentable,
-    claim_trial,
-    completed_results,
-    create_study,
-    evaluate,
-    finalise_step,
-    first_error,
-    fit_segmentation,
-    objective_keys,
-    pareto_front,
-    pick,
-    reap_lost_trials,
-    run_trial,
-    search_spaces,
-    split_params,
-    trial_seed,
-)
 from segml.tuning import ProgressFn as ProgressFn
 from segml.workers import Coordinator, coordinator
 
@@ -67,7 +44,7 @@ class TuneResult:
     study_name: str
     experiment_id: str
     parent_run_id: str
-    chosen: TrialResult
+    chosen: tuning.TrialResult
     final_metrics: dict[str, float]
     n_trials: int
     n_feasible: int
@@ -125,13 +102,13 @@ def tune(
 
     built = build_features(spec)
     preprocessor, X = search_matrix(spec, built)
-    data = SearchData(X, value_outcome(spec, built.table), seed)
-    objectives = objective_keys(data.value is not None)
+    data = tuning.SearchData(X, value_outcome(spec, built.table), seed)
+    objectives = tuning.objective_keys(data.value is not None)
     evaluate_trial = functools.partial(
-        run_trial,
+        tuning.run_trial,
         data=data,
         spec=spec,
-        spaces=search_spaces(spec, families),
+        spaces=tuning.search_spaces(spec, families),
         objectives=objectives,
     )
 
@@ -139,7 +116,7 @@ def tune(
     with contextlib.closing(coordinator(storage, name)) as peers:
         worker = _join(tracking_uri, peers, spec, built, objectives, storage, name, seed, digest)
         deadline = time.monotonic() + (timeout or spec.search.timeout or np.inf)
-        if _search(worker, evaluate_trial, budget, deadline, on_trial) is Step.DONE:
+        if _search(worker, evaluate_trial, budget, deadline, on_trial) is studies.Step.DONE:
             return _finalised(worker, name)
         with keys.failed_on_error(worker.client, worker.parent):
             return _finalise(worker, name, spec, built, preprocessor, data, objectives, register)
@@ -151,11 +128,11 @@ def search_matrix(spec: Spec, built: FeatureSet) -> tuple[Any, np.ndarray]:
     Raises
     ------
     DataError
-        Data no search could segment (see :func:`check_segmentable`).
+        Data no search could segment (see :func:`segml.tuning.check_segmentable`).
     """
     preprocessor = build_preprocessor(spec, built.table).fit(built.table)
     X = preprocessor.transform(built.table)
-    check_segmentable(X, spec.constraints, spec.data.source)
+    tuning.check_segmentable(X, spec.constraints, spec.data.source)
     return preprocessor, X
 
 
@@ -175,11 +152,11 @@ def _join(
     with peers.lock():
         client = keys.connect(tracking_uri)
         experiment = keys.experiment_id(client, spec.name)
-        study = create_study(spec, objectives, storage, name, seed)
-        parent = study.user_attrs.get(PARENT_RUN_ATTR)
+        study = studies.create_study(spec, objectives, storage, name, seed)
+        parent = study.user_attrs.get(studies.PARENT_RUN_ATTR)
         if parent is None:
             parent = keys.study_run(client, experiment, name, digest, None)
-            study.set_user_attr(PARENT_RUN_ATTR, parent)
+            study.set_user_attr(studies.PARENT_RUN_ATTR, parent)
             keys.log_dataset(client, parent, built.table[built.features], spec.name)
             if spec.path is not None:
                 client.log_artifact(parent, str(spec.path), "spec")
@@ -188,36 +165,40 @@ def _join(
 
 def _search(
     worker: _Worker,
-    evaluate_trial: Callable[[optuna.Trial], tuple[TrialResult, Any]],
+    evaluate_trial: Callable[[optuna.Trial], tuple[tuning.TrialResult, Any]],
     budget: int,
     deadline: float,
     on_trial: ProgressFn | None,
-) -> Step:
+) -> studies.Step:
     """Run trials while the study's budget lasts (until ``deadline``), each logged as a
     nested run; then return FINALISE (this worker finalises) or DONE (another one did)."""
     while True:
         step = _next(worker, budget, deadline)
-        if step is Step.WAIT:
+        if step is studies.Step.WAIT:
             time.sleep(POLL_SECONDS)
-        elif isinstance(step, Step):
+        elif isinstance(step, studies.Step):
             return step
         else:
             _run(worker, step, evaluate_trial, budget, on_trial)
 
 
-def _next(worker: _Worker, budget: int, deadline: float) -> optuna.Trial | Step:
+def _next(worker: _Worker, budget: int, deadline: float) -> optuna.Trial | studies.Step:
     """Under the study lock: a trial for this worker, else what to do once none is left."""
     peers, study = worker.peers, worker.study
     with peers.lock():
-        reap_lost_trials(study, peers.worker, peers.alive)
-        trial = claim_trial(study, budget, peers.worker) if time.monotonic() < deadline else None
-        return trial or finalise_step(study, peers.worker, peers.alive)
+        studies.reap_lost_trials(study, peers.worker, peers.alive)
+        trial = (
+            studies.claim_trial(study, budget, peers.worker)
+            if time.monotonic() < deadline
+            else None
+        )
+        return trial or studies.finalise_step(study, peers.worker, peers.alive)
 
 
 def _run(
     worker: _Worker,
     trial: optuna.Trial,
-    evaluate_trial: Callable[[optuna.Trial], tuple[TrialResult, Any]],
+    evaluate_trial: Callable[[optuna.Trial], tuple[tuning.TrialResult, Any]],
     budget: int,
     on_trial: ProgressFn | None,
 ) -> None:
@@ -225,9 +206,10 @@ def _run(
     try:
         result, _ = evaluate_trial(trial)
     except (ValueError, np.linalg.LinAlgError) as exc:
-        trial.set_user_attr(ERROR_ATTR, str(exc)[:500])
+        studies.record_error(trial, exc)
         worker.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return
+    studies.record_result(trial, result)
     worker.study.tell(trial, list(result.objectives))
     keys.log_trial(
         worker.client,
@@ -249,7 +231,7 @@ def _finalise(
     spec: Spec,
     built: FeatureSet,
     preprocessor: Any,
-    data: SearchData,
+    data: tuning.SearchData,
     objectives: Sequence[str],
     register: bool,
 ) -> TuneResult:
@@ -259,18 +241,18 @@ def _finalise(
     (same storage) finalises the study then.
     """
     client, parent = worker.client, worker.parent
-    results = completed_results(worker.study)
+    results = studies.completed_results(worker.study)
     if not results:
-        cause = first_error(worker.study) or "none ran"
+        cause = studies.first_error(worker.study) or "none ran"
         raise SpecError(
             f"{spec.path}: no trial completed ({cause}); widen search.families or the budget"
         )
     keys.study_run(client, worker.experiment, name, worker.digest, parent)
-    chosen = pick(results)
-    params, reduction = split_params(chosen)
-    refit_seed = trial_seed(data.seed, chosen.number)
+    chosen = tuning.pick(results)
+    params, reduction = tuning.split_params(chosen)
+    refit_seed = tuning.trial_seed(data.seed, chosen.number)
     segmentation = fit_segmentation(data.X, chosen.family, params, reduction, refit_seed)
-    final = evaluate(segmentation, data, spec, spec.search.bootstrap_final, refit_seed)
+    final = tuning.evaluate(segmentation, data, spec, spec.search.bootstrap_final, refit_seed)
     Z = (
         segmentation.embed(data.X)
         if segmentation.reducer is None
@@ -284,16 +266,18 @@ def _finalise(
     client.set_tag(parent, keys.TAG_MODEL_URI, model_uri)
     client.set_terminated(parent)
     version = register_run(client, parent, segmenter)[1] if register else None
-    record = Final(worker.peers.worker, len(results), chosen.number, model_uri, version, final)
+    record = studies.Final(
+        worker.peers.worker, len(results), chosen.number, model_uri, version, final
+    )
     record.save(worker.study)
     return _result(worker, name, results, chosen, record, segmenter, finalised_here=True)
 
 
 def _finalised(worker: _Worker, name: str) -> TuneResult:
     """The result another worker finalised, read back from the study and the tracking store."""
-    record = Final.of(worker.study)
+    record = studies.Final.of(worker.study)
     assert record is not None and record.model_uri is not None, "the study is finalised"
-    results = completed_results(worker.study)
+    results = studies.completed_results(worker.study)
     chosen = next(r for r in results if r.number == record.chosen)
     segmenter = load_segmenter(ModelRef(record.model_uri))
     return _result(worker, name, results, chosen, record, segmenter, finalised_here=False)
@@ -302,9 +286,9 @@ def _finalised(worker: _Worker, name: str) -> TuneResult:
 def _result(
     worker: _Worker,
     name: str,
-    results: list[TrialResult],
-    chosen: TrialResult,
-    record: Final,
+    results: list[tuning.TrialResult],
+    chosen: tuning.TrialResult,
+    record: studies.Final,
     segmenter: Segmenter,
     *,
     finalised_here: bool,
@@ -328,8 +312,8 @@ def _log_study(
     client: Any,
     parent: str,
     spec: Spec,
-    results: list[TrialResult],
-    chosen: TrialResult,
+    results: list[tuning.TrialResult],
+    chosen: tuning.TrialResult,
     final: dict[str, float],
     objectives: Sequence[str],
     segmenter: Segmenter,
@@ -349,7 +333,7 @@ def _log_study(
         },
     )
     client.set_tag(parent, keys.TAG_FAMILY, chosen.family)
-    front = pareto_front([r for r in results if r.feasible] or results)
+    front = tuning.pareto_front([r for r in results if r.feasible] or results)
     client.log_dict(
         parent,
         {
@@ -388,7 +372,7 @@ def _log_provenance(
     parent: str,
     spec: Spec,
     built: FeatureSet,
-    results: list[TrialResult],
+    results: list[tuning.TrialResult],
     alignment: Alignment | None,
 ) -> None:
     """Tags the model card reads: data size and period, families tried, alignment."""

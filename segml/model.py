@@ -18,10 +18,10 @@ from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema, TensorSpec
 
 from segml.families import FAMILIES
+from segml.families.segmentation import Segmentation
 from segml.features import column_kinds, rfm_features, select_columns, transform_features
 from segml.metrics.drift import DriftReference, drift_reference
 from segml.spec import Spec
-from segml.tuning import Segmentation
 
 NOVELTY_QUANTILE = 0.99
 """Training customers above this quantile of novelty count as novel; the scorer's threshold."""

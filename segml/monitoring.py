@@ -18,13 +18,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from segml.families.hdbscan import (
-    SegmentHDBSCAN,
-    knn_tree,
-    neighbours,
-    splits,
-    training_root_strengths,
-)
+from segml.families.hdbscan import density_groups, knn_tree, neighbours
 from segml.metrics.business import LIFT_MIN_MEAN
 from segml.metrics.drift import DriftReference, ShareDrift, feature_drift, share_drift
 from segml.model import SEGMENT_ID, TrainingTail, describe
@@ -185,7 +179,30 @@ def find_emerging(
         training (see :meth:`TrainingTail.growth`). The usual tail of a distribution
         has a growth near 1, a group the model has never seen one in the hundreds.
     """
-    raw, strength = _density_clusters(Z, order, min_size, max_spread * space.spread)
+    max_radius = max_spread * space.spread
+    raw, strength = _density_clusters(Z, order, min_size, max_radius)
+    kept = _cohesive_clusters(Z, raw, strength, min_size, max_radius, n_scored, tail, min_growth)
+    return _emerging(Z, numeric, kept, n_scored, space, names, previous)
+
+
+_Kept = tuple[np.ndarray, np.ndarray, float, float]
+"""A candidate cluster: its members (positions among the novel customers), centre, RMS radius
+and growth."""
+
+
+def _cohesive_clusters(
+    Z: np.ndarray,
+    raw: np.ndarray,
+    strength: np.ndarray,
+    min_size: int,
+    max_radius: float,
+    n_scored: int,
+    tail: TrainingTail | None,
+    min_growth: float,
+) -> list[_Kept]:
+    """The clusters of ``raw`` whose core members (strength at least ``CORE_MEMBERSHIP``) are
+    at least ``min_size``, within ``max_radius`` of their centre (RMS) and have grown at least
+    ``min_growth`` since training: largest first."""
     kept = []
     for cluster in np.unique(raw[raw >= 0]):
         members = np.flatnonzero((raw == cluster) & (strength >= CORE_MEMBERSHIP))
@@ -193,12 +210,25 @@ def find_emerging(
             continue
         centre = Z[members].mean(axis=0)
         radius = _rms_radius(Z[members], centre)
-        if radius > max_spread * space.spread:
+        if radius > max_radius:
             continue
         growth = math.nan if tail is None else tail.growth(Z, n_scored, centre, radius)
         if tail is None or growth >= min_growth:
             kept.append((members, centre, radius, growth))
     kept.sort(key=lambda k: (-k[0].size, tuple(k[1])))
+    return kept
+
+
+def _emerging(
+    Z: np.ndarray,
+    numeric: pd.DataFrame,
+    kept: list[_Kept],
+    n_scored: int,
+    space: SegmentSpace,
+    names: dict[int, str],
+    previous: pd.DataFrame | None,
+) -> Emerging:
+    """The candidates ``E1``, ``E2``, ... of the clusters ``kept``, in their order."""
     labels = np.zeros(len(Z), dtype=np.int64)
     rows, profiles = [], []
     for number, (members, centre, radius, growth) in enumerate(kept, start=1):
@@ -232,18 +262,13 @@ def _density_clusters(
     rest[fit] = False
     fit_size = max(2, math.ceil(min_size * fit.size / len(Z)))
     min_samples = min(CANDIDATE_MIN_SAMPLES, fit_size)
-    clusterer = SegmentHDBSCAN(
-        min_cluster_size=fit_size,
-        min_samples=min_samples,
-        allow_single_cluster=True,
-        core_dist_n_jobs=1,  # hdbscan's default starts a process pool: seconds on 20k rows
-    ).fit(Z[fit])
-    if not (clusterer.labels_ >= 0).any():
+    groups = density_groups(Z[fit], fit_size, min_samples)
+    if groups is None:
         return labels, strength
-    if splits(clusterer):
-        labels[fit], strength[fit] = clusterer.labels_, clusterer.probabilities_
+    if groups.splits:
+        labels[fit], strength[fit] = groups.labels, groups.strength
     else:  # one group, or a scattered cloud: its most cohesive density level, if any
-        strength[fit] = training_root_strengths(clusterer)
+        strength[fit] = groups.strength
         least = _cohesive_strength(Z[fit], strength[fit], max_radius)
         labels[fit[strength[fit] >= least]] = 0
     in_cluster = labels[fit] >= 0

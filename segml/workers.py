@@ -20,7 +20,7 @@ from typing import IO, Protocol
 import sqlalchemy as sa
 
 from segml.errors import SpecError
-from segml.tuning import journal_path
+from segml.studies import journal_path
 
 
 class Coordinator(Protocol):

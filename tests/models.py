@@ -8,10 +8,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from segml.families.segmentation import fit_segmentation
 from segml.features import build_features, build_preprocessor
 from segml.model import Segmenter, build_segmenter
 from segml.spec import load_spec
-from segml.tuning import fit_segmentation
 
 PARAMS: dict[str, dict[str, Any]] = {
     "kmeans": {"n_clusters": 5},

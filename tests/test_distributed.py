@@ -22,8 +22,7 @@ from segml.cli import app
 from segml.experiment import tune
 from segml.registry import CHALLENGER, ModelRef, load_segmenter, resolve_ref
 from segml.spec import load_spec
-from segml.synthetic import synthetic_customers, synthetic_spec
-from segml.tuning import (
+from segml.studies import (
     FINAL_ATTR,
     PARENT_RUN_ATTR,
     WORKER_ATTR,
@@ -34,6 +33,7 @@ from segml.tuning import (
     open_storage,
     reap_lost_trials,
 )
+from segml.synthetic import synthetic_customers, synthetic_spec
 from segml.workers import Coordinator, coordinator
 from tests.postgres import Postgres, running_postgres
 

@@ -17,13 +17,12 @@ with core distance <= its own; only the other rows are queried again for the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 # Absolute imports: with ``from __future__ import annotations`` and no implicit relative imports,
 # ``hdbscan`` is the installed library, never this module (``segml.families.hdbscan``).
 import hdbscan as hdbscan_lib
 import numpy as np
-from hdbscan.prediction import approximate_predict, approximate_predict_scores
 from scipy.spatial import cKDTree
 
 from segml.families._base import Assigned, Choice, FloatRange, IntRange, Space, row_batches
@@ -116,30 +115,64 @@ def build_assign_index(clusterer: hdbscan_lib.HDBSCAN) -> AssignIndex:
     n_train = pdata.raw_data.shape[0]
     root = int(raw["parent"].min())
     parent = raw["parent"].astype(np.intp) - root
-    child = raw["child"].astype(np.intp)
     lam = raw["lambda_val"].astype(np.float64)
     is_cluster = _cluster_rows(raw)
-    is_point = ~is_cluster
-    cluster_child = child[is_cluster] - root
+    cluster_child = raw["child"][is_cluster].astype(np.intp) - root
     n_clusters = int(max(parent.max(), cluster_child.max(initial=0))) + 1
-
-    # approximate_predict falls back to the tree's first row for a row it cannot find.
-    point_cluster = np.full(n_train, parent[0], dtype=np.intp)
-    point_cluster[child[is_point]] = parent[is_point]
-    point_lambda = _point_lambdas(raw, n_train)
-
     cluster_parent = np.full(n_clusters, -1, dtype=np.intp)
     cluster_birth = np.full(n_clusters, -np.inf)
     cluster_parent[cluster_child] = parent[is_cluster]
     cluster_birth[cluster_child] = lam[is_cluster]
+    cluster_label, cluster_max_lambda = _selected_clusters(pdata, root, n_clusters)
+    return AssignIndex(
+        knn=knn_tree(pdata.raw_data),
+        core_distances=np.asarray(pdata.core_distances, dtype=np.float64),
+        min_samples=int(clusterer.min_samples or clusterer.min_cluster_size),
+        point_cluster=_point_clusters(raw, parent, ~is_cluster, n_train),
+        point_lambda=_point_lambdas(raw, n_train),
+        cluster_parent=cluster_parent,
+        cluster_birth=cluster_birth,
+        cluster_label=cluster_label,
+        cluster_max_lambda=cluster_max_lambda,
+        subtree_max_lambda=_subtree_max_lambdas(
+            lam, parent, is_cluster, cluster_child, n_clusters
+        ),
+        has_clusters=bool(is_cluster.any()),
+    )
 
+
+def _point_clusters(
+    raw: np.ndarray, parent: np.ndarray, is_point: np.ndarray, n_train: int
+) -> np.ndarray:
+    """The cluster (indexed as ``parent``) each training row falls out of in the condensed
+    tree ``raw``; the tree's first cluster for a row missing from it."""
+    # approximate_predict falls back to the tree's first row for a row it cannot find.
+    point_cluster = np.full(n_train, parent[0], dtype=np.intp)
+    point_cluster[raw["child"][is_point].astype(np.intp)] = parent[is_point]
+    return point_cluster
+
+
+def _selected_clusters(pdata: Any, root: int, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per cluster, the selected segment it belongs to (or -1) and that segment's largest
+    lambda, from hdbscan's prediction data."""
     cluster_label = np.full(n_clusters, -1, dtype=np.int64)
     cluster_max_lambda = np.zeros(n_clusters)
     for cluster, label in pdata.cluster_map.items():
         cluster_label[int(cluster) - root] = label
     for cluster, max_lambda in pdata.max_lambdas.items():
         cluster_max_lambda[int(cluster) - root] = max_lambda
+    return cluster_label, cluster_max_lambda
 
+
+def _subtree_max_lambdas(
+    lam: np.ndarray,
+    parent: np.ndarray,
+    is_cluster: np.ndarray,
+    cluster_child: np.ndarray,
+    n_clusters: int,
+) -> np.ndarray:
+    """The largest lambda anywhere below each cluster, from the condensed tree's rows
+    (``lam``, ``parent``); ``cluster_child``: the clusters of the rows ``is_cluster``."""
     # As approximate_predict_scores: the largest lambda among a cluster's own rows, then pushed
     # up from child to parent in reverse tree order (one pass over clusters, not rows).
     subtree = np.full(n_clusters, -np.inf)
@@ -148,20 +181,7 @@ def build_assign_index(clusterer: hdbscan_lib.HDBSCAN) -> AssignIndex:
     for p, c in zip(parent[is_cluster][::-1].tolist(), cluster_child[::-1].tolist(), strict=True):
         if sub[c] > sub[p]:
             sub[p] = sub[c]
-
-    return AssignIndex(
-        knn=knn_tree(pdata.raw_data),
-        core_distances=np.asarray(pdata.core_distances, dtype=np.float64),
-        min_samples=int(clusterer.min_samples or clusterer.min_cluster_size),
-        point_cluster=point_cluster,
-        point_lambda=point_lambda,
-        cluster_parent=cluster_parent,
-        cluster_birth=cluster_birth,
-        cluster_label=cluster_label,
-        cluster_max_lambda=cluster_max_lambda,
-        subtree_max_lambda=np.asarray(sub),
-        has_clusters=bool(is_cluster.any()),
-    )
+    return np.asarray(sub)
 
 
 def _cluster_rows(raw: np.ndarray) -> np.ndarray:
@@ -182,6 +202,57 @@ def splits(clusterer: hdbscan_lib.HDBSCAN) -> bool:
     """Whether the condensed tree of a fitted clusterer holds a cluster below its root (an
     ``AssignIndex``'s ``has_clusters``), without its prediction data."""
     return bool(_cluster_rows(clusterer.condensed_tree_.to_numpy()).any())
+
+
+class DensityGroups(NamedTuple):
+    """Groups of rows by density, as :func:`density_groups` finds them.
+
+    Attributes
+    ----------
+    labels : ndarray of int64
+        Group of each row, -1 for noise; all -1 when the tree never ``splits``.
+    strength : ndarray of float64
+        Each row's membership strength in its group; when the tree never ``splits``, its
+        strength in the root (see :func:`training_root_strengths`).
+    splits : bool
+        Whether the condensed tree holds a cluster below its root. If not, the rows form at
+        most one group, and which of them belong to it is the caller's choice (by strength).
+    """
+
+    labels: np.ndarray
+    strength: np.ndarray
+    splits: bool
+
+
+def density_groups(X: np.ndarray, min_cluster_size: int, min_samples: int) -> DensityGroups | None:
+    """Group the rows of ``X`` by density (HDBSCAN, a single group allowed), for rows that no
+    segment fits; no prediction data is kept.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_rows, n_dims)
+        The rows to group.
+    min_cluster_size, min_samples : int
+        HDBSCAN's parameters.
+
+    Returns
+    -------
+    DensityGroups or None
+        None when HDBSCAN finds no group at all (every row noise).
+    """
+    clusterer = SegmentHDBSCAN(
+        min_cluster_size=min_cluster_size,
+        min_samples=min_samples,
+        allow_single_cluster=True,
+        core_dist_n_jobs=1,  # hdbscan's default starts a process pool: seconds on 20k rows
+    ).fit(X)
+    if not (clusterer.labels_ >= 0).any():
+        return None
+    if splits(clusterer):
+        return DensityGroups(clusterer.labels_, clusterer.probabilities_, True)
+    # hdbscan would label only the rows at the root's largest lambda: no group is chosen here.
+    no_group = np.full(len(clusterer.labels_), -1, dtype=np.int64)
+    return DensityGroups(no_group, training_root_strengths(clusterer), False)
 
 
 class SegmentHDBSCAN(hdbscan_lib.HDBSCAN):
@@ -350,26 +421,6 @@ def _glosh(
     scores = np.zeros(lam.shape[0])
     np.divide(max_lambda - lam, max_lambda, out=scores, where=max_lambda > 0.0)
     return scores
-
-
-def _require_prediction_data(clusterer: hdbscan_lib.HDBSCAN) -> None:
-    if not hasattr(clusterer, "prediction_data_"):  # hdbscan's property raises AttributeError
-        raise ValueError(_NO_PREDICTION_DATA)
-
-
-def reference_assign(
-    clusterer: hdbscan_lib.HDBSCAN, X: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """``hdbscan.approximate_predict`` (a Python loop over rows): the reference for ``assign``."""
-    _require_prediction_data(clusterer)
-    labels, strength = approximate_predict(clusterer, X)
-    return np.asarray(labels, dtype=np.int64), np.asarray(strength, dtype=np.float64)
-
-
-def reference_novelty(clusterer: hdbscan_lib.HDBSCAN, X: np.ndarray) -> np.ndarray:
-    """``hdbscan.prediction.approximate_predict_scores``: the reference of ``assign``'s novelty."""
-    _require_prediction_data(clusterer)
-    return np.asarray(approximate_predict_scores(clusterer, X), dtype=np.float64)
 
 
 def _default_space() -> Space:

@@ -30,6 +30,7 @@ from segml.families import (
 from segml.families import gmm as seg_gmm
 from segml.families import hdbscan as seg_hdbscan
 from segml.families import kmeans as seg_kmeans
+from tests.oracles import reference_assign, reference_novelty
 
 CENTERS = np.array([[0, 0, 0], [9, 0, 0], [0, 9, 0], [0, 0, 9]], dtype=float)
 PARAMS: dict[str, dict[str, Any]] = {
@@ -322,8 +323,8 @@ def noisy() -> dict[str, np.ndarray]:
 def _reference(est: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        labels, strength = seg_hdbscan.reference_assign(est, X)
-        return labels, strength, seg_hdbscan.reference_novelty(est, X)
+        labels, strength = reference_assign(est, X)
+        return labels, strength, reference_novelty(est, X)
 
 
 @pytest.mark.parametrize("params", HDBSCAN_CASES, ids=lambda p: "-".join(map(str, p.values())))
@@ -352,7 +353,7 @@ def test_hdbscan_without_prediction_data_says_how_to_fix(noisy: dict) -> None:
     refitted = family.fit(noisy["X"], {"min_cluster_size": 30}, SEED)
     refitted.set_params(prediction_data=False).fit(noisy["X"])  # no stale index survives
     for est in (plain, refitted):
-        for call in (family.assign, seg_hdbscan.reference_assign):
+        for call in (family.assign, reference_assign):
             with pytest.raises(ValueError, match="prediction_data=True"):
                 call(est, noisy["X_new"])
 
