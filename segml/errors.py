@@ -33,6 +33,10 @@ class RegistryError(SegmlError):
     exit_code = EXIT_BAD_INPUT
 
 
+class ModelFormatError(RegistryError):
+    """A segment model saved in another model format than this segml reads."""
+
+
 class EngineError(SegmlError):
     """A scoring engine cannot start (``--engine spark`` without pyspark or Java)."""
 

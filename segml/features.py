@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -220,11 +221,41 @@ def _numeric_steps(
         and not imputer.add_indicator
         and isinstance(imputer.missing_values, float)
         and np.isnan(imputer.missing_values)
-        and getattr(imputer, "_fill_dtype", None) == np.float64  # it casts the statistics
         and not np.isnan(imputer.statistics_).any()  # a NaN statistic drops its column
+        and imputer.statistics_.dtype == np.float64  # a median of float32 columns is float32
+        and _fills_with_statistics(imputer)  # a mean of float32 columns fills as float32
     ):
         return None
     return numeric, imputer, log1p, scaler
+
+
+_EXACT_FILLS: weakref.WeakKeyDictionary[SimpleImputer, tuple[np.ndarray, bool]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per fitted imputer, its ``statistics_`` and whether it fills with exactly them."""
+
+
+def _fills_with_statistics(imputer: SimpleImputer) -> bool:
+    """Whether ``imputer.transform`` fills missing float64 values with exactly ``statistics_``.
+
+    It fills with the statistics cast to the dtype it was fitted on, so an imputer fitted on
+    float32 columns fills with rounded values, although a mean's ``statistics_`` are float64;
+    scikit-learn does not expose that dtype, so one all-missing row shows what it fills with.
+    The answer is kept per imputer (a refit replaces ``statistics_``): the check costs as
+    much as the fast path it guards.
+    """
+    statistics = imputer.statistics_
+    known = _EXACT_FILLS.get(imputer)
+    if known is not None and known[0] is statistics:
+        return known[1]
+    row = np.full((1, statistics.shape[0]), np.nan)
+    names = getattr(imputer, "feature_names_in_", None)
+    filled = np.asarray(
+        imputer.transform(row if names is None else pd.DataFrame(row, columns=names))
+    )
+    exact = filled.shape == row.shape and np.array_equal(filled[0], statistics)
+    _EXACT_FILLS[imputer] = (statistics, exact)
+    return exact
 
 
 def _log1p_columns(spec: Spec, numeric: list[str]) -> tuple[int, ...] | None:

@@ -17,12 +17,21 @@ from mlflow.models import ModelSignature
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema, TensorSpec
 
+from segml import __version__
+from segml.errors import ModelFormatError
 from segml.families import FAMILIES
 from segml.families.segmentation import Segmentation
 from segml.features import column_kinds, rfm_features, select_columns, transform_features
 from segml.metrics.drift import DriftReference, drift_reference
 from segml.spec import Spec
 
+FORMAT_VERSION = 1
+"""The layout of a saved segment model (the ``Segmenter`` and what it holds). Raise it with any
+change a model saved before could not be read back with: models of another version are refused
+on load, with what to do, rather than read with guessed defaults."""
+FORMAT_VERSION_KEY = "segml_format_version"
+"""The key of ``FORMAT_VERSION`` in a logged model's ``model_config`` (its ``MLmodel`` file),
+readable before the segmenter is unpickled."""
 NOVELTY_QUANTILE = 0.99
 """Training customers above this quantile of novelty count as novel; the scorer's threshold."""
 TAIL_ROWS = 20_000
@@ -130,9 +139,8 @@ def training_tail(Z: np.ndarray, is_novel: np.ndarray) -> TrainingTail:
 class Segmenter:
     """Everything needed to assign customers, fitted once: preprocessing, reducer, clusterer,
     the segment catalogue, the novelty calibration and the training distribution of the input
-    columns (for drift checks) and of its novel customers (for emerging segments); both unset
-    in models made before they were kept (read them with ``getattr(..., None)``). Pure Python;
-    no MLflow inside."""
+    columns (for drift checks) and of its novel customers (for emerging segments), saved in
+    model format ``format_version``. Pure Python; no MLflow inside."""
 
     spec: Spec
     features: list[str]
@@ -140,9 +148,10 @@ class Segmenter:
     segmentation: Segmentation
     catalog: pd.DataFrame
     novelty_threshold: float
+    reference: DriftReference
+    tail: TrainingTail
     label_to_id: dict[int, int] = field(default_factory=dict)
-    reference: DriftReference | None = None
-    tail: TrainingTail | None = None
+    format_version: int = FORMAT_VERSION
 
     @property
     def id_column(self) -> str:
@@ -230,13 +239,18 @@ def build_segmenter(
     novelty = family.assign(segmentation.estimator, Z).novelty
     threshold = float(np.quantile(novelty[labels >= 0], NOVELTY_QUANTILE))
     draft = Segmenter(
-        spec, features, preprocessor, segmentation, pd.DataFrame(), threshold, label_to_id
+        spec,
+        features,
+        preprocessor,
+        segmentation,
+        catalog=pd.DataFrame(),
+        novelty_threshold=threshold,
+        reference=drift_reference(table[features], column_kinds(preprocessor)[1]),
+        tail=training_tail(Z, (novelty > threshold) | (labels < 0)),
+        label_to_id=label_to_id,
     )
     ids = draft.segment_ids(labels)
-    reference = drift_reference(table[features], column_kinds(preprocessor)[1])
-    tail = training_tail(Z, (novelty > threshold) | (labels < 0))
-    catalog = segment_catalog(table[features], ids)
-    return replace(draft, catalog=catalog, reference=reference, tail=tail)
+    return replace(draft, catalog=segment_catalog(table[features], ids))
 
 
 def segment_catalog(features: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
@@ -285,8 +299,18 @@ class SegmentModel(PythonModel):
     """The MLflow face of a ``Segmenter``: ``predict`` returns one row per customer."""
 
     def load_context(self, context: PythonModelContext) -> None:
-        """Load the fitted segmenter from the model's artifacts."""
-        self.segmenter: Segmenter = joblib.load(context.artifacts[ARTIFACT_KEY])
+        """Load the fitted segmenter from the model's artifacts.
+
+        Raises
+        ------
+        ModelFormatError
+            The model was saved in another model format than ``FORMAT_VERSION``.
+        """
+        config = context.model_config or {}
+        check_format(config.get(FORMAT_VERSION_KEY))
+        segmenter: Segmenter = joblib.load(context.artifacts[ARTIFACT_KEY])
+        check_format(segmenter.format_version)
+        self.segmenter = segmenter
 
     def predict(
         self,
@@ -296,6 +320,24 @@ class SegmentModel(PythonModel):
     ) -> pd.DataFrame:
         """Assign each customer (or each customer of a transaction table) to a segment."""
         return self.segmenter.predict(model_input)
+
+
+def check_format(found: object) -> None:
+    """Refuse a segment model saved in model format ``found`` (None: before formats were
+    recorded) unless it is this segml's ``FORMAT_VERSION``.
+
+    Raises
+    ------
+    ModelFormatError
+        With what to do: a model cannot be converted, only trained again.
+    """
+    if found != FORMAT_VERSION:
+        saved = "no recorded format" if found is None else f"format {found}"
+        raise ModelFormatError(
+            f"segment model saved in {saved}; segml {__version__} reads format "
+            f"{FORMAT_VERSION} only: re-train it with this segml (segml tune SPEC), then "
+            "register or export the new model (or load this one with the segml that saved it)"
+        )
 
 
 def log_segment_model(segmenter: Segmenter, table: pd.DataFrame, run_id: str) -> str:
@@ -313,6 +355,7 @@ def log_segment_model(segmenter: Segmenter, table: pd.DataFrame, run_id: str) ->
             signature=ModelSignature(_input_schema(segmenter, table), _output_schema(output)),
             input_example=example,
             pip_requirements=pinned_requirements(),
+            model_config={FORMAT_VERSION_KEY: segmenter.format_version},
         )
     return info.model_uri
 

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from segml import report
 from segml import tracking as keys
 from segml.alignment import Alignment, align_labels
-from segml.errors import GateFailed, RegistryError, SegmlWarning
+from segml.errors import GateFailed, ModelFormatError, RegistryError, SegmlWarning
 from segml.model import SEGMENT_ID, SEGMENT_NAME, Segmenter
 
 CHAMPION = "champion"
@@ -93,6 +93,8 @@ def load_segmenter(ref: ModelRef) -> Segmenter:
     """The fitted ``Segmenter`` inside a segment model (no MLflow at prediction time)."""
     try:
         model = mlflow.pyfunc.load_model(ref.uri)
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"model {ref.label}: {exc}") from None
     except (MlflowException, OSError) as exc:
         raise RegistryError(f"model {ref.label}: cannot be loaded ({exc})") from exc
     python_model = model.unwrap_python_model()
