@@ -439,8 +439,8 @@ def review(
     from segml._io import atomic_path
     from segml.errors import GateFailed
     from segml.registry import CHAMPION, champion_version, resolve_ref
-    from segml.review import log_review, review_html, review_markdown
-    from segml.review import review as run_review
+    from segml.reviewing import log_review, review_html, review_markdown
+    from segml.reviewing import review as run_review
     from segml.tracking import connect
 
     client = connect(tracking_uri)
