@@ -26,8 +26,7 @@ from segml.errors import DataError
 from segml.features import build_features
 from segml.model import IS_NOVEL, SEGMENT_ID
 from segml.monitoring import EMERGING_FIT_ROWS, EMERGING_ID
-from segml.scoring import MODEL_NAME, MODEL_VERSION, output_schema, score
-from segml.scoring import _input as scoring_input
+from segml.scoring import MODEL_NAME, MODEL_VERSION, _input, output_schema, score
 from segml.scoring._clean import trimmed_text
 from segml.scoring._collect import Sample
 from segml.scoring._ids import SeenIds, id_hashes
@@ -202,7 +201,7 @@ def test_output_is_complete_and_identical_when_run_twice(segmenters, tmp_path: P
 def test_novel_customers_come_last_with_their_candidates_ids(
     segmenters, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(scoring_input, "READ_ROWS", 200)  # batches with no, some and only novel rows
+    monkeypatch.setattr(_input, "READ_ROWS", 200)  # batches with no, some and only novel rows
     batch = synthetic_customers(10_000, seed=11, new_group_share=0.03)
     new = batch[TRUTH_COLUMN] == NEW_GROUP
     batch = pd.concat([batch[new], batch[~new]], ignore_index=True)  # the unseen group first
@@ -656,7 +655,7 @@ def test_failed_write_leaves_no_output(
             time.sleep(0.05)  # later writes are still queued when the third fails
             super().write_batch(batch, *args, **kwargs)
 
-    monkeypatch.setattr(scoring_input, "READ_ROWS", 500)
+    monkeypatch.setattr(_input, "READ_ROWS", 500)
     monkeypatch.setattr(pq, "ParquetWriter", FullDisk)
     source = _batch(tmp_path, synthetic_customers(6_000, seed=26))
     with pytest.raises(OSError, match="No space left"):  # the first failure, not a later one
