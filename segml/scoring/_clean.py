@@ -159,9 +159,9 @@ def clean_batch(signature: Signature, table: pa.Table, path: Path, first: bool) 
     id_column = signature.id_column
     ids = trimmed_text(table[id_column])
     reasons.flag(pc.is_null(ids).to_numpy(zero_copy_only=False), _rows.missing_id(id_column))
-    # The model sees its columns only; the ids stay in Arrow, because their round trip through
-    # pandas strings (in and out of ``predict``) costs as much as the model. The numbers go in
-    # one block, as pandas keeps them: no copy.
+    # The model sees its columns only; the ids stay in Arrow, because a round trip through
+    # pandas strings (in and out of ``predict``) makes a Python object of every id. The numbers
+    # go in one block, as pandas keeps them: no copy.
     block = np.empty((len(signature.numeric), table.num_rows))
     missing: dict[str, np.ndarray] = {}
     for row, column in enumerate(signature.numeric):
