@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-from mlflow.tracking import MlflowClient
 
 from segml import report, tracking
 from segml.errors import DataError
@@ -36,6 +36,9 @@ from segml.scoring._summary import ScoreSummary
 from segml.scoring.local import LocalEngine, ProgressFn
 from segml.scoring.spark import DEFAULT_MASTER, SparkEngine
 from segml.spec import Spec
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 __all__ = [
     "MODEL_NAME",

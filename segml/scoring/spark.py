@@ -31,7 +31,7 @@ from segml.data import REASON_COLUMN, ROW_COLUMN
 from segml.errors import DataError, EngineError, SegmlError
 from segml.model import CONFIDENCE, IS_NOVEL, NOVELTY_SCORE, SEGMENT_ID, SEGMENT_NAME, Segmenter
 from segml.monitoring import EMERGING_ID, Emerging
-from segml.registry import ModelRef
+from segml.registry import ModelRef, spark_udf
 from segml.scoring._clean import Signature, clean_batch
 from segml.scoring._collect import SAMPLE_ROWS, Collected, previous_assignment
 from segml.scoring._engine import Job, Staged
@@ -310,15 +310,12 @@ def _write_quarantine(rows: pd.DataFrame, output: Path) -> Path | None:
 
 def _predicted(checked: Any, segmenter: Segmenter, model: ModelRef, signature: Signature) -> Any:
     """The good rows scored by the model's Spark UDF, with what the monitoring reads."""
-    import mlflow.pyfunc
     from pyspark.sql import functions as F
 
     schema = output_schema(signature.id_column)
     predicted = [SEGMENT_ID, SEGMENT_NAME, CONFIDENCE, NOVELTY_SCORE, IS_NOVEL]
     result = ", ".join(f"{n} {_spark_type(schema.field(n).type)}" for n in predicted)
-    predict = mlflow.pyfunc.spark_udf(
-        checked.sparkSession, model.uri, result_type=f"struct<{result}>", env_manager="local"
-    )
+    predict = spark_udf(checked.sparkSession, model, f"struct<{result}>")
     inputs = [F.col(CLEAN + c).alias(c) for c in signature.columns]
     name = model.name or segmenter.spec.model_name
     return (
