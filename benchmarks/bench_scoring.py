@@ -182,7 +182,7 @@ def measure(
     family: str, model: Path, source: Path, unseen: float, workdir: Path, repeat: int
 ) -> str:
     """One table row: segml against both bare loops on the same input, ``repeat`` rounds."""
-    from segml.scoring import READ_ROWS
+    from segml.scoring._input import READ_ROWS
 
     runs: dict[str, list[dict]] = {"score": [], "bare": [], "job": []}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:

@@ -28,8 +28,8 @@ from machine import load_average, machine
 from segml import tracking as keys
 from segml.model import Segmenter, log_segment_model
 from segml.registry import ModelRef
-from segml.scoring import score
-from segml.spark_scoring import score_spark, spark_session
+from segml.scoring import score, score_spark
+from segml.scoring.spark import spark_session
 from segml.synthetic import synthetic_customers
 
 UNSEEN = 0.03

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from segml import _rows
 from segml._io import read_table
+from segml._rows import Reasons
 from segml.errors import DataError
 from segml.spec import DataSpec, Spec
 
@@ -106,26 +108,25 @@ def _validate_transactions(
         if column:
             declared.setdefault(column, f"data.transactions.{key}")
     _require(data.source, raw, declared)
-    reasons = _Reasons(len(raw))
+    reasons = Reasons(len(raw))
     ids = _clean_ids(raw[data.id_column], reasons)
     stamps = pd.to_datetime(raw[tx.timestamp], format=tx.timestamp_format, errors="coerce")
-    reasons.flag(stamps.isna(), f"unparseable date in column {tx.timestamp!r}")
+    reasons.flag(_mask(stamps.isna()), _rows.unparseable_date(tx.timestamp))
     today = pd.Timestamp(dt.date.today())
-    reasons.flag(
-        (stamps < EARLIEST_DATE) | (stamps > today), f"date out of range in {tx.timestamp!r}"
-    )
+    out_of_range = (stamps < EARLIEST_DATE) | (stamps > today)
+    reasons.flag(_mask(out_of_range), _rows.date_out_of_range(tx.timestamp))
     amount = _numeric(raw[tx.amount], tx.amount, reasons, allow_missing=False)
-    reasons.flag(amount < 0, f"negative amount in column {tx.amount!r}")
+    reasons.flag(_mask(amount < 0), _rows.negative("amount", tx.amount))
     columns = {data.id_column: ids, tx.timestamp: stamps, tx.amount: amount}
     if tx.quantity:
         quantity = _numeric(raw[tx.quantity], tx.quantity, reasons, allow_missing=True)
-        reasons.flag(quantity < 0, f"negative quantity in column {tx.quantity!r}")
+        reasons.flag(_mask(quantity < 0), _rows.negative("quantity", tx.quantity))
         columns[tx.quantity] = quantity
     if tx.order_id:
         columns[tx.order_id] = raw[tx.order_id].astype("string")
     clean = pd.DataFrame(columns)
-    reasons.fail_or_keep(data, data.source)
-    good = clean[reasons.good]
+    _fail_or_keep(reasons, data, data.source)
+    good = clean[~reasons.bad]
     excluded: dict[str, int] = {}
     cutoff = reference_date or data.reference_date
     if cutoff is not None:
@@ -133,8 +134,8 @@ def _validate_transactions(
         if late.any():
             excluded[f"after reference date {cutoff}"] = int(late.sum())
         good = good[~late]
-    report = reasons.report(data.source, len(good), excluded, good)
-    return good.reset_index(drop=True), reasons.quarantine(raw), report
+    report = _report(reasons, data.source, len(good), excluded, good)
+    return good.reset_index(drop=True), _quarantine(reasons, raw), report
 
 
 def _validate_customers(
@@ -148,10 +149,11 @@ def _validate_customers(
         for role, column in data.outcomes.columns().items():
             declared.setdefault(column, f"data.outcomes.{role}")
     _require(path, raw, declared)
-    reasons = _Reasons(len(raw))
+    reasons = Reasons(len(raw))
     ids = _clean_ids(raw[data.id_column], reasons)
+    # Every row of a repeated id is set aside: the intake cannot tell which one is right.
     duplicated = ids.duplicated(keep=False) & ids.notna()
-    reasons.flag(duplicated, f"duplicate id in column {data.id_column!r}")
+    reasons.flag(_mask(duplicated), _rows.duplicate_id(data.id_column))
     clean = pd.DataFrame({data.id_column: ids})
     for column in list(declared)[1:]:
         values = raw[column]
@@ -169,15 +171,15 @@ def _validate_customers(
             clean[column] = values.astype("string").str.strip()
         if column in data.attributes.columns() and clean[column].isna().all():
             raise DataError(f"{path}: column {column!r} has no values (all {len(raw)} missing)")
-    reasons.fail_or_keep(data, path)
-    good = clean[reasons.good].reset_index(drop=True)
-    return good, reasons.quarantine(raw), reasons.report(path, len(good), {}, good)
+    _fail_or_keep(reasons, data, path)
+    good = clean[~reasons.bad].reset_index(drop=True)
+    return good, _quarantine(reasons, raw), _report(reasons, path, len(good), {}, good)
 
 
-def _clean_ids(values: pd.Series, reasons: _Reasons) -> pd.Series:
+def _clean_ids(values: pd.Series, reasons: Reasons) -> pd.Series:
     ids = values.astype("string").str.strip()
     missing = ids.isna() | (ids == "")
-    reasons.flag(missing, f"missing id in column {values.name!r}")
+    reasons.flag(_mask(missing), _rows.missing_id(str(values.name)))
     return ids.mask(missing)
 
 
@@ -192,64 +194,53 @@ def _numeric_share(values: pd.Series) -> float:
 
 
 def _numeric(
-    values: pd.Series, column: str, reasons: _Reasons, *, allow_missing: bool
+    values: pd.Series, column: str, reasons: Reasons, *, allow_missing: bool
 ) -> pd.Series:
     parsed = pd.to_numeric(values, errors="coerce").astype("float64")
     missing = values.isna() | (values.astype("string").str.strip() == "")
-    reasons.flag(parsed.isna() & ~missing, f"non-numeric value in column {column!r}")
+    reasons.flag(_mask(parsed.isna() & ~missing), _rows.non_numeric(column))
     if not allow_missing:
-        reasons.flag(missing, f"missing value in column {column!r}")
-    reasons.flag(np.isinf(parsed), f"non-finite value in column {column!r}")
+        reasons.flag(_mask(missing), _rows.missing_value(column))
+    reasons.flag(np.isinf(parsed.to_numpy()), _rows.non_finite(column))
     return parsed.where(np.isfinite(parsed))
 
 
-class _Reasons:
-    """The first reason each row is bad (NA for good rows)."""
+def _mask(flags: pd.Series) -> np.ndarray:
+    """A row mask of ``flags`` by position (missing is false)."""
+    return flags.fillna(False).to_numpy(dtype=bool)
 
-    def __init__(self, n_rows: int) -> None:
-        self.values = pd.Series(pd.NA, index=pd.RangeIndex(n_rows), dtype="string")
 
-    def flag(self, mask: pd.Series | np.ndarray, reason: str) -> None:
-        mask = pd.Series(mask, index=self.values.index).fillna(False).astype(bool)
-        self.values = self.values.mask(mask & self.values.isna(), reason)
+def _fail_or_keep(reasons: Reasons, data: DataSpec, path: Path) -> None:
+    """Raise on the first kind of bad row unless the spec says to drop bad rows."""
+    if not reasons.bad.any() or data.bad_rows == "drop":
+        return
+    first = int(np.flatnonzero(reasons.bad)[0])
+    reason = reasons.reason[first]
+    count = int(np.count_nonzero(reasons.reason == reason))
+    raise _rows.bad_rows_error(path, reason, first + 1, count)
 
-    @property
-    def good(self) -> pd.Series:
-        return self.values.isna()
 
-    def fail_or_keep(self, data: DataSpec, path: Path) -> None:
-        """Raise on the first kind of bad row unless the spec says to drop bad rows."""
-        bad = self.values.dropna()
-        if bad.empty or data.bad_rows == "drop":
-            return
-        reason = bad.iloc[0]
-        same = bad[bad == reason]
-        raise DataError(
-            f"{path}: {len(same)} row(s) with {reason} (first at data row {same.index[0] + 1}); "
-            "fix them or set data.bad_rows: drop to quarantine them"
-        )
+def _quarantine(reasons: Reasons, raw: pd.DataFrame) -> pd.DataFrame:
+    """The bad rows as read, with their 1-based data row number and reason."""
+    out = raw[reasons.bad].copy()
+    out.insert(0, REASON_COLUMN, reasons.reason[reasons.bad])
+    out.insert(0, ROW_COLUMN, np.flatnonzero(reasons.bad) + 1)
+    return out
 
-    def quarantine(self, raw: pd.DataFrame) -> pd.DataFrame:
-        """The bad rows as read, with their 1-based data row number and reason."""
-        bad = self.values.notna()
-        out = raw[bad.to_numpy()].copy()
-        out.insert(0, REASON_COLUMN, self.values[bad].to_numpy())
-        out.insert(0, ROW_COLUMN, np.flatnonzero(bad.to_numpy()) + 1)
-        return out
 
-    def report(
-        self, path: Path, used: int, excluded: dict[str, int], good: pd.DataFrame
-    ) -> IntakeReport:
-        counts = self.values.value_counts()
-        quarantined = {str(k): int(v) for k, v in counts.items()}
-        report = IntakeReport(
-            source=str(path),
-            rows_read=len(self.values),
-            rows_used=used,
-            quarantined=quarantined,
-            excluded=excluded,
-            missing_share={c: float(good[c].isna().mean()) for c in good.columns},
-        )
-        accounted = used + sum(quarantined.values()) + sum(excluded.values())
-        assert accounted == report.rows_read, "every input row must be used or accounted for"
-        return report
+def _report(
+    reasons: Reasons, path: Path, used: int, excluded: dict[str, int], good: pd.DataFrame
+) -> IntakeReport:
+    counts = pd.Series(reasons.reason[reasons.bad], dtype=object).value_counts()
+    quarantined = {str(k): int(v) for k, v in counts.items()}
+    report = IntakeReport(
+        source=str(path),
+        rows_read=reasons.bad.size,
+        rows_used=used,
+        quarantined=quarantined,
+        excluded=excluded,
+        missing_share={c: float(good[c].isna().mean()) for c in good.columns},
+    )
+    accounted = used + sum(quarantined.values()) + sum(excluded.values())
+    assert accounted == report.rows_read, "every input row must be used or accounted for"
+    return report

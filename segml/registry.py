@@ -8,6 +8,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -102,6 +103,12 @@ def load_segmenter(ref: ModelRef) -> Segmenter:
     if not isinstance(segmenter, Segmenter):
         raise RegistryError(f"model {ref.label}: not a segml segment model")
     return segmenter
+
+
+def spark_udf(spark: Any, ref: ModelRef, result_type: str) -> Any:
+    """The model behind ``ref`` as a Spark UDF returning ``result_type``; Spark's Python
+    workers run it in this environment (the one segml runs in), not in a new one."""
+    return mlflow.pyfunc.spark_udf(spark, ref.uri, result_type=result_type, env_manager="local")
 
 
 def champion_version(client: MlflowClient, name: str, alias: str = CHAMPION) -> str | None:

@@ -8,9 +8,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from segml.model import NO_SEGMENT, SEGMENT_ID, SEGMENT_NAME
+from segml.monitoring import EMERGING_ID, migration_summary, psi_level
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from segml.scoring import ScoreSummary
     from segml.tuning import TrialResult
 
 EMBEDDING_SAMPLE = 5_000
@@ -203,3 +207,111 @@ _PAGE_STYLE = (
     "th{background:#f3f3f3}.passed{color:#17702d;font-weight:bold}"
     ".failed{color:#b00020;font-weight:bold}img{max-width:100%}"
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring runs
+
+
+def scoring_tables(summary: ScoreSummary) -> dict[str, pd.DataFrame]:
+    """The tables a scoring run logs: candidates, their profiles, share and feature drift."""
+    emerging = summary.report.emerging
+    return {
+        "candidates": emerging.table,
+        "candidate_profiles": emerging.profile,
+        "segment_shares": _share_table(summary),
+        "feature_drift": summary.report.features,
+    }
+
+
+def _share_table(summary: ScoreSummary) -> pd.DataFrame:
+    table = summary.report.shares.table.copy()
+    names = {-1: NO_SEGMENT} | summary.segment_names
+    table.insert(1, SEGMENT_NAME, table[SEGMENT_ID].map(names))
+    table["shift"] = psi_level(table["psi"], summary.settings)
+    return suppress_small(table, summary.min_report_size)
+
+
+SCORING_CANDIDATE_COLUMNS = [
+    EMERGING_ID,
+    "customers",
+    "share",
+    "nearest_segment_id",
+    "nearest_segment",
+    "distance_ratio",
+    "spread_ratio",
+    "growth",
+    "differs_by",
+    "seen_before",
+    "previous_id",
+]
+"""The candidate columns the summaries show (the logged table adds radius and centroid)."""
+
+
+def _scoring_sections(summary: ScoreSummary) -> list[tuple[str, str | pd.DataFrame]]:
+    """The summary's sections: (heading, a paragraph or a table)."""
+    found, settings = summary.report, summary.settings
+    candidates = found.emerging.table[SCORING_CANDIDATE_COLUMNS]
+    shares = found.shares
+    sections: list[tuple[str, str | pd.DataFrame]] = [
+        ("Run", _scoring_overview(summary)),
+        ("Alerts", "; ".join(found.alerts) or "none"),
+        ("Emerging-segment candidates", candidates if len(candidates) else "none"),
+        (
+            "Segment shares against training",
+            f"PSI {shares.psi:.4f} (moderate from {settings.psi_moderate}, major from "
+            f"{settings.psi_major}); chi-square {shares.chi2:.1f}, p = {shares.p_value:.3g}",
+        ),
+        ("Segment shares", _share_table(summary)),
+        (
+            "Feature drift",
+            found.features
+            if len(found.features)
+            else "not measured: the model keeps no training reference (re-tune it)",
+        ),
+    ]
+    if found.migration is not None:
+        matched, share = migration_summary(found.migration)
+        sections += [
+            ("Migration", f"{matched} customers in both outputs; {share:.1%} changed segment"),
+            ("Migration counts (previous rows, new columns)", found.migration.reset_index()),
+        ]
+    return sections
+
+
+def _scoring_overview(summary: ScoreSummary) -> str:
+    quarantined = sum(summary.quarantined.values())
+    excluded = sum(summary.excluded.values())
+    parts = [
+        f"model {summary.model.label or summary.model_name} ({summary.family})",
+        f"{summary.rows_scored} customers scored from {summary.rows_read} rows read "
+        f"({quarantined} quarantined, {excluded} excluded)",
+        f"{summary.seconds:.1f} s, {summary.rows_per_second:,.0f} customers/s",
+        f"novel {summary.novel} ({summary.novel / summary.rows_scored:.2%})",
+    ]
+    if summary.ignored_columns:
+        parts.append(f"ignored columns: {', '.join(summary.ignored_columns)}")
+    missing = {c: n for c, n in summary.missing.items() if n}
+    if missing:
+        parts.append("imputed: " + ", ".join(f"{c} {n}" for c, n in missing.items()))
+    return "; ".join(parts)
+
+
+def scoring_markdown(summary: ScoreSummary) -> str:
+    """The scoring run as Markdown."""
+    lines = [f"# Scoring: {summary.model.label or summary.model_name}"]
+    for heading, body in _scoring_sections(summary):
+        text = body if isinstance(body, str) else markdown_table(body)
+        lines += ["", f"## {heading}", "", text]
+    return "\n".join(lines) + "\n"
+
+
+def scoring_html(summary: ScoreSummary) -> str:
+    """The scoring run as one self-contained HTML page."""
+    from html import escape
+
+    sections = [
+        (heading, f"<p>{escape(body)}</p>" if isinstance(body, str) else table_html(body))
+        for heading, body in _scoring_sections(summary)
+    ]
+    return html_page(f"Scoring: {summary.model.label or summary.model_name}", sections)

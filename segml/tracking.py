@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import getpass
+import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.data.pandas_dataset import from_pandas
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import DatasetInput, InputTag, LoggedModelInput, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
@@ -149,6 +151,10 @@ METRICS: Mapping[str, str] = {
 
 CHALLENGER_PREFIX = "challenger."
 CHAMPION_PREFIX = "champion."
+
+# Artifacts of a scoring run
+SCORING_ARTIFACTS = "scoring"
+CANDIDATES_ARTIFACT = f"{SCORING_ARTIFACTS}/candidates.json"
 
 
 def audit_tags(
@@ -298,3 +304,77 @@ def log_dataset(client: MlflowClient, run_id: str, table: pd.DataFrame, name: st
     context = InputTag(key=MLFLOW_DATASET_CONTEXT, value="training")
     client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [context])])
     return dataset.digest
+
+
+def previous_candidates(
+    client: MlflowClient, experiment_name: str, label: str
+) -> pd.DataFrame | None:
+    """The candidates of the latest finished scoring run of model ``label`` (None if none)."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            f"tags.`{TAG_ROLE}` = '{ROLE_SCORING}' and "
+            f"tags.`{TAG_SCORED_MODEL}` = '{label}' and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(runs[0].info.run_id, CANDIDATES_ARTIFACT, tmp)
+        except (MlflowException, OSError):
+            return None
+        table = json.loads(Path(path).read_text(encoding="utf-8"))
+    return pd.DataFrame(table["data"], columns=table["columns"])
+
+
+def log_scoring_run(
+    client: MlflowClient,
+    experiment_name: str,
+    *,
+    label: str,
+    family: str,
+    model: tuple[str | None, str | None],
+    metrics: Mapping[str, float],
+    tables: Mapping[str, pd.DataFrame],
+    texts: Mapping[str, str],
+) -> str:
+    """A scoring run (tag ``segml.role=scoring``) of model ``label``, with its metrics, tables
+    (``<name>.json``) and texts (by file name) under ``scoring/``.
+
+    ``model`` is the registered (name, version), if any: that version's logged model is linked
+    as the run's input model. Returns the run id.
+    """
+    run_id = client.create_run(
+        experiment_id(client, experiment_name),
+        run_name=f"score {label}",
+        tags={TAG_ROLE: ROLE_SCORING, TAG_SCORED_MODEL: label, TAG_FAMILY: family},
+    ).info.run_id
+    model_id = _logged_model_id(client, *model)
+    if model_id:
+        client.log_inputs(run_id, models=[LoggedModelInput(model_id)])
+    log_metrics(client, run_id, metrics)
+    for name, table in tables.items():
+        client.log_table(run_id, table, f"{SCORING_ARTIFACTS}/{name}.json")
+    for name, text in texts.items():
+        client.log_text(run_id, text, f"{SCORING_ARTIFACTS}/{name}")
+    client.set_terminated(run_id)
+    return run_id
+
+
+def _logged_model_id(client: MlflowClient, name: str | None, version: str | None) -> str | None:
+    """The MLflow logged model behind a registered version (its source is ``models:/<id>``)."""
+    if not (name and version):
+        return None
+    try:
+        found = client.get_model_version(name, version)
+    except MlflowException:
+        return None
+    source = found.source or ""
+    logged = source.removeprefix("models:/") if source.startswith("models:/m-") else None
+    return found.model_id or logged

@@ -175,13 +175,13 @@ CASES = [
     Case(
         "date in the future",
         lambda: _edit(transactions(), day=(7, "2999-01-01")),
-        _all(2, r"1 row\(s\) with date out of range in 'day' \(first at data row 8\)"),
+        _all(2, r"1 row\(s\) with date out of range in column 'day' \(first at data row 8\)"),
         transactions=True,
     ),
     Case(
         "date before 1900",
         lambda: _edit(transactions(), day=(7, "1899-12-31")),
-        _all(2, r"1 row\(s\) with date out of range in 'day' \(first at data row 8\)"),
+        _all(2, r"1 row\(s\) with date out of range in column 'day' \(first at data row 8\)"),
         transactions=True,
     ),
     Case(

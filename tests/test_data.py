@@ -55,7 +55,7 @@ BAD_TRANSACTIONS = [
     ("a,2020-01-01,inf,1\n", r"non-finite value in column 'amount'"),
     ("a,2020-01-01,ten,1\n", r"non-numeric value in column 'amount'"),
     (",2020-01-01,5,1\n", r"missing id in column 'cust'"),
-    ("a,1850-01-01,5,1\n", r"date out of range in 'day'"),
+    ("a,1850-01-01,5,1\n", r"date out of range in column 'day'"),
 ]
 
 

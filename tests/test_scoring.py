@@ -20,23 +20,16 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from segml import scoring
 from segml import tracking as keys
 from segml.cli import app
 from segml.errors import DataError
 from segml.features import build_features
 from segml.model import IS_NOVEL, SEGMENT_ID
 from segml.monitoring import EMERGING_FIT_ROWS, EMERGING_ID
-from segml.scoring import (
-    MODEL_NAME,
-    MODEL_VERSION,
-    _Sample,
-    _SeenIds,
-    _text,
-    id_hashes,
-    output_schema,
-    score,
-)
+from segml.scoring import MODEL_NAME, MODEL_VERSION, _input, output_schema, score
+from segml.scoring._clean import trimmed_text
+from segml.scoring._collect import Sample
+from segml.scoring._ids import SeenIds, id_hashes
 from segml.spec import Spec
 from segml.synthetic import (
     FEATURES,
@@ -149,6 +142,11 @@ def test_small_groups_are_candidates_only_where_they_are_new(
     _assert_e1_is_the_unseen_group(tmp_path / "out.parquet", changed)
 
 
+@pytest.mark.skip(
+    reason="scoring no longer falls back on getattr for models saved before the training tail "
+    "was kept: the model format version checked on load (segml/model.py, another branch) "
+    "refuses them with a how-to; replace this test by that check's test at the merge"
+)
 def test_models_saved_before_the_training_tail_was_kept_score_without_the_growth_check(
     segmenters, tmp_path: Path
 ) -> None:
@@ -203,7 +201,7 @@ def test_output_is_complete_and_identical_when_run_twice(segmenters, tmp_path: P
 def test_novel_customers_come_last_with_their_candidates_ids(
     segmenters, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(scoring, "READ_ROWS", 200)  # batches with no, some and only novel rows
+    monkeypatch.setattr(_input, "READ_ROWS", 200)  # batches with no, some and only novel rows
     batch = synthetic_customers(10_000, seed=11, new_group_share=0.03)
     new = batch[TRUTH_COLUMN] == NEW_GROUP
     batch = pd.concat([batch[new], batch[~new]], ignore_index=True)  # the unseen group first
@@ -394,7 +392,7 @@ def _duplicate_batches(ascending_first: bool) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("ascending_first", [True, False], ids=["ascending", "empty"])
 def test_duplicate_ids_are_found_as_a_set_would(ascending_first: bool) -> None:
-    seen, expected = _SeenIds(), set()
+    seen, expected = SeenIds(), set()
     for batch, hashes in enumerate(_duplicate_batches(ascending_first)):
         ids = pa.array([f"{value:020d}" for value in hashes.tolist()], pa.large_string())
         found = seen.duplicated(ids, hashes)
@@ -412,7 +410,7 @@ def test_sample_is_the_smallest_hashes_whatever_the_batches() -> None:
     expected = np.argsort(hashes)[:2_000]
     random_cuts = np.sort(rng.choice(60_000, 40, replace=False))
     for cuts in (np.arange(0, 60_000, 700), random_cuts, np.array([0, 5_000, 25_000, 59_000])):
-        sample = _Sample(2_000)
+        sample = Sample(2_000)
         for part in np.split(np.arange(hashes.size), cuts[1:]):
             batch = frame.iloc[part].reset_index(drop=True)
             Z = np.column_stack([part, -part]) * 0.5
@@ -475,10 +473,10 @@ def test_text_is_trimmed_and_empty_is_missing() -> None:
     values = ["a", " b", "c\t", "", None, "\u00a0d", "e\u3000", "  ", "x\u200b", "\x1fy"]
     reference = pc.utf8_trim_whitespace(pa.array(values))
     expected = [v or None for v in reference.to_pylist()]
-    assert _text(pa.chunked_array([pa.array(values)])).to_pylist() == expected
-    assert _text(pa.array(values)[1:6]).to_pylist() == expected[1:6], "slices keep offsets"
-    assert _text(pa.array(["C1", "C2"])).to_pylist() == ["C1", "C2"]
-    assert _text(pa.array([1, 22, None])).to_pylist() == ["1", "22", None]
+    assert trimmed_text(pa.chunked_array([pa.array(values)])).to_pylist() == expected
+    assert trimmed_text(pa.array(values)[1:6]).to_pylist() == expected[1:6], "slices keep offsets"
+    assert trimmed_text(pa.array(["C1", "C2"])).to_pylist() == ["C1", "C2"]
+    assert trimmed_text(pa.array([1, 22, None])).to_pylist() == ["1", "22", None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -657,8 +655,8 @@ def test_failed_write_leaves_no_output(
             time.sleep(0.05)  # later writes are still queued when the third fails
             super().write_batch(batch, *args, **kwargs)
 
-    monkeypatch.setattr(scoring, "READ_ROWS", 500)
-    monkeypatch.setattr(scoring.pq, "ParquetWriter", FullDisk)
+    monkeypatch.setattr(_input, "READ_ROWS", 500)
+    monkeypatch.setattr(pq, "ParquetWriter", FullDisk)
     source = _batch(tmp_path, synthetic_customers(6_000, seed=26))
     with pytest.raises(OSError, match="No space left"):  # the first failure, not a later one
         score(segmenters["kmeans"], source, tmp_path / "scores.parquet")

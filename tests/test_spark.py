@@ -21,14 +21,14 @@ from segml.errors import DataError
 from segml.model import CONFIDENCE, NOVELTY_SCORE
 from segml.monitoring import EMERGING_ID
 from segml.registry import ModelRef
-from segml.scoring import output_schema, score
+from segml.scoring import output_schema, score, score_spark
 from segml.synthetic import FEATURES, ID_COLUMN, synthetic_customers
 
 from .conftest import ROOT
 
 pytest.importorskip("pyspark", reason="the Spark engine needs pyspark: pip install 'segml[spark]'")
 
-from segml.spark_scoring import score_spark, spark_session
+from segml.scoring.spark import spark_session
 
 MASTER = "local[2]"
 CUSTOMERS = 100_000

@@ -1,12 +1,12 @@
-"""Batch scoring on Spark: the registered model as ``mlflow.pyfunc.spark_udf``, same results.
+"""The Spark engine: the registered model as ``mlflow.pyfunc.spark_udf``, same results.
 
-The Parquet input is checked batch by batch with the pandas engine's own cleaning (in a
+The Parquet input is checked batch by batch with the streaming engine's own cleaning (in a
 ``mapInArrow`` step), duplicate ids are found with a window over the whole input, the good rows
 are scored by the pyfunc model's Spark UDF into a staging folder, and the monitoring reads the
 staged scores: segment counts by aggregation, the hash-ordered sample by a top-k, the novel
-customers in input order. The report is then built by the same functions as the pandas
-engine's; the output folder of Parquet part files (with ``emerging_id`` joined in) is written
-beside its target and renamed onto it when complete.
+customers in input order. The front then builds the report with the same functions as for
+the streaming engine; the output folder of Parquet part files (with ``emerging_id`` joined in)
+is written beside its target and renamed onto it when complete.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import contextlib
 import os
 import re
 import sys
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -25,41 +25,126 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from segml import _rows
 from segml._io import atomic_dir, atomic_path, is_parquet, open_parquet
 from segml.data import REASON_COLUMN, ROW_COLUMN
 from segml.errors import DataError, EngineError, SegmlError
 from segml.model import CONFIDENCE, IS_NOVEL, NOVELTY_SCORE, SEGMENT_ID, SEGMENT_NAME, Segmenter
-from segml.monitoring import EMERGING_ID
-from segml.registry import ModelRef
-from segml.scoring import (
+from segml.monitoring import EMERGING_ID, Emerging
+from segml.registry import ModelRef, spark_udf
+from segml.scoring._clean import Signature, clean_batch
+from segml.scoring._collect import SAMPLE_ROWS, Collected, previous_assignment
+from segml.scoring._engine import Job, Staged
+from segml.scoring._ids import id_hashes
+from segml.scoring._input import READ_ROWS, file_schema
+from segml.scoring._output import (
     MODEL_NAME,
     MODEL_VERSION,
     QUARANTINE_SUFFIX,
-    READ_ROWS,
-    SAMPLE_ROWS,
     SOURCE_COLUMN,
-    Scored,
-    ScoreSummary,
-    Signature,
-    bad_row_error,
-    check_paths,
-    clean_batch,
-    emerging_candidates,
-    file_schema,
-    id_hashes,
-    input_files,
-    monitor,
     output_schema,
-    previous_assignment,
-    staging_folder,
 )
-from segml.spec import Spec
 
 DEFAULT_MASTER = "local[*]"
 FILE, ROW, KEY, REASON = "_segml_file", "_segml_row", "_segml_key", "_segml_reason"
 CLEAN = "_segml_clean_"
 """Prefix of the cleaned copy of each input column (the raw one is kept for the quarantine)."""
 _SIGN = np.uint64(1 << 63)
+
+
+@dataclass(frozen=True, slots=True)
+class _SparkStaging:
+    """What ``SparkEngine.stage`` leaves for the later steps."""
+
+    job: Job
+    scored: Any
+    bad_rows: pd.DataFrame
+    rows_scored: int
+
+
+class SparkEngine:
+    """The Spark engine (see the module's description), as the front drives an engine."""
+
+    def __init__(self, master: str = DEFAULT_MASTER) -> None:
+        self.master = master
+        self.spark: Any = None
+        self.ignored: tuple[str, ...] = ()
+        self.staging: _SparkStaging | None = None
+        self.novel_ids = np.empty(0, dtype=object)
+        self.members = pd.DataFrame()
+
+    def check(self, job: Job) -> None:
+        """Refuse CSV input or output and a wrong file signature; start Spark."""
+        for path in [job.output, *job.files]:
+            if not is_parquet(path):
+                raise DataError(
+                    f"{path}: --engine spark reads and writes Parquet; use --engine pandas for CSV"
+                )
+        ignored: dict[str, None] = {}
+        for path in job.files:
+            ignored |= dict.fromkeys(job.signature.check(path, file_schema(path, ",")))
+        self.ignored = tuple(ignored)
+        self.spark = spark_session(self.master)
+
+    def stage(self, job: Job, folder: Path) -> Staged:
+        """Check every row, set the bad ones aside, score the good ones into ``folder``."""
+        signature = job.signature
+        with _worker_errors():
+            checked = _checked_rows(self.spark, job.files, signature).persist()
+            try:
+                stats = _stats(checked, signature)
+                bad_rows = _set_aside(checked, job.files, signature, job.spec.data.bad_rows)
+                staged = str(folder / "scored")
+                _predicted(checked, job.segmenter, job.model, signature).write.parquet(staged)
+            finally:
+                checked.unpersist()
+            scored = self.spark.read.parquet(staged)
+            rows_scored = scored.count()
+        self.staging = _SparkStaging(job, scored, bad_rows, rows_scored)
+        return Staged(
+            rows_read=stats["rows"],
+            rows_scored=rows_scored,
+            quarantined=stats["quarantined"],
+            excluded={},
+            ignored_columns=self.ignored,
+            missing=stats["missing"],
+        )
+
+    def collect(self) -> Collected:
+        """What the monitoring needs, read from the staged scores."""
+        staging = self._staged()
+        job = staging.job
+        with _worker_errors():
+            found, self.novel_ids = _collect(
+                staging.scored, job.segmenter, job.signature, job.previous, staging.rows_scored
+            )
+        return found
+
+    def finish(self, emerging: Emerging) -> None:
+        """The novel customers' emerging ids, joined into the output when it is written."""
+        labels = emerging.labels
+        self.members = pd.DataFrame(
+            {
+                self._staged().job.signature.id_column: self.novel_ids[labels > 0],
+                EMERGING_ID: np.array(emerging.ids, dtype=object)[labels[labels > 0] - 1],
+            }
+        )
+
+    def close(self) -> None:
+        """Nothing to release: Spark keeps no staged state outside the staging folder."""
+
+    def publish(self, output: Path) -> Path | None:
+        """Write the quarantine file and the output folder beside their targets; rename them in."""
+        staging = self._staged()
+        with _worker_errors():
+            quarantine = _write_quarantine(staging.bad_rows, output)
+            _write_output(staging.scored, self.members, staging.job.signature.id_column, output)
+        return quarantine
+
+    def _staged(self) -> _SparkStaging:
+        if self.staging is None:
+            raise RuntimeError("SparkEngine.stage must run first")
+        return self.staging
 
 
 def spark_session(master: str = DEFAULT_MASTER) -> Any:
@@ -96,115 +181,11 @@ def _local_cores(master: str) -> int:
     return int(threads[1]) if threads else os.cpu_count() or 1
 
 
-def score_spark(
-    segmenter: Segmenter,
-    input_path: Path,
-    output: Path,
-    *,
-    model: ModelRef,
-    spec: Spec | None = None,
-    previous: Path | None = None,
-    previous_candidates: pd.DataFrame | None = None,
-    master: str = DEFAULT_MASTER,
-) -> ScoreSummary:
-    """Score a Parquet customer table on Spark; the output and report equal :func:`score`'s.
-
-    Parameters
-    ----------
-    segmenter : Segmenter
-        The segment model behind ``model`` (for the checks and the monitoring).
-    input_path : Path
-        A Parquet file or a folder of Parquet files (customer tables only).
-    output : Path
-        A folder ending in ``.parquet``: Parquet part files, renamed into place when complete.
-    model : ModelRef
-        The model the Spark UDF loads (``models:/NAME/VERSION``, an exported folder, ...).
-    spec, previous, previous_candidates
-        As for :func:`segml.scoring.score`.
-    master : str
-        The Spark master (``local[*]``, ``local[2]``, ``spark://host:7077``, ...).
-
-    Raises
-    ------
-    DataError
-        As :func:`segml.scoring.score`; also for CSV input or a CSV output.
-    EngineError
-        pyspark or Java is missing.
-    """
-    started = time.perf_counter()
-    check_paths(input_path, output, previous)
-    own = spec or segmenter.spec
-    files = input_files(input_path)
-    for path in [output, *files]:
-        if not is_parquet(path):
-            raise DataError(
-                f"{path}: --engine spark reads and writes Parquet; use --engine pandas for CSV"
-            )
-    signature = Signature.of(segmenter)
-    ignored: dict[str, None] = {}
-    for path in files:
-        ignored |= dict.fromkeys(signature.check(path, file_schema(path, ",")))
-    spark = spark_session(master)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        _worker_errors(),
-        staging_folder(output) as tmp,
-    ):
-        checked = _checked(spark, files, signature).persist()
-        try:
-            stats = _stats(checked, signature)
-            bad_rows = _set_aside(checked, files, signature, own.data.bad_rows)
-            staging = str(Path(tmp) / "scored")
-            _scored(checked, segmenter, model, signature).write.parquet(staging)
-        finally:
-            checked.unpersist()
-        scored = spark.read.parquet(staging)
-        rows_scored = scored.count()
-        if rows_scored == 0:
-            what = (
-                f"all {stats['rows']} rows were quarantined"
-                if stats["rows"]
-                else "the input has no data rows"
-            )
-            raise DataError(f"{input_path}: no customer to score ({what})")
-        found, novel_ids = _collect(scored, segmenter, signature, previous, rows_scored)
-        emerging = emerging_candidates(segmenter, found, own, previous_candidates)
-        report = monitor(segmenter, found, own, emerging)
-        labels = emerging.labels
-        members = pd.DataFrame(
-            {
-                signature.id_column: novel_ids[labels > 0],
-                EMERGING_ID: np.array(emerging.ids, dtype=object)[labels[labels > 0] - 1],
-            }
-        )
-        quarantine = _write_quarantine(bad_rows, output)
-        _publish(scored, members, signature.id_column, output)
-    return ScoreSummary(
-        model,
-        model.name or segmenter.spec.model_name,
-        segmenter.segmentation.family,
-        output,
-        quarantine,
-        stats["rows"],
-        rows_scored,
-        stats["quarantined"],
-        {},
-        tuple(ignored),
-        stats["missing"],
-        len(novel_ids),
-        time.perf_counter() - started,
-        report,
-        own.monitoring,
-        own.min_report_size,
-        segmenter.segment_names(),
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # Checking
 
 
-def _checked(spark: Any, files: list[Path], signature: Signature) -> Any:
+def _checked_rows(spark: Any, files: tuple[Path, ...], signature: Signature) -> Any:
     """Every input row with its file, row number, id hash, cleaned columns and first reason."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -225,12 +206,12 @@ def _checked(spark: Any, files: list[Path], signature: Signature) -> Any:
     def clean(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             if batch.num_rows:
-                yield _checked_batch(batch, signature, by_path)
+                yield _check_arrow_batch(batch, signature, by_path)
 
     checked = raw.mapInArrow(clean, schema)
     first = Window.partitionBy(CLEAN + signature.id_column).orderBy(FILE, ROW)
     again = F.row_number().over(first) > 1
-    duplicate = f"duplicate id in column {signature.id_column!r}"
+    duplicate = _rows.duplicate_id(signature.id_column)
     # Only rows without another reason compete for an id, as in the pandas engine.
     return checked.withColumn(
         REASON,
@@ -250,7 +231,7 @@ def _local(uri: str) -> Path:
     return Path(unquote(urlparse(uri).path)).resolve()
 
 
-def _checked_batch(
+def _check_arrow_batch(
     batch: pa.RecordBatch,
     signature: Signature,
     by_path: dict[Path, tuple[int, Path]],
@@ -261,9 +242,8 @@ def _checked_batch(
     table = pa.Table.from_batches([batch])
     number, path = by_path[_local(table[FILE][0].as_py())]
     first = table[ROW][0].as_py() == 0
-    frame, _, ids, reasons, missing = clean_batch(
-        signature, table.select(signature.columns), path, first
-    )
+    clean = clean_batch(signature, table.select(signature.columns), path, first)
+    frame, ids, missing = clean.frame, clean.ids, clean.missing
     columns = [
         *table.select(signature.columns).columns,
         pa.repeat(pa.scalar(number, pa.int32()), table.num_rows),
@@ -272,7 +252,7 @@ def _checked_batch(
         *(pa.array(frame[c].to_numpy(), pa.float64(), mask=missing[c]) for c in signature.numeric),
         *(pa.array(frame[c], pa.string()) for c in signature.categorical),
         pa.array((id_hashes(ids) ^ _SIGN).view(np.int64), pa.int64()),
-        pa.array(reasons.reason, pa.string()),
+        pa.array(clean.reasons.reason, pa.string()),
     ]
     names = [*signature.columns, FILE, ROW, *(n for n, _ in _clean_fields(signature)), KEY, REASON]
     return pa.Table.from_arrays(columns, names).combine_chunks().to_batches()[0]
@@ -294,7 +274,9 @@ def _stats(checked: Any, signature: Signature) -> dict[str, Any]:
     }
 
 
-def _set_aside(checked: Any, files: list[Path], signature: Signature, policy: str) -> pd.DataFrame:
+def _set_aside(
+    checked: Any, files: tuple[Path, ...], signature: Signature, policy: str
+) -> pd.DataFrame:
     """Fail on the first bad row in input order, or return them all as the quarantine table:
     data row number, reason, source file and the row's input columns."""
     from pyspark.sql import functions as F
@@ -303,7 +285,7 @@ def _set_aside(checked: Any, files: list[Path], signature: Signature, policy: st
     if policy != "drop":
         first = bad.select(FILE, ROW, REASON).first()
         if first is not None:
-            raise bad_row_error(files[first[FILE]], first[ROW] + 1, first[REASON])
+            raise _rows.bad_rows_error(files[first[FILE]], first[REASON], first[ROW] + 1)
     rows = bad.select(FILE, ROW, REASON, *signature.columns).toPandas()
     rows.insert(0, SOURCE_COLUMN, [str(files[i]) for i in rows.pop(FILE)])
     rows.insert(0, REASON_COLUMN, rows.pop(REASON))
@@ -326,17 +308,14 @@ def _write_quarantine(rows: pd.DataFrame, output: Path) -> Path | None:
 # Scoring and collecting
 
 
-def _scored(checked: Any, segmenter: Segmenter, model: ModelRef, signature: Signature) -> Any:
+def _predicted(checked: Any, segmenter: Segmenter, model: ModelRef, signature: Signature) -> Any:
     """The good rows scored by the model's Spark UDF, with what the monitoring reads."""
-    import mlflow.pyfunc
     from pyspark.sql import functions as F
 
     schema = output_schema(signature.id_column)
     predicted = [SEGMENT_ID, SEGMENT_NAME, CONFIDENCE, NOVELTY_SCORE, IS_NOVEL]
     result = ", ".join(f"{n} {_spark_type(schema.field(n).type)}" for n in predicted)
-    predict = mlflow.pyfunc.spark_udf(
-        checked.sparkSession, model.uri, result_type=f"struct<{result}>", env_manager="local"
-    )
+    predict = spark_udf(checked.sparkSession, model, f"struct<{result}>")
     inputs = [F.col(CLEAN + c).alias(c) for c in signature.columns]
     name = model.name or segmenter.spec.model_name
     return (
@@ -366,7 +345,7 @@ def _collect(
     signature: Signature,
     previous: Path | None,
     rows_scored: int,
-) -> tuple[Scored, np.ndarray]:
+) -> tuple[Collected, np.ndarray]:
     """What the monitoring needs, from the staged scores; and the novel customers' ids."""
     from pyspark.sql import functions as F
 
@@ -382,15 +361,15 @@ def _collect(
         .select(signature.id_column, KEY, *features)
         .toPandas()
     )
-    found = Scored(
-        rows_scored,
-        counts.set_index(SEGMENT_ID)["count"].sort_index(),
-        sample,
-        segmenter.embed(sample),
-        segmenter.embed(_typed(novel, signature)) if len(novel) else np.empty((0, 0)),
-        novel[numeric],
-        novel[KEY].to_numpy(np.int64).view(np.uint64) ^ _SIGN,
-        _migration_matrix(scored, previous, signature.id_column),
+    found = Collected(
+        rows_scored=rows_scored,
+        counts=counts.set_index(SEGMENT_ID)["count"].sort_index(),
+        sample=sample,
+        sample_Z=segmenter.embed(sample),
+        novel_Z=segmenter.embed(_typed(novel, signature)) if len(novel) else np.empty((0, 0)),
+        novel_numeric=novel[numeric],
+        novel_hashes=novel[KEY].to_numpy(np.int64).view(np.uint64) ^ _SIGN,
+        migration=_migration_matrix(scored, previous, signature.id_column),
     )
     return found, novel[signature.id_column].to_numpy()
 
@@ -412,7 +391,7 @@ def _migration_matrix(scored: Any, previous: Path | None, id_column: str) -> pd.
     return counter.matrix()
 
 
-def _publish(scored: Any, emerging: pd.DataFrame, id_column: str, output: Path) -> None:
+def _write_output(scored: Any, emerging: pd.DataFrame, id_column: str, output: Path) -> None:
     """Write the output folder (``emerging_id`` filled in) beside ``output``; rename it in."""
     from pyspark.sql import functions as F
 

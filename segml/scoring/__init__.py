@@ -1,0 +1,252 @@
+"""Batch scoring: stream customers through a segment model into an atomically written output.
+
+This is the front: it settles the run's inputs, hands them to an engine (the streaming one in
+:mod:`segml.scoring.local`, or Spark in :mod:`segml.scoring.spark`), runs the monitoring on
+what the engine collected, builds the summary and logs the scoring run. Every engine stages
+its output beside the target and renames it into place only when complete.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from segml import report, tracking
+from segml.errors import DataError
+from segml.model import Segmenter
+from segml.registry import ModelRef, load_segmenter
+from segml.report import scoring_html as summary_html
+from segml.report import scoring_markdown as summary_markdown
+from segml.scoring._clean import Signature
+from segml.scoring._collect import emerging_candidates, monitor
+from segml.scoring._engine import Engine, Job
+from segml.scoring._input import input_files
+from segml.scoring._output import (
+    MODEL_NAME,
+    MODEL_VERSION,
+    check_paths,
+    output_schema,
+    staging_folder,
+)
+from segml.scoring._summary import ScoreSummary
+from segml.scoring.local import LocalEngine, ProgressFn
+from segml.scoring.spark import DEFAULT_MASTER, SparkEngine
+from segml.spec import Spec
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+__all__ = [
+    "MODEL_NAME",
+    "MODEL_VERSION",
+    "Engine",
+    "ProgressFn",
+    "ScoreSummary",
+    "output_schema",
+    "run_scoring",
+    "score",
+    "score_spark",
+    "summary_html",
+    "summary_markdown",
+]
+
+
+def score(
+    segmenter: Segmenter,
+    input_path: Path,
+    output: Path,
+    *,
+    model: ModelRef | None = None,
+    spec: Spec | None = None,
+    previous: Path | None = None,
+    previous_candidates: pd.DataFrame | None = None,
+    reference_date: dt.date | None = None,
+    on_progress: ProgressFn | None = None,
+) -> ScoreSummary:
+    """Score every customer of ``input_path`` and write ``output`` (Parquet or CSV) atomically.
+
+    Parameters
+    ----------
+    segmenter : Segmenter
+        The fitted segment model.
+    input_path : Path
+        A customer table (or, for a transaction model, a transaction log): CSV or Parquet,
+        a file or a folder of them.
+    output : Path
+        ``.parquet`` or ``.csv``; written beside, renamed when complete. Rows set aside go to
+        ``<output stem>.quarantine.csv`` with their data row number, reason and file.
+    model : ModelRef, optional
+        What the output names as model and version.
+    spec : Spec, optional
+        Overrides the model's ``monitoring`` thresholds and ``data.bad_rows`` policy.
+    previous : Path, optional
+        An earlier score output: the migration of customers present in both.
+    previous_candidates : DataFrame, optional
+        The candidates of the previous scoring run of the same model.
+    reference_date : date, optional
+        For transactions: features as of this day (default: the last purchase).
+    on_progress : callable, optional
+        Called after each batch with the rows read so far and the total (if known).
+
+    Raises
+    ------
+    DataError
+        Unreadable input, a missing or mistyped column, a bad row under ``bad_rows: fail``,
+        or nothing left to score. No output is written then.
+    """
+    model = model or ModelRef("", segmenter.spec.model_name)
+    engine = LocalEngine(reference_date, on_progress)
+    return _score_with(
+        engine, segmenter, input_path, output, model, spec, previous, previous_candidates
+    )
+
+
+def score_spark(
+    segmenter: Segmenter,
+    input_path: Path,
+    output: Path,
+    *,
+    model: ModelRef,
+    spec: Spec | None = None,
+    previous: Path | None = None,
+    previous_candidates: pd.DataFrame | None = None,
+    master: str = DEFAULT_MASTER,
+) -> ScoreSummary:
+    """Score a Parquet customer table on Spark; the output and report equal :func:`score`'s.
+
+    Parameters
+    ----------
+    segmenter : Segmenter
+        The segment model behind ``model`` (for the checks and the monitoring).
+    input_path : Path
+        A Parquet file or a folder of Parquet files (customer tables only).
+    output : Path
+        A folder ending in ``.parquet``: Parquet part files, renamed into place when complete.
+    model : ModelRef
+        The model the Spark UDF loads (``models:/NAME/VERSION``, an exported folder, ...).
+    spec, previous, previous_candidates
+        As for :func:`score`.
+    master : str
+        The Spark master (``local[*]``, ``local[2]``, ``spark://host:7077``, ...).
+
+    Raises
+    ------
+    DataError
+        As :func:`score`; also for CSV input or a CSV output.
+    EngineError
+        pyspark or Java is missing.
+    """
+    engine = SparkEngine(master)
+    return _score_with(
+        engine, segmenter, input_path, output, model, spec, previous, previous_candidates
+    )
+
+
+def _score_with(
+    engine: Engine,
+    segmenter: Segmenter,
+    input_path: Path,
+    output: Path,
+    model: ModelRef,
+    spec: Spec | None,
+    previous: Path | None,
+    previous_candidates: pd.DataFrame | None,
+) -> ScoreSummary:
+    """Drive ``engine`` through one scoring run (see :class:`Engine`) and sum it up."""
+    started = time.perf_counter()
+    check_paths(input_path, output, previous)
+    in_effect = spec or segmenter.spec
+    files = tuple(input_files(input_path))
+    signature = Signature.of(segmenter)
+    job = Job(segmenter, signature, in_effect, model, input_path, files, output, previous)
+    engine.check(job)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with staging_folder(output) as folder:
+        try:
+            staged = engine.stage(job, Path(folder))
+            if staged.rows_scored == 0:
+                why = _why_nothing_scored(staged.rows_read)
+                raise DataError(f"{input_path}: no customer to score ({why})")
+            collected = engine.collect()
+            emerging = emerging_candidates(segmenter, collected, in_effect, previous_candidates)
+            engine.finish(emerging)  # the engine ends the output while the drift is measured
+            found = monitor(segmenter, collected, in_effect, emerging)
+        finally:
+            engine.close()
+        quarantine = engine.publish(output)
+    return ScoreSummary(
+        model=model,
+        model_name=job.model_name,
+        family=segmenter.segmentation.family,
+        output=output,
+        quarantine=quarantine,
+        rows_read=staged.rows_read,
+        rows_scored=staged.rows_scored,
+        quarantined=staged.quarantined,
+        excluded=staged.excluded,
+        ignored_columns=staged.ignored_columns,
+        missing=staged.missing,
+        novel=len(collected.novel_hashes),
+        seconds=time.perf_counter() - started,
+        report=found,
+        settings=in_effect.monitoring,
+        min_report_size=in_effect.min_report_size,
+        segment_names=segmenter.segment_names(),
+    )
+
+
+def _why_nothing_scored(rows_read: int) -> str:
+    if rows_read == 0:
+        return "the input has no data rows"
+    return f"all {rows_read} rows were quarantined"
+
+
+def run_scoring(
+    client: MlflowClient,
+    ref: ModelRef,
+    input_path: Path,
+    output: Path,
+    *,
+    spec: Spec | None = None,
+    previous: Path | None = None,
+    reference_date: dt.date | None = None,
+    on_progress: ProgressFn | None = None,
+    spark_master: str | None = None,
+) -> tuple[ScoreSummary, str]:
+    """Load the model, score (see :func:`score`) and log the scoring run; return both.
+
+    With ``spark_master`` the Spark engine scores (:func:`score_spark`).
+    """
+    segmenter = load_segmenter(ref)
+    experiment = segmenter.spec.name
+    label = ref.label or segmenter.spec.model_name
+    candidates = tracking.previous_candidates(client, experiment, label)
+    if spark_master is None:
+        engine: Engine = LocalEngine(reference_date, on_progress)
+    else:
+        engine = SparkEngine(spark_master)
+    summary = _score_with(engine, segmenter, input_path, output, ref, spec, previous, candidates)
+    return summary, _log(client, summary, experiment)
+
+
+def _log(client: MlflowClient, summary: ScoreSummary, experiment: str) -> str:
+    """Log the scoring run: metrics, tables, the migration and the summaries."""
+    texts = {}
+    if summary.report.migration is not None:
+        texts["migration.csv"] = summary.report.migration.reset_index().to_csv(index=False)
+    texts["summary.md"] = report.scoring_markdown(summary)
+    texts["summary.html"] = report.scoring_html(summary)
+    return tracking.log_scoring_run(
+        client,
+        experiment,
+        label=summary.model.label or summary.model_name,
+        family=summary.family,
+        model=(summary.model.name, summary.model.version),
+        metrics=summary.metrics(),
+        tables=report.scoring_tables(summary),
+        texts=texts,
+    )
