@@ -18,15 +18,19 @@ import shlex
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import typer
 import yaml
 from typer.testing import CliRunner
 
 from segml.cli import app
+from segml.model import Segmenter
 from segml.spec import load_spec
+from segml.synthetic import synthetic_customers, synthetic_spec
 
 from .conftest import EXPERIMENTS, ROOT
+from .models import fit_segmenter
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 PROGRAMS = ("segml", ".venv/bin/segml", "make", "python", "pip", "mlflow")
@@ -159,3 +163,30 @@ def test_linked_files_exist() -> None:
     for target in re.findall(r"\]\(([^)#]+)\)", README):
         if not target.startswith("http"):
             assert (ROOT / target).exists(), target
+
+
+@pytest.fixture(scope="module")
+def segmenters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Segmenter]:
+    """Only the k-means model that ``registered`` (conftest) registers as champion."""
+    train = synthetic_customers(3_000, seed=1)
+    tmp = tmp_path_factory.mktemp("models")
+    return {"kmeans": fit_segmenter(tmp, "kmeans", train, synthetic_spec("customers.csv"))}
+
+
+def test_offline_scoring_recipe_runs(registered: dict, tmp_path: Path, monkeypatch) -> None:
+    """The README's export-then-score lines, run as shown in a folder laid out like the repo
+    (its spec names the test's registered model)."""
+    recipe = [c for c in BLOCKS if c.startswith(("segml export", "segml score --model models/"))]
+    assert len(recipe) == 2, BLOCKS
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "cdnow.yaml").write_bytes(registered["spec"].read_bytes())
+    customers = synthetic_customers(500, seed=2).drop(columns="true_segment")
+    customers.to_csv(tmp_path / "experiments" / "customers.csv", index=False)
+    customers.to_parquet(tmp_path / "customers.parquet")
+    for line in recipe:
+        result = CliRunner().invoke(app, shlex.split(line)[1:])
+        assert result.exit_code == 0, f"{line}\n{result.output}"
+    scores = pd.read_parquet(tmp_path / "scores.parquet")
+    assert len(scores) == 500 and set(scores["model_name"]) == {"synthetic"}
