@@ -37,6 +37,8 @@ from segml.tuning import (
 from segml.workers import Coordinator, coordinator
 from tests.postgres import Postgres, running_postgres
 
+pytestmark = pytest.mark.slow  # make test-fast leaves this module out
+
 BUDGET = 10
 STUDY = "shared"
 SEARCH = {
