@@ -60,6 +60,7 @@ def clean_tune(tmp_path_factory: pytest.TempPathFactory, clean_customers: pd.Dat
     return tune(load_spec(spec_path), n_trials=30, tracking_uri=uri), uri
 
 
+@pytest.mark.slow
 def test_clean_segments_are_recovered(clean_tune, clean_customers: pd.DataFrame) -> None:
     result, _ = clean_tune
     assigned = result.segmenter.predict(clean_customers)
@@ -69,6 +70,7 @@ def test_clean_segments_are_recovered(clean_tune, clean_customers: pd.DataFrame)
     assert result.chosen.feasible
 
 
+@pytest.mark.slow
 def test_every_trial_is_a_nested_run_with_documented_keys(clean_tune) -> None:
     result, uri = clean_tune
     client = mlflow.tracking.MlflowClient(uri)
