@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test demo ui screenshots lint format typecheck clean
+.PHONY: install test test-fast demo ui screenshots lint format typecheck clean
 
 install: $(STAMP)
 
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest
+
+# Everything but the tests marked slow (Spark, UI, distributed tuning, end-to-end runs): a few
+# minutes on 2 cores, for the edit-test loop. `make test` (what CI runs) includes them.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
 
 DEMO_SPEC := experiments/cdnow.yaml
 DEMO_TRIALS ?= 30

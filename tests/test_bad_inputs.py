@@ -443,6 +443,7 @@ def _arguments(case: Case, command: str, spec: Path, source: Path, out: Path) ->
     }[command]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c.slug for c in CASES])
 def test_data_case(case: Case, store: dict, tmp_path: Path, record: Callable) -> None:
     source = _write_input(case, tmp_path)

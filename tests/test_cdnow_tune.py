@@ -13,6 +13,8 @@ from segml.experiment import TuneResult, tune
 from segml.spec import load_spec
 from segml.tuning import search_spaces
 
+pytestmark = pytest.mark.slow  # make test-fast leaves this module out
+
 N_TRIALS = 5
 FAMILIES = ["kmeans", "gmm"]
 TRIAL_METRICS = {

@@ -37,6 +37,8 @@ from segml.synthetic import synthetic_customers, synthetic_spec
 from segml.workers import Coordinator, coordinator
 from tests.postgres import Postgres, running_postgres
 
+pytestmark = pytest.mark.slow  # make test-fast leaves this module out
+
 BUDGET = 10
 STUDY = "shared"
 SEARCH = {

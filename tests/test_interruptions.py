@@ -21,6 +21,8 @@ from .test_bad_inputs import assert_store_whole
 from .test_scoring import fit_segmenter
 
 runner = CliRunner()
+pytestmark = pytest.mark.slow  # make test-fast leaves this module out
+
 MODEL = "synthetic"
 KILL_AFTER = {3: "audit tags", 4: "alias previous", 5: "alias champion"}
 """A promote from v1 to v2 writes three audit tags, two aliases, then deletes ``challenger``:

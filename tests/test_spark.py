@@ -30,6 +30,8 @@ pytest.importorskip("pyspark", reason="the Spark engine needs pyspark: pip insta
 
 from segml.scoring.spark import spark_session
 
+pytestmark = pytest.mark.slow  # make test-fast leaves this module out
+
 MASTER = "local[2]"
 CUSTOMERS = 100_000
 COLUMNS = list(output_schema(ID_COLUMN).names)

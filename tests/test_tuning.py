@@ -60,6 +60,7 @@ def clean_tune(tmp_path_factory: pytest.TempPathFactory, clean_customers: pd.Dat
     return tune(load_spec(spec_path), n_trials=30, tracking_uri=uri), uri
 
 
+@pytest.mark.slow
 def test_clean_segments_are_recovered(clean_tune, clean_customers: pd.DataFrame) -> None:
     result, _ = clean_tune
     assigned = result.segmenter.predict(clean_customers)
@@ -69,6 +70,7 @@ def test_clean_segments_are_recovered(clean_tune, clean_customers: pd.DataFrame)
     assert result.chosen.feasible
 
 
+@pytest.mark.slow
 def test_every_trial_is_a_nested_run_with_documented_keys(clean_tune) -> None:
     result, uri = clean_tune
     client = mlflow.tracking.MlflowClient(uri)
@@ -95,6 +97,7 @@ def test_every_trial_is_a_nested_run_with_documented_keys(clean_tune) -> None:
     assert {"segments/embedding.png", "segments/sizes.png", "segments/profile.json"} <= segments
 
 
+@pytest.mark.slow
 def test_structure_free_data_is_less_stable(
     clean_tune, tmp_path: Path, write_spec: Callable[..., Path], tracking_uri: str
 ) -> None:
@@ -105,6 +108,7 @@ def test_structure_free_data_is_less_stable(
     assert noisy.final_metrics[keys.STABILITY_JACCARD_MEAN] < clean_stability - 0.15
 
 
+@pytest.mark.slow
 def test_interrupted_study_resumes_with_the_same_storage(
     tmp_path: Path, write_spec: Callable[..., Path], tracking_uri: str, clean_customers
 ) -> None:
@@ -145,6 +149,7 @@ def test_pick_prefers_feasible_balanced_pareto_trials() -> None:
     assert pick(results).number == 1
 
 
+@pytest.mark.slow
 def test_killed_tune_resumes_from_where_it_stopped(
     tmp_path: Path, write_spec: Callable[..., Path], tracking_uri: str, clean_customers
 ) -> None:
@@ -187,6 +192,7 @@ def test_killed_tune_resumes_from_where_it_stopped(
     assert "12 trials" in resumed.stdout
 
 
+@pytest.mark.slow
 def test_failed_finalisation_marks_the_parent_failed_and_a_rerun_finishes(
     tmp_path: Path,
     write_spec: Callable[..., Path],

@@ -34,9 +34,12 @@ if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 pytest.importorskip("playwright", reason="no Playwright: pip install -e '.[dev]'")
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason=f"no {CHROMIUM}: apt-get install chromium (.ci/run does)"
-)
+pytestmark = [
+    pytest.mark.slow,  # make test-fast leaves this module out
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason=f"no {CHROMIUM}: apt-get install chromium (.ci/run does)"
+    ),
+]
 
 MODEL = "ui_synthetic"
 TRIALS = 3
