@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.metrics import adjusted_rand_score
+from threadpoolctl import threadpool_limits
 
 Refit = Callable[[np.ndarray, int], np.ndarray]
 """``refit(X_resample, seed)`` refits the clusterer; returns the resample's labels (-1 = noise)."""
@@ -35,10 +36,16 @@ DISSOLVED = 0.5
 STABLE = 0.75
 PARALLEL_MIN_SECONDS = 1.0
 """Resamples go to worker processes (joblib's loky backend) only if the first one, timed
-in-process, predicts more than this many seconds for the rest. Measured on 2 cores: 20 k-means
-refits of 2,000 rows take 0.25 s in-process, while a cold loky pool costs ~3 s to start (warm,
-it is reused across calls); HDBSCAN on 10,000 rows drops from 6.6 s to 3.1 s with a warm pool.
-Threads do not help: hdbscan holds the GIL and k-means already uses OpenMP threads."""
+in-process, predicts more than this many seconds for the rest: starting a pool of worker
+processes costs seconds, so below this a cheap refit is faster in-process. The pool is reused
+across calls while it is warm. Processes, not threads: hdbscan holds the GIL. Measurements:
+``benchmarks/results/stability.md``."""
+REFIT_THREADS = 1
+"""BLAS/OpenMP threads per refit, in-process and in every worker. The resamples are the
+parallel grain (one per core), so threads inside a refit can only compete with the other
+workers, and OpenMP threads that spin-wait at barriers collapse when a busy machine deschedules
+one of them. One thread also makes the in-process timing of the first resample predict what a
+worker will pay."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +114,7 @@ def bootstrap_stability(
     n_jobs : int or None
         joblib worker count (-1: all cores). Cheap refits run in-process regardless (see
         ``PARALLEL_MIN_SECONDS``); choose another backend with ``joblib.parallel_config``.
+        Every refit runs with ``REFIT_THREADS`` BLAS/OpenMP threads.
     multipleboot : bool
         Refit on all n draws, duplicates included, instead of the distinct drawn rows.
     noise_is_group : bool
@@ -122,19 +130,25 @@ def bootstrap_stability(
     labels = np.asarray(labels)
     segments = np.unique(labels[labels >= 0])
     children = np.random.SeedSequence(seed).spawn(n_boot)
-    job = delayed(_one_resample)
+    job = delayed(_one_resample_capped)
     args = (X, labels, segments, refit, multipleboot, noise_is_group)
     results: list[tuple[np.ndarray, float]] = []
-    if n_boot:
-        start = time.perf_counter()
-        results.append(_one_resample(*args, children[0]))
-        remaining = (time.perf_counter() - start) * (n_boot - 1)
-        workers = min(effective_n_jobs(n_jobs), n_boot - 1)
-        if workers > 1 and remaining > PARALLEL_MIN_SECONDS:
-            parallel = Parallel(n_jobs=workers, prefer="processes")
-            results.extend(parallel(job(*args, child) for child in children[1:]))
-        else:
-            results.extend(_one_resample(*args, child) for child in children[1:])
+    # The caller's cap covers the in-process refits (and a thread backend's, since the limits
+    # are process-wide); worker processes set their own, per resample, in _one_resample_capped.
+    # Not joblib's inner_max_num_threads: it needs the loky backend named, which would
+    # override a backend the caller chose with parallel_config, and it reaches a worker only
+    # through the environment its pool started with.
+    with threadpool_limits(limits=REFIT_THREADS):
+        if n_boot:
+            start = time.perf_counter()
+            results.append(_one_resample(*args, children[0]))
+            remaining = (time.perf_counter() - start) * (n_boot - 1)
+            workers = min(effective_n_jobs(n_jobs), n_boot - 1)
+            if workers > 1 and remaining > PARALLEL_MIN_SECONDS:
+                parallel = Parallel(n_jobs=workers, prefer="processes")
+                results.extend(parallel(job(*args, child) for child in children[1:]))
+            else:
+                results.extend(_one_resample(*args, child) for child in children[1:])
     return _summarise(segments, results, n_boot)
 
 
@@ -166,6 +180,24 @@ def _one_resample(
         present = np.searchsorted(segments, groups_a[groups_a >= 0])
         best[present] = jac[groups_a >= 0].max(axis=1)
     return best, float(adjusted_rand_score(orig, boot))
+
+
+def _one_resample_capped(
+    X: np.ndarray,
+    labels: np.ndarray,
+    segments: np.ndarray,
+    refit: Refit,
+    multipleboot: bool,
+    noise_is_group: bool,
+    seed_seq: np.random.SeedSequence,
+) -> tuple[np.ndarray, float]:
+    """``_one_resample`` under ``REFIT_THREADS``, for a worker process.
+
+    The limit is set per resample and restored after it: the worker stays in joblib's
+    reusable pool, where other callers' tasks expect their own thread settings.
+    """
+    with threadpool_limits(limits=REFIT_THREADS):
+        return _one_resample(X, labels, segments, refit, multipleboot, noise_is_group, seed_seq)
 
 
 def _summarise(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from functools import partial
+from pathlib import Path
 
 import hdbscan
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from segml.metrics import Stability, bootstrap_stability, jaccard_matrix
 from segml.metrics import stability as stability_module
@@ -31,6 +34,14 @@ def oracle_refit(X: np.ndarray, seed: int, truth: np.ndarray) -> np.ndarray:
 
 def all_noise_refit(X: np.ndarray, seed: int) -> np.ndarray:
     return np.full(X.shape[0], -1)
+
+
+def thread_recording_refit(X: np.ndarray, seed: int, log: Path) -> np.ndarray:
+    """k-means refit that appends its process id and its BLAS/OpenMP thread counts to ``log``."""
+    counts = " ".join(str(pool["num_threads"]) for pool in threadpool_info())
+    with log.open("a") as out:
+        out.write(f"{os.getpid()} {counts}\n")
+    return kmeans_refit(X, seed, k=3)
 
 
 def row_ids(n: int) -> np.ndarray:
@@ -155,3 +166,22 @@ def test_deterministic_and_independent_of_backend(
     )
     assert other_seed != serial
     assert isinstance(serial, Stability)
+
+
+def test_refits_run_single_threaded_in_process_and_in_workers(
+    clean_blobs: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without the cap, workers would start with 2 threads (loky passes these variables on
+    # instead of its own cpu_count // n_jobs) and the in-process refit would run with 2.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "2")
+    monkeypatch.setattr(stability_module, "PARALLEL_MIN_SECONDS", -1.0)
+    log = tmp_path / "threads.log"
+    refit = partial(thread_recording_refit, log=log)
+    with threadpool_limits(limits=2):
+        bootstrap_stability(clean_blobs, refit(clean_blobs, 0), refit, n_boot=4, n_jobs=2)
+        assert threadpool_info()[0]["num_threads"] == 2, "the caller's limits are restored"
+    records = [line.split() for line in log.read_text().splitlines()[1:]]  # [0]: the fit above
+    pids = {pid for pid, *_ in records}
+    assert len(records) == 4 and str(os.getpid()) in pids and len(pids) >= 2
+    assert all(counts and set(counts) == {"1"} for _, *counts in records), records
