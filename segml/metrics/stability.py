@@ -34,11 +34,13 @@ Refit = Callable[[np.ndarray, int], np.ndarray]
 
 DISSOLVED = 0.5
 STABLE = 0.75
-PARALLEL_MIN_SECONDS = 1.0
+PARALLEL_MIN_SECONDS = 3.0
 """Resamples go to worker processes (joblib's loky backend) only if the first one, timed
-in-process, predicts more than this many seconds for the rest: starting a pool of worker
-processes costs seconds, so below this a cheap refit is faster in-process. The pool is reused
-across calls while it is warm. Processes, not threads: hdbscan holds the GIL. Measurements:
+in-process, predicts that the workers would save more than this many seconds over running the
+rest in-process: n workers save at most (n - 1) / n of that time, and starting a cold pool of
+worker processes costs seconds (about this much on a quiet 2-core machine, more on a busy one).
+A warm pool (joblib reuses it while it lives) costs nothing, so the rule is conservative then.
+Processes, not threads: hdbscan holds the GIL. Measurements:
 ``benchmarks/results/stability.md``."""
 REFIT_THREADS = 1
 """BLAS/OpenMP threads per refit, in-process and in every worker. The resamples are the
@@ -144,7 +146,8 @@ def bootstrap_stability(
             results.append(_one_resample(*args, children[0]))
             remaining = (time.perf_counter() - start) * (n_boot - 1)
             workers = min(effective_n_jobs(n_jobs), n_boot - 1)
-            if workers > 1 and remaining > PARALLEL_MIN_SECONDS:
+            saving = remaining * (1 - 1 / workers) if workers > 1 else 0.0
+            if workers > 1 and saving > PARALLEL_MIN_SECONDS:
                 parallel = Parallel(n_jobs=workers, prefer="processes")
                 results.extend(parallel(job(*args, child) for child in children[1:]))
             else:
