@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from segml.metrics import Stability, bootstrap_stability, jaccard_matrix
@@ -185,3 +186,20 @@ def test_refits_run_single_threaded_in_process_and_in_workers(
     pids = {pid for pid, *_ in records}
     assert len(records) == 4 and str(os.getpid()) in pids and len(pids) >= 2
     assert all(counts and set(counts) == {"1"} for _, *counts in records), records
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_adjusted_rand_from_the_contingency_equals_sklearn_exactly(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 3_000))
+    a = rng.integers(-1, int(rng.integers(1, 8)), size=n)
+    cases = [
+        (a, rng.integers(-1, int(rng.integers(1, 8)), size=n)),  # unrelated
+        (a, np.where(rng.random(n) < 0.1, 5, a)),  # mostly the same
+        (a, 7 - a),  # relabelled
+        (a, np.zeros(n, dtype=int)),  # one group
+        (a, np.arange(n)),  # every row its own group
+    ]
+    for x, y in cases:
+        inter, _, _ = stability_module._contingency(x, y)
+        assert stability_module._adjusted_rand(inter) == adjusted_rand_score(x, y)
