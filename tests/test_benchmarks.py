@@ -64,3 +64,25 @@ def test_hdbscan_assign_benchmark_compares_the_same_assignments(bench, monkeypat
     printed = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
     assert printed["labels identical"] == "100.0000%"
     assert float(printed["strength max |diff|"]) == float(printed["GLOSH max |diff|"]) == 0.0
+
+
+def test_selection_benchmark_scores_every_method_on_every_dataset(bench, tmp_path):
+    selection = bench("bench_selection")
+    output = tmp_path / "selection.md"
+    frame = selection.main(["--quick", "--output", str(output), "--work", str(tmp_path)])
+    names = [d.name for d in selection.quick_datasets()]
+    assert frame["dataset"].tolist() == names, "no dataset failed or went missing"
+    aris = list(selection.METHODS.values())
+    assert frame[aris].notna().all().all()
+    text = output.read_text()
+    for name in names:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+        assert len(row.split("|")) == 17, "every column of the per-dataset table is filled"
+    blobs = frame.set_index("dataset").loc["blobs3_separated"]
+    assert blobs["kmeans_silhouette_ari"] > 0.95
+    trials = pd.read_csv(tmp_path / "selection_trials.csv")
+    assert trials.groupby("dataset")["chosen"].sum().eq(1).all()
+    assert {"ari", "quality.silhouette", "stability.jaccard_mean"} <= set(trials.columns)
+    # The pick's labels come from the registered model, the trial's from a refit: they agree.
+    picked = trials[trials["chosen"]].set_index("dataset")["ari"]
+    assert picked.loc[names].to_numpy() == pytest.approx(frame["segml_ari"], abs=0.02)
