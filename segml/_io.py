@@ -31,7 +31,7 @@ def open_parquet(path: Path, **options: Any) -> pq.ParquetFile:
     every row group's columns until the file is closed: memory that grows with the file).
 
     Each column is read through a buffer of ``READ_BUFFER_BYTES``: unbuffered, pyarrow reads a
-    row group's whole column before its first batch (30 ms for a million customers).
+    row group's whole column before its first batch, which delays the first scores.
     """
     return pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER_BYTES, **options)
 

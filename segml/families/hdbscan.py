@@ -31,9 +31,9 @@ KNN_WORKERS = -1
 """Threads of the nearest-neighbour queries in ``assign`` and the candidate search (-1: all
 cores)."""
 KNN_LEAF_SIZE = 32
-# The cKDTree uses sliding-midpoint splits (balanced_tree=False): on 4-feature blobs its
-# 11-neighbour queries were ~30% faster than with median splits, and it builds faster; leaves
-# of 32 points were another ~10% faster than scipy's default of 16.
+# The cKDTree uses sliding-midpoint splits (balanced_tree=False) and leaves of 32 points:
+# customers' features are low-dimensional blobs, where both answer few-neighbour queries
+# faster than median splits and scipy's default of 16 (benchmarks/results/hdbscan_assign.md).
 _NO_PREDICTION_DATA = (
     "the HDBSCAN clusterer has no prediction data, so new rows cannot be assigned; refit it "
     "with prediction_data=True (the segml 'hdbscan' family always does) or call "
