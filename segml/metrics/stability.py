@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
@@ -213,22 +214,14 @@ def _one_resample(
     return best, _adjusted_rand(inter)
 
 
-def _one_resample_capped(
-    X: np.ndarray,
-    labels: np.ndarray,
-    segments: np.ndarray,
-    refit: Refit,
-    multipleboot: bool,
-    noise_is_group: bool,
-    seed_seq: np.random.SeedSequence,
-) -> tuple[np.ndarray, float]:
-    """``_one_resample`` under ``REFIT_THREADS``, for a worker process.
+def _one_resample_capped(*args: Any) -> tuple[np.ndarray, float]:
+    """``_one_resample(*args)`` under ``REFIT_THREADS``, for a worker process.
 
     The limit is set per resample and restored after it: the worker stays in joblib's
     reusable pool, where other callers' tasks expect their own thread settings.
     """
     with threadpool_limits(limits=REFIT_THREADS):
-        return _one_resample(X, labels, segments, refit, multipleboot, noise_is_group, seed_seq)
+        return _one_resample(*args)
 
 
 def _summarise(
