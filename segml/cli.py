@@ -147,7 +147,13 @@ TrackingUri = Annotated[
 def tune(
     spec: SpecArg,
     n_trials: Annotated[
-        int | None, typer.Option("--n-trials", min=1, help="Study's total trial budget.")
+        int | None,
+        typer.Option(
+            "--n-trials",
+            min=1,
+            help="Study's total trial budget: first one trial per number of segments of "
+            "k-means and GMM, then the sampler's.",
+        ),
     ] = None,
     timeout: Annotated[
         float | None,

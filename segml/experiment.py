@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import time
 from collections import Counter
@@ -18,7 +19,7 @@ from segml import report, studies, tuning
 from segml import tracking as keys
 from segml.alignment import Alignment
 from segml.errors import SpecError
-from segml.families.segmentation import fit_segmentation
+from segml.families.segmentation import Segmentation, fit_segmentation
 from segml.features import (
     FeatureSet,
     build_features,
@@ -83,11 +84,12 @@ def tune(
 
     The picked model is aligned to the champion's segment ids and, with ``register``,
     registered as the ``challenger`` version of ``spec.model_name``.
-    ``n_trials`` is the study's total budget: a resumed study (same ``storage`` and
-    ``study_name``) runs only the trials it still lacks, and workers running at once on a
-    shared storage split it. The worker that completes the study picks, refits and
-    registers, exactly once; the others return that result. Command-line values override
-    the spec's ``search`` section.
+    ``n_trials`` is the study's total budget: the sweep of every number of segments of k-means
+    and GMM first (:func:`segml.tuning.sweep`), then the sampler's trials. A resumed study
+    (same ``storage`` and ``study_name``) runs only the trials it still lacks, and workers
+    running at once on a shared storage split it. The worker that completes the study picks,
+    refits and registers, exactly once; the others return that result. Command-line values
+    override the spec's ``search`` section.
     """
     unknown = set(families or ()) - set(spec.search.families)
     if unknown:
@@ -96,6 +98,8 @@ def tune(
             f"(declared: {', '.join(spec.search.families)})"
         )
     seed = spec.search.seed if seed is None else seed
+    spaces = tuning.search_spaces(spec, families)
+    swept = tuning.sweep(spaces, tuning.reduction_space(spec))
     budget = n_trials or spec.search.n_trials
     name = study_name or spec.name
     digest = spec_digest(spec)
@@ -108,13 +112,15 @@ def tune(
         tuning.run_trial,
         data=data,
         spec=spec,
-        spaces=tuning.search_spaces(spec, families),
+        spaces=spaces,
         objectives=objectives,
     )
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with contextlib.closing(coordinator(storage, name)) as peers:
-        worker = _join(tracking_uri, peers, spec, built, objectives, storage, name, seed, digest)
+        worker = _join(
+            tracking_uri, peers, spec, built, objectives, storage, name, seed, digest, swept
+        )
         deadline = time.monotonic() + (timeout or spec.search.timeout or np.inf)
         if _search(worker, evaluate_trial, budget, deadline, on_trial) is studies.Step.DONE:
             return _finalised(worker, name)
@@ -146,13 +152,14 @@ def _join(
     name: str,
     seed: int,
     digest: str,
+    swept: Sequence[dict[str, Any]],
 ) -> _Worker:
     """Under the study lock, connect to the tracking store and open the study and its parent
     run (the first worker creates it; so, with a new store, are its tables)."""
     with peers.lock():
         client = keys.connect(tracking_uri)
         experiment = keys.experiment_id(client, spec.name)
-        study = studies.create_study(spec, objectives, storage, name, seed)
+        study = studies.create_study(spec, objectives, storage, name, seed, swept)
         parent = study.user_attrs.get(studies.PARENT_RUN_ATTR)
         if parent is None:
             parent = keys.study_run(client, experiment, name, digest, None)
@@ -248,11 +255,11 @@ def _finalise(
             f"{spec.path}: no trial completed ({cause}); widen search.families or the budget"
         )
     keys.study_run(client, worker.experiment, name, worker.digest, parent)
-    chosen = tuning.pick(results)
-    params, reduction = tuning.split_params(chosen)
-    refit_seed = tuning.trial_seed(data.seed, chosen.number)
-    segmentation = fit_segmentation(data.X, chosen.family, params, reduction, refit_seed)
-    final = tuning.evaluate(segmentation, data, spec, spec.search.bootstrap_final, refit_seed)
+    remeasured = {r.number: _remeasure(r, data, spec) for r in tuning.finalists(results)}
+    picked = tuning.choose([r for r, _ in remeasured.values()], spec.constraints.min_stability)
+    chosen = next(r for r in results if r.number == picked.number)
+    final, segmentation = picked.metrics, remeasured[picked.number][1]
+    client.log_dict(parent, _finalists_record(remeasured, picked), "study/finalists.json")
     Z = (
         segmentation.embed(data.X)
         if segmentation.reducer is None
@@ -271,6 +278,42 @@ def _finalise(
     )
     record.save(worker.study)
     return _result(worker, name, results, chosen, record, segmenter, finalised_here=True)
+
+
+def _remeasure(
+    result: tuning.TrialResult, data: tuning.SearchData, spec: Spec
+) -> tuple[tuning.TrialResult, Segmentation]:
+    """A finalist refitted with its trial's seed and measured at ``search.bootstrap_final``,
+    with DBCV, so that neither bootstrap noise at the search's size nor a missing DBCV decides."""
+    params, reduction = tuning.split_params(result)
+    seed = tuning.trial_seed(data.seed, result.number)
+    segmentation = fit_segmentation(data.X, result.family, params, reduction, seed)
+    final = tuning.evaluate(
+        segmentation, data, spec, spec.search.bootstrap_final, seed, with_dbcv=True
+    )
+    return dataclasses.replace(result, metrics=final), segmentation
+
+
+def _finalists_record(
+    remeasured: dict[int, tuple[tuning.TrialResult, Segmentation]], picked: tuning.TrialResult
+) -> dict[str, Any]:
+    """What the pick weighed: each finalist's parameters and re-measured metrics."""
+    shown = (
+        keys.BUSINESS_N_SEGMENTS,
+        keys.QUALITY_SILHOUETTE,
+        keys.QUALITY_DBCV,
+        keys.QUALITY_BIC,
+        keys.STABILITY_JACCARD_MEAN,
+        keys.BUSINESS_VALUE_R2,
+    )
+    return {
+        "chosen": picked.number,
+        "density_margin": tuning.DENSITY_MARGIN,
+        "finalists": [
+            {"trial": r.number, **r.params, **{k: studies.json_float(r.metrics[k]) for k in shown}}
+            for r, _ in remeasured.values()
+        ],
+    }
 
 
 def _finalised(worker: _Worker, name: str) -> TuneResult:

@@ -156,12 +156,17 @@ class SearchSpec(_Frozen):
 
 
 class Constraints(_Frozen):
-    """Actionability: segmentations outside these bounds are infeasible."""
+    """Actionability: segmentations outside these bounds are infeasible.
+
+    ``min_stability`` bounds the mean clusterwise bootstrap Jaccard: below 0.6 Hennig (2007)
+    reads segments as not to be trusted.
+    """
 
     min_segments: int = Field(2, ge=2)
     max_segments: int = Field(12, ge=2)
     min_share: float = Field(0.02, ge=0, lt=1)
     max_noise_share: float = Field(0.25, ge=0, le=1)
+    min_stability: float = Field(0.6, ge=0, le=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> Constraints:

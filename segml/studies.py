@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import optuna
@@ -29,12 +30,19 @@ FINAL_ATTR = "segml.final"
 
 
 def create_study(
-    spec: Spec, objectives: Sequence[str], storage: str | None, study_name: str, seed: int
+    spec: Spec,
+    objectives: Sequence[str],
+    storage: str | None,
+    study_name: str,
+    seed: int,
+    enqueued: Sequence[dict[str, Any]] = (),
 ) -> optuna.Study:
     """A new or resumed multi-objective study with constraints; call it under the study lock.
 
     The k-th worker to open the study samples with seed ``seed + k``: a lone worker is
-    reproducible, and parallel workers do not repeat each other's first trials.
+    reproducible, and parallel workers do not repeat each other's first trials. The
+    ``enqueued`` parameters run before the sampler's; each is enqueued once per study, so a
+    resumed or shared study does not repeat them.
     """
     study = optuna.create_study(
         storage=open_storage(storage),
@@ -44,6 +52,8 @@ def create_study(
     )
     index = int(study.user_attrs.get(WORKERS_ATTR, 0))
     study.set_user_attr(WORKERS_ATTR, index + 1)
+    for params in enqueued:
+        study.enqueue_trial(params, skip_if_exists=True)
     study.sampler = optuna.samplers.TPESampler(
         seed=seed + index, n_startup_trials=min(10, max(3, spec.search.n_trials // 3))
     )
@@ -95,7 +105,7 @@ class Final:
 
     def save(self, study: optuna.Study) -> None:
         """Store the record in the study (as JSON: NaN metrics become null)."""
-        metrics = {k: _json_float(v) for k, v in self.metrics.items()}
+        metrics = {k: json_float(v) for k, v in self.metrics.items()}
         study.set_user_attr(FINAL_ATTR, asdict(self) | {"metrics": metrics})
 
 
@@ -152,7 +162,7 @@ def record_result(trial: optuna.Trial, result: TrialResult) -> None:
     :func:`completed_results` of any worker."""
     for name, value in result.constraints.items():
         trial.set_constraint(name, value)
-    trial.set_user_attr(METRICS_ATTR, {k: _json_float(v) for k, v in result.metrics.items()})
+    trial.set_user_attr(METRICS_ATTR, {k: json_float(v) for k, v in result.metrics.items()})
     trial.set_user_attr(PARAMS_ATTR, {k: v for k, v in result.params.items()})
 
 
@@ -193,5 +203,6 @@ def completed_results(study: optuna.Study) -> list[TrialResult]:
     return results
 
 
-def _json_float(value: float) -> float | None:
+def json_float(value: float) -> float | None:
+    """A metric as JSON holds it: NaN and infinities become null."""
     return float(value) if np.isfinite(value) else None

@@ -61,6 +61,7 @@ QUALITY_DAVIES_BOULDIN = "quality.davies_bouldin"
 QUALITY_CALINSKI_HARABASZ = "quality.calinski_harabasz"
 QUALITY_DBCV = "quality.dbcv"
 QUALITY_NOISE_SHARE = "quality.noise_share"
+QUALITY_BIC = "quality.bic"
 STABILITY_JACCARD_MIN = "stability.jaccard_min"
 STABILITY_JACCARD_MEAN = "stability.jaccard_mean"
 STABILITY_ARI_MEAN = "stability.ari_mean"
@@ -99,11 +100,14 @@ MIGRATION_CUSTOMERS = "migration.customers"
 MIGRATION_SHARE = "migration.share"
 
 METRICS: Mapping[str, str] = {
-    QUALITY_SILHOUETTE: "mean silhouette on a seeded sample of segmented customers (-1..1, higher "
-    "is better), in the space the clusterer saw",
+    QUALITY_SILHOUETTE: "mean silhouette on a seeded sample, a customer without a segment "
+    "scoring 0 (-1..1, higher is better), in the preprocessed feature space",
     QUALITY_DAVIES_BOULDIN: "Davies-Bouldin index (>= 0, lower is better)",
     QUALITY_CALINSKI_HARABASZ: "Calinski-Harabasz index (higher is better)",
-    QUALITY_DBCV: "density-based cluster validity on a sample (HDBSCAN trials only; -1..1)",
+    QUALITY_DBCV: "density-based cluster validity on a sample of the preprocessed features "
+    "(HDBSCAN trials and the pick's finalists; -1..1)",
+    QUALITY_BIC: "Bayesian information criterion of a Gaussian mixture fitted without a reducer "
+    "(lower is better)",
     QUALITY_NOISE_SHARE: "share of customers left without a segment (HDBSCAN noise)",
     STABILITY_JACCARD_MIN: "smallest per-segment mean bootstrap Jaccard (clusterboot)",
     STABILITY_JACCARD_MEAN: "mean over segments of the per-segment mean bootstrap Jaccard",

@@ -28,6 +28,10 @@ STABILITY_KEYS = (
     keys.STABILITY_N_DISSOLVED,
     keys.STABILITY_N_STABLE,
 )
+DENSITY_MARGIN = 0.3
+"""DBCV shares its notion of a segment with density families and rates their segmentations of
+Gaussian-like groups too well: a density finalist needs this much more DBCV than the best
+centroid finalist to be picked (chosen on the selection benchmark: benchmarks/results/)."""
 WORST = {
     keys.QUALITY_SILHOUETTE: -1.0,
     keys.STABILITY_JACCARD_MEAN: 0.0,
@@ -86,12 +90,52 @@ def _to_dimension(dim: Dimension, default: Any) -> Any:
 
 
 def search_spaces(spec: Spec, families: Sequence[str] | None = None) -> dict[str, Space]:
-    """Per family, the space the study searches (spec overrides on defaults)."""
+    """Per family, the space the study searches: the family's defaults with the number of
+    segments spanning the spec's constraints, and the spec's own dimensions laid over them."""
     overrides = cast(dict[str, dict[str, Dimension]], spec.search.families)
     chosen = families or list(overrides)
     return {
-        name: to_space(overrides.get(name, {}), FAMILIES[name].default_space) for name in chosen
+        name: to_space(overrides.get(name, {}), _defaults(name, spec.constraints))
+        for name in chosen
     }
+
+
+def reduction_space(spec: Spec) -> Space:
+    """The reduction step's space: the default with the spec's dimensions laid over it."""
+    return to_space(spec.search.reduction, REDUCTION_SPACE)
+
+
+def _defaults(name: str, constraints: Constraints) -> Space:
+    space = dict(FAMILIES[name].default_space)
+    k = FAMILIES[name].n_segments_param
+    if k is not None:
+        space[k] = IntRange(constraints.min_segments, constraints.max_segments)
+    return space
+
+
+def sweep(spaces: dict[str, Space], reduction: Space) -> list[dict[str, Any]]:
+    """The trials enqueued before the sampler's: every number of segments of each family that
+    takes one, without a reducer (where the spec allows none), by increasing k.
+
+    Such families are cheap to fit, and a sampler given a few dozen trials over every family
+    leaves most values of k untried; its budget goes to the other dimensions instead. A budget
+    smaller than the sweep runs its first trials only: every family at the smallest k first.
+    """
+    reducer = reduction["reducer"]
+    unreduced = (
+        {keys.param_key(keys.PREP_NAMESPACE, "reducer"): "none"}
+        if isinstance(reducer, Choice) and "none" in reducer.options
+        else {}
+    )
+    trials = []
+    for name, space in spaces.items():
+        k = FAMILIES[name].n_segments_param
+        dim = space.get(k) if k is not None else None
+        if k is None or not isinstance(dim, IntRange):
+            continue
+        for n in range(dim.low, dim.high + 1):
+            trials.append((n, {keys.PARAM_FAMILY: name, keys.param_key(name, k): n} | unreduced))
+    return [params for _, params in sorted(trials, key=lambda t: t[0])]
 
 
 def suggest_trial(
@@ -132,21 +176,28 @@ def trial_seed(seed: int, number: int) -> int:
 
 
 def evaluate(
-    segmentation: Segmentation, data: SearchData, spec: Spec, n_boot: int, seed: int
+    segmentation: Segmentation,
+    data: SearchData,
+    spec: Spec,
+    n_boot: int,
+    seed: int,
+    *,
+    with_dbcv: bool = False,
 ) -> dict[str, float]:
-    """Quality, stability, business and cost metrics of a fitted segmentation."""
-    Z = (
-        segmentation.embed(data.X)
-        if segmentation.reducer is None
-        else segmentation.reducer.embedding_
-    )
+    """Quality, stability, business and cost metrics of a fitted segmentation.
+
+    Every trial is measured on one yardstick: quality in the preprocessed feature space (not a
+    reducer's embedding), with customers left without a segment counted, and stability by
+    refitting the whole pipeline (the reducer too) on each resample, so that a reducer cannot
+    manufacture either. DBCV is computed for density families and with ``with_dbcv``.
+    """
     labels = segmentation.labels
     quality = quality_metrics(
-        Z,
+        data.X,
         labels,
         sample_size=spec.search.silhouette_sample,
         seed=seed,
-        with_dbcv=segmentation.family == "hdbscan",
+        with_dbcv=with_dbcv or FAMILIES[segmentation.family].n_segments_param is None,
     )
     business = business_metrics(labels, data.value)
     metrics = {
@@ -155,6 +206,7 @@ def evaluate(
         keys.QUALITY_CALINSKI_HARABASZ: quality.calinski_harabasz,
         keys.QUALITY_DBCV: quality.dbcv,
         keys.QUALITY_NOISE_SHARE: quality.noise_share,
+        keys.QUALITY_BIC: _bic(segmentation, data.X),
         keys.BUSINESS_N_SEGMENTS: float(business.n_segments),
         keys.BUSINESS_MIN_SHARE: business.min_share,
         keys.BUSINESS_MAX_SHARE: business.max_share,
@@ -163,13 +215,9 @@ def evaluate(
     started = time.perf_counter()
     metrics |= dict.fromkeys(STABILITY_KEYS, np.nan)
     if business.n_segments >= 1:
+        refit = _Refit(segmentation.family, segmentation.params, segmentation.reduction)
         stability = bootstrap_stability(
-            Z,
-            labels,
-            _Refit(segmentation.family, segmentation.params),
-            n_boot=n_boot,
-            seed=seed,
-            noise_is_group=True,
+            data.X, labels, refit, n_boot=n_boot, seed=seed, noise_is_group=True
         )
         metrics |= {
             keys.STABILITY_JACCARD_MIN: stability.jaccard_min,
@@ -182,16 +230,24 @@ def evaluate(
     return metrics
 
 
+def _bic(segmentation: Segmentation, X: np.ndarray) -> float:
+    """A mixture's BIC on the features it was fitted on; NaN for other models, and after a
+    reducer (whose embeddings differ from trial to trial, so their BICs do not compare)."""
+    if segmentation.reducer is not None or not hasattr(segmentation.estimator, "bic"):
+        return np.nan
+    return float(segmentation.estimator.bic(X))
+
+
 @dataclass(frozen=True, slots=True)
 class _Refit:
-    """A picklable refit of one family with fixed parameters, for the bootstrap."""
+    """A picklable refit of the whole pipeline with fixed parameters, for the bootstrap."""
 
     family: str
     params: dict[str, Any]
+    reduction: dict[str, Any]
 
     def __call__(self, X: np.ndarray, seed: int) -> np.ndarray:
-        family = FAMILIES[self.family]
-        return family.training_labels(family.fit(X, self.params, seed))
+        return fit_segmentation(X, self.family, self.params, self.reduction, seed).labels
 
 
 def constraint_values(metrics: dict[str, float], constraints: Constraints) -> dict[str, float]:
@@ -202,6 +258,8 @@ def constraint_values(metrics: dict[str, float], constraints: Constraints) -> di
         "max_segments": n - constraints.max_segments,
         "min_share": constraints.min_share - _finite(metrics[keys.BUSINESS_MIN_SHARE], 0.0),
         "max_noise_share": metrics[keys.QUALITY_NOISE_SHARE] - constraints.max_noise_share,
+        "min_stability": constraints.min_stability
+        - _finite(metrics[keys.STABILITY_JACCARD_MEAN], 0.0),
     }
 
 
@@ -214,23 +272,58 @@ def _finite(value: float, fallback: float) -> float:
     return float(value) if np.isfinite(value) else fallback
 
 
-def pick(results: Sequence[TrialResult]) -> TrialResult:
-    """The chosen trial: among feasible Pareto-optimal trials, the largest sum of objectives
-    after min-max scaling each objective over that front (ties: fewer segments, then earlier).
+def finalists(results: Sequence[TrialResult]) -> list[TrialResult]:
+    """The best feasible trial of each pool by that pool's own model-selection criterion.
 
-    Falls back to all Pareto-optimal trials when none is feasible.
+    A pool is a family with or without a reducer. k-means is judged by silhouette, a Gaussian
+    mixture by BIC, a density family (one that finds the number of segments itself) by DBCV,
+    and any pipeline with a reducer by silhouette (its BIC would be in its own embedding).
+    Falls back to every trial when none is feasible; ties go to the earlier trial.
     """
-    feasible = [r for r in results if r.feasible] or list(results)
-    front = pareto_front(feasible)
-    values = np.array([r.objectives for r in front], dtype=float)
-    span = values.max(axis=0) - values.min(axis=0)
-    scaled = (values - values.min(axis=0)) / np.where(span > 0, span, 1.0)
-    scores = scaled.sum(axis=1)
-    order = sorted(
-        range(len(front)),
-        key=lambda i: (-scores[i], front[i].metrics[keys.BUSINESS_N_SEGMENTS], front[i].number),
-    )
-    return front[order[0]]
+    pool = [r for r in results if r.feasible] or list(results)
+    best: dict[tuple[str, bool], TrialResult] = {}
+    for result in sorted(pool, key=lambda r: r.number):
+        key = (result.family, _reduced(result))
+        if key not in best or _criterion(result) > _criterion(best[key]):
+            best[key] = result
+    return sorted(best.values(), key=lambda r: r.number)
+
+
+def _reduced(result: TrialResult) -> bool:
+    reducer = result.params.get(keys.param_key(keys.PREP_NAMESPACE, "reducer"), "none")
+    return bool(reducer != "none")
+
+
+def _criterion(result: TrialResult) -> float:
+    """Higher is better; an undefined value ranks last."""
+    metrics = result.metrics
+    if _reduced(result) or result.family == "kmeans":
+        value = metrics[keys.QUALITY_SILHOUETTE]
+    elif FAMILIES[result.family].n_segments_param is None:
+        value = metrics[keys.QUALITY_DBCV]
+    else:
+        value = -metrics.get(keys.QUALITY_BIC, np.nan)
+    return _finite(value, -np.inf)
+
+
+def choose(remeasured: Sequence[TrialResult], min_stability: float) -> TrialResult:
+    """The pick among the finalists, re-measured at ``search.bootstrap_final`` with DBCV.
+
+    Finalists whose mean bootstrap Jaccard is below ``min_stability`` drop out (all stay if
+    none passes). DBCV, which judges every shape of segment on the features, decides; a density
+    finalist must beat the best other finalist by ``DENSITY_MARGIN`` (ties: earlier trial).
+    """
+    stable = [
+        r
+        for r in remeasured
+        if _finite(r.metrics[keys.STABILITY_JACCARD_MEAN], 0.0) >= min_stability
+    ] or list(remeasured)
+
+    def dbcv(result: TrialResult) -> float:
+        margin = DENSITY_MARGIN if FAMILIES[result.family].n_segments_param is None else 0.0
+        return _finite(result.metrics[keys.QUALITY_DBCV], -np.inf) - margin
+
+    return max(sorted(stable, key=lambda r: r.number), key=dbcv)
 
 
 def pareto_front(results: Sequence[TrialResult]) -> list[TrialResult]:
@@ -255,8 +348,7 @@ def run_trial(
 ) -> tuple[TrialResult, Segmentation]:
     """Fit and evaluate the segmentation ``trial`` suggests (the study keeps the result with
     :func:`segml.studies.record_result`)."""
-    reduction = to_space(spec.search.reduction, REDUCTION_SPACE)
-    family, params, reducer_params = suggest_trial(trial, spaces, reduction)
+    family, params, reducer_params = suggest_trial(trial, spaces, reduction_space(spec))
     seed = trial_seed(data.seed, trial.number)
     started = time.perf_counter()
     segmentation = fit_segmentation(data.X, family, params, reducer_params, seed)

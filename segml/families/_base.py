@@ -99,6 +99,8 @@ class Family(Protocol):
 
     name: str
     default_space: Space
+    n_segments_param: str | None
+    """The parameter that sets the number of segments (None: the family finds it)."""
 
     def fit(self, X: np.ndarray, params: dict[str, Any], seed: int) -> Any:
         """Fit the clusterer on ``X`` and return the fitted estimator."""

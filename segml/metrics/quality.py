@@ -21,8 +21,10 @@ segment, so memory and time grow with the square of the rows it sees."""
 class Quality:
     """Internal quality of one segmentation; NaN where a metric is undefined.
 
-    ``silhouette``, ``davies_bouldin`` and ``calinski_harabasz`` ignore noise rows;
-    ``dbcv`` counts noise as hdbscan does (it lowers the score); ``noise_share`` is over all rows.
+    ``silhouette`` is the mean over all rows with a noise row scoring 0, so leaving customers
+    unsegmented cannot buy silhouette; ``davies_bouldin`` and ``calinski_harabasz`` ignore
+    noise rows; ``dbcv`` counts noise as hdbscan does (it lowers the score); ``noise_share`` is
+    over all rows.
     """
 
     silhouette: float
@@ -62,8 +64,9 @@ def quality_metrics(
     Returns
     -------
     Quality
-        Silhouette, Davies-Bouldin and Calinski-Harabasz exclude noise rows and are NaN when
-        fewer than 2 (or as many segments as rows) remain; ``dbcv`` is NaN unless requested.
+        Silhouette (noise rows scoring 0), Davies-Bouldin and Calinski-Harabasz are NaN when
+        fewer than 2 segments (or as many segments as rows) remain; ``dbcv`` is NaN unless
+        requested.
     """
     X = np.asarray(X)
     labels = np.asarray(labels)
@@ -76,7 +79,8 @@ def quality_metrics(
     if 2 <= n_segments < ls.size:
         davies_bouldin = float(davies_bouldin_score(Xs, ls))
         calinski_harabasz = float(calinski_harabasz_score(Xs, ls))
-        silhouette = _sampled_silhouette(Xs, ls, sample_size, seed)
+        segmented = ls.size / n
+        silhouette = _sampled_silhouette(Xs, ls, sample_size, seed) * segmented
     dbcv = _dbcv(X, labels, seed) if with_dbcv else np.nan
     return Quality(
         silhouette=silhouette,
