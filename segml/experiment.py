@@ -15,10 +15,11 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from segml import report, studies, tuning
+from segml import report, selection, studies, tuning
 from segml import tracking as keys
 from segml.alignment import Alignment
 from segml.errors import SpecError
+from segml.families import Space
 from segml.families.segmentation import Segmentation, fit_segmentation
 from segml.features import (
     FeatureSet,
@@ -84,8 +85,9 @@ def tune(
 
     The picked model is aligned to the champion's segment ids and, with ``register``,
     registered as the ``challenger`` version of ``spec.model_name``.
-    ``n_trials`` is the study's total budget: the sweep of every number of segments of k-means
-    and GMM first (:func:`segml.tuning.sweep`), then the sampler's trials. A resumed study
+    Before the first trial, a new study scans every number of segments of k-means and GMM
+    (:func:`segml.selection.scan_segment_counts`) and runs the best of each first.
+    ``n_trials`` is the study's total budget, those trials included. A resumed study
     (same ``storage`` and ``study_name``) runs only the trials it still lacks, and workers
     running at once on a shared storage split it. The worker that completes the study picks,
     refits and registers, exactly once; the others return that result. Command-line values
@@ -99,7 +101,6 @@ def tune(
         )
     seed = spec.search.seed if seed is None else seed
     spaces = tuning.search_spaces(spec, families)
-    swept = tuning.sweep(spaces, tuning.reduction_space(spec))
     budget = n_trials or spec.search.n_trials
     name = study_name or spec.name
     digest = spec_digest(spec)
@@ -118,9 +119,7 @@ def tune(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with contextlib.closing(coordinator(storage, name)) as peers:
-        worker = _join(
-            tracking_uri, peers, spec, built, objectives, storage, name, seed, digest, swept
-        )
+        worker = _join(tracking_uri, peers, spec, built, data, spaces, storage, name, digest)
         deadline = time.monotonic() + (timeout or spec.search.timeout or np.inf)
         if _search(worker, evaluate_trial, budget, deadline, on_trial) is studies.Step.DONE:
             return _finalised(worker, name)
@@ -147,27 +146,43 @@ def _join(
     peers: Coordinator,
     spec: Spec,
     built: FeatureSet,
-    objectives: Sequence[str],
+    data: tuning.SearchData,
+    spaces: dict[str, Space],
     storage: str | None,
     name: str,
-    seed: int,
     digest: str,
-    swept: Sequence[dict[str, Any]],
 ) -> _Worker:
     """Under the study lock, connect to the tracking store and open the study and its parent
-    run (the first worker creates it; so, with a new store, are its tables)."""
+    run (the first worker creates it, after the scan of segment counts; so, with a new store,
+    are its tables)."""
+    objectives = tuning.objective_keys(data.value is not None)
     with peers.lock():
         client = keys.connect(tracking_uri)
         experiment = keys.experiment_id(client, spec.name)
-        study = studies.create_study(spec, objectives, storage, name, seed, swept)
+        study = studies.create_study(spec, objectives, storage, name, data.seed)
         parent = study.user_attrs.get(studies.PARENT_RUN_ATTR)
         if parent is None:
+            scan = selection.scan_segment_counts(
+                data.X, spaces, sample_size=spec.search.silhouette_sample, seed=data.seed
+            )
+            studies.enqueue(study, selection.scan_trials(scan))
             parent = keys.study_run(client, experiment, name, digest, None)
+            _log_scan(client, parent, scan)
             study.set_user_attr(studies.PARENT_RUN_ATTR, parent)
             keys.log_dataset(client, parent, built.table[built.features], spec.name)
             if spec.path is not None:
                 client.log_artifact(parent, str(spec.path), "spec")
     return _Worker(client, experiment, parent, study, peers, digest)
+
+
+def _log_scan(client: Any, parent: str, scan: Sequence[selection.ScanPoint]) -> None:
+    """The scan of segment counts on the study run: a table and its plot against k."""
+    table = pd.DataFrame(
+        [{"family": p.family, "k": p.k, "criterion": p.criterion, "value": p.value} for p in scan]
+    )
+    client.log_table(parent, table, "study/k_scan.json")
+    if scan:
+        client.log_figure(parent, report.scan_plot(table), "study/k_scan.png")
 
 
 def _search(
@@ -255,11 +270,21 @@ def _finalise(
             f"{spec.path}: no trial completed ({cause}); widen search.families or the budget"
         )
     keys.study_run(client, worker.experiment, name, worker.digest, parent)
-    remeasured = {r.number: _remeasure(r, data, spec) for r in tuning.finalists(results)}
-    picked = tuning.choose([r for r, _ in remeasured.values()], spec.constraints.min_stability)
+    remeasured = {r.number: _remeasure(r, data, spec) for r in selection.finalists(results)}
+    reference = selection.kmeans_reference(
+        data.X,
+        tuning.search_spaces(spec, ["kmeans"])["kmeans"],
+        sample_size=spec.search.silhouette_sample,
+        seed=data.seed,
+    )
+    picked = selection.choose(
+        [r for r, _ in remeasured.values()], spec.constraints.min_stability, reference
+    )
     chosen = next(r for r in results if r.number == picked.number)
     final, segmentation = picked.metrics, remeasured[picked.number][1]
-    client.log_dict(parent, _finalists_record(remeasured, picked), "study/finalists.json")
+    client.log_dict(
+        parent, _finalists_record(remeasured, picked, reference), "study/finalists.json"
+    )
     Z = (
         segmentation.embed(data.X)
         if segmentation.reducer is None
@@ -295,24 +320,33 @@ def _remeasure(
 
 
 def _finalists_record(
-    remeasured: dict[int, tuple[tuning.TrialResult, Segmentation]], picked: tuning.TrialResult
+    remeasured: dict[int, tuple[tuning.TrialResult, Segmentation]],
+    picked: tuning.TrialResult,
+    reference: Callable[[int], float],
 ) -> dict[str, Any]:
-    """What the pick weighed: each finalist's parameters and re-measured metrics."""
+    """What the pick weighed: each finalist's parameters, re-measured metrics and the DBCV of
+    k-means with as many segments."""
     shown = (
         keys.BUSINESS_N_SEGMENTS,
         keys.QUALITY_SILHOUETTE,
         keys.QUALITY_DBCV,
         keys.QUALITY_BIC,
+        keys.QUALITY_NOISE_SHARE,
         keys.STABILITY_JACCARD_MEAN,
         keys.BUSINESS_VALUE_R2,
     )
+    finalists = []
+    for result, _ in remeasured.values():
+        k = int(result.metrics[keys.BUSINESS_N_SEGMENTS])
+        metrics = {key: studies.json_float(result.metrics[key]) for key in shown}
+        kmeans = studies.json_float(reference(k)) if k >= 2 else None
+        finalists.append(
+            {"trial": result.number, **result.params, **metrics} | {"kmeans_dbcv": kmeans}
+        )
     return {
         "chosen": picked.number,
-        "density_margin": tuning.DENSITY_MARGIN,
-        "finalists": [
-            {"trial": r.number, **r.params, **{k: studies.json_float(r.metrics[k]) for k in shown}}
-            for r, _ in remeasured.values()
-        ],
+        "challenger_margin": selection.CHALLENGER_MARGIN,
+        "finalists": finalists,
     }
 
 

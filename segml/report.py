@@ -87,6 +87,20 @@ def history_plot(results: Sequence[TrialResult], objectives: Sequence[str]) -> F
     return fig
 
 
+def scan_plot(scan: pd.DataFrame) -> Figure:
+    """Each scanned family's criterion against the number of segments (BIC: lower is better)."""
+    families = list(dict.fromkeys(scan["family"]))
+    fig = _figure(7.0, 2.2 * len(families))
+    axes = np.atleast_1d(fig.subplots(len(families), 1, sharex=True))
+    for ax, family in zip(axes, families, strict=True):
+        rows = scan[scan["family"] == family]
+        ax.plot(rows["k"], rows["value"], marker="o", color="C0")
+        ax.set_ylabel(f"{family}: {rows['criterion'].iloc[0]}", fontsize="small")
+    axes[-1].set_xlabel("number of segments")
+    axes[0].set_title("Scan of segment counts")
+    return fig
+
+
 def embedding_plot(Z: np.ndarray, ids: np.ndarray, names: dict[int, str], seed: int = 0) -> Figure:
     """A 2-D map of (a sample of) customers coloured by segment (PCA of the clusterer's space)."""
     from sklearn.decomposition import PCA

@@ -30,19 +30,12 @@ FINAL_ATTR = "segml.final"
 
 
 def create_study(
-    spec: Spec,
-    objectives: Sequence[str],
-    storage: str | None,
-    study_name: str,
-    seed: int,
-    enqueued: Sequence[dict[str, Any]] = (),
+    spec: Spec, objectives: Sequence[str], storage: str | None, study_name: str, seed: int
 ) -> optuna.Study:
     """A new or resumed multi-objective study with constraints; call it under the study lock.
 
     The k-th worker to open the study samples with seed ``seed + k``: a lone worker is
-    reproducible, and parallel workers do not repeat each other's first trials. The
-    ``enqueued`` parameters run before the sampler's; each is enqueued once per study, so a
-    resumed or shared study does not repeat them.
+    reproducible, and parallel workers do not repeat each other's first trials.
     """
     study = optuna.create_study(
         storage=open_storage(storage),
@@ -52,8 +45,6 @@ def create_study(
     )
     index = int(study.user_attrs.get(WORKERS_ATTR, 0))
     study.set_user_attr(WORKERS_ATTR, index + 1)
-    for params in enqueued:
-        study.enqueue_trial(params, skip_if_exists=True)
     study.sampler = optuna.samplers.TPESampler(
         seed=seed + index, n_startup_trials=min(10, max(3, spec.search.n_trials // 3))
     )
@@ -155,6 +146,13 @@ def finalise_step(study: optuna.Study, worker: str, alive: Callable[[str], bool]
             return Step.WAIT
     Final(worker, complete).save(study)
     return Step.FINALISE
+
+
+def enqueue(study: optuna.Study, trials: Sequence[dict[str, Any]]) -> None:
+    """Trials to run before the sampler's, each once per study (a resumed study that enqueues
+    them again does not repeat them)."""
+    for params in trials:
+        study.enqueue_trial(params, skip_if_exists=True)
 
 
 def record_result(trial: optuna.Trial, result: TrialResult) -> None:

@@ -28,10 +28,6 @@ STABILITY_KEYS = (
     keys.STABILITY_N_DISSOLVED,
     keys.STABILITY_N_STABLE,
 )
-DENSITY_MARGIN = 0.3
-"""DBCV shares its notion of a segment with density families and rates their segmentations of
-Gaussian-like groups too well: a density finalist needs this much more DBCV than the best
-centroid finalist to be picked (chosen on the selection benchmark: benchmarks/results/)."""
 WORST = {
     keys.QUALITY_SILHOUETTE: -1.0,
     keys.STABILITY_JACCARD_MEAN: 0.0,
@@ -95,7 +91,7 @@ def search_spaces(spec: Spec, families: Sequence[str] | None = None) -> dict[str
     overrides = cast(dict[str, dict[str, Dimension]], spec.search.families)
     chosen = families or list(overrides)
     return {
-        name: to_space(overrides.get(name, {}), _defaults(name, spec.constraints))
+        name: to_space(overrides.get(name, {}), default_space(name, spec.constraints))
         for name in chosen
     }
 
@@ -105,37 +101,13 @@ def reduction_space(spec: Spec) -> Space:
     return to_space(spec.search.reduction, REDUCTION_SPACE)
 
 
-def _defaults(name: str, constraints: Constraints) -> Space:
+def default_space(name: str, constraints: Constraints) -> Space:
+    """A family's default space, its number of segments spanning the constraints."""
     space = dict(FAMILIES[name].default_space)
     k = FAMILIES[name].n_segments_param
     if k is not None:
         space[k] = IntRange(constraints.min_segments, constraints.max_segments)
     return space
-
-
-def sweep(spaces: dict[str, Space], reduction: Space) -> list[dict[str, Any]]:
-    """The trials enqueued before the sampler's: every number of segments of each family that
-    takes one, without a reducer (where the spec allows none), by increasing k.
-
-    Such families are cheap to fit, and a sampler given a few dozen trials over every family
-    leaves most values of k untried; its budget goes to the other dimensions instead. A budget
-    smaller than the sweep runs its first trials only: every family at the smallest k first.
-    """
-    reducer = reduction["reducer"]
-    unreduced = (
-        {keys.param_key(keys.PREP_NAMESPACE, "reducer"): "none"}
-        if isinstance(reducer, Choice) and "none" in reducer.options
-        else {}
-    )
-    trials = []
-    for name, space in spaces.items():
-        k = FAMILIES[name].n_segments_param
-        dim = space.get(k) if k is not None else None
-        if k is None or not isinstance(dim, IntRange):
-            continue
-        for n in range(dim.low, dim.high + 1):
-            trials.append((n, {keys.PARAM_FAMILY: name, keys.param_key(name, k): n} | unreduced))
-    return [params for _, params in sorted(trials, key=lambda t: t[0])]
 
 
 def suggest_trial(
@@ -270,60 +242,6 @@ def objective_values(metrics: dict[str, float], objectives: Sequence[str]) -> tu
 
 def _finite(value: float, fallback: float) -> float:
     return float(value) if np.isfinite(value) else fallback
-
-
-def finalists(results: Sequence[TrialResult]) -> list[TrialResult]:
-    """The best feasible trial of each pool by that pool's own model-selection criterion.
-
-    A pool is a family with or without a reducer. k-means is judged by silhouette, a Gaussian
-    mixture by BIC, a density family (one that finds the number of segments itself) by DBCV,
-    and any pipeline with a reducer by silhouette (its BIC would be in its own embedding).
-    Falls back to every trial when none is feasible; ties go to the earlier trial.
-    """
-    pool = [r for r in results if r.feasible] or list(results)
-    best: dict[tuple[str, bool], TrialResult] = {}
-    for result in sorted(pool, key=lambda r: r.number):
-        key = (result.family, _reduced(result))
-        if key not in best or _criterion(result) > _criterion(best[key]):
-            best[key] = result
-    return sorted(best.values(), key=lambda r: r.number)
-
-
-def _reduced(result: TrialResult) -> bool:
-    reducer = result.params.get(keys.param_key(keys.PREP_NAMESPACE, "reducer"), "none")
-    return bool(reducer != "none")
-
-
-def _criterion(result: TrialResult) -> float:
-    """Higher is better; an undefined value ranks last."""
-    metrics = result.metrics
-    if _reduced(result) or result.family == "kmeans":
-        value = metrics[keys.QUALITY_SILHOUETTE]
-    elif FAMILIES[result.family].n_segments_param is None:
-        value = metrics[keys.QUALITY_DBCV]
-    else:
-        value = -metrics.get(keys.QUALITY_BIC, np.nan)
-    return _finite(value, -np.inf)
-
-
-def choose(remeasured: Sequence[TrialResult], min_stability: float) -> TrialResult:
-    """The pick among the finalists, re-measured at ``search.bootstrap_final`` with DBCV.
-
-    Finalists whose mean bootstrap Jaccard is below ``min_stability`` drop out (all stay if
-    none passes). DBCV, which judges every shape of segment on the features, decides; a density
-    finalist must beat the best other finalist by ``DENSITY_MARGIN`` (ties: earlier trial).
-    """
-    stable = [
-        r
-        for r in remeasured
-        if _finite(r.metrics[keys.STABILITY_JACCARD_MEAN], 0.0) >= min_stability
-    ] or list(remeasured)
-
-    def dbcv(result: TrialResult) -> float:
-        margin = DENSITY_MARGIN if FAMILIES[result.family].n_segments_param is None else 0.0
-        return _finite(result.metrics[keys.QUALITY_DBCV], -np.inf) - margin
-
-    return max(sorted(stable, key=lambda r: r.number), key=dbcv)
 
 
 def pareto_front(results: Sequence[TrialResult]) -> list[TrialResult]:

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -22,15 +21,7 @@ from segml import tracking as keys
 from segml.experiment import tune
 from segml.spec import load_spec
 from segml.synthetic import TRUTH_COLUMN, structure_free_customers, synthetic_spec
-from segml.tuning import (
-    DENSITY_MARGIN,
-    TrialResult,
-    choose,
-    finalists,
-    pareto_front,
-    search_spaces,
-    sweep,
-)
+from segml.tuning import TrialResult, pareto_front
 
 NO_UMAP = {"reduction": {"reducer": "none"}}
 TRIAL_METRICS = {
@@ -155,58 +146,6 @@ def test_pareto_front_keeps_undominated_trials() -> None:
     ]
     assert [r.number for r in pareto_front(results)] == [3, 4]
     assert [r.number for r in pareto_front([r for r in results if r.feasible])] == [0, 1, 4]
-
-
-def _trial(number: int, family: str, feasible: bool = True, reducer: str = "none", **metrics):
-    named = {
-        keys.QUALITY_SILHOUETTE: metrics.get("silhouette", np.nan),
-        keys.QUALITY_DBCV: metrics.get("dbcv", np.nan),
-        keys.QUALITY_BIC: metrics.get("bic", np.nan),
-        keys.STABILITY_JACCARD_MEAN: metrics.get("jaccard", 0.9),
-    }
-    params = {keys.PARAM_FAMILY: family, keys.param_key(keys.PREP_NAMESPACE, "reducer"): reducer}
-    return TrialResult(number, family, params, named, {"c": -1.0 if feasible else 1.0})
-
-
-def test_finalists_are_each_pools_best_by_its_own_criterion() -> None:
-    results = [
-        _trial(0, "kmeans", silhouette=0.5),
-        _trial(1, "kmeans", silhouette=0.6),
-        _trial(2, "kmeans", feasible=False, silhouette=0.99),
-        _trial(3, "gmm", bic=100.0, silhouette=0.7),
-        _trial(4, "gmm", bic=80.0, silhouette=0.3),  # lower BIC wins, not silhouette
-        _trial(5, "hdbscan", dbcv=0.2, silhouette=0.8),
-        _trial(6, "hdbscan", dbcv=0.4, silhouette=0.1),
-        _trial(7, "kmeans", reducer="umap", silhouette=0.4),  # its own pool
-    ]
-    assert [r.number for r in finalists(results)] == [1, 4, 6, 7]
-
-
-def test_choose_gates_on_stability_and_asks_density_for_a_margin() -> None:
-    kmeans = _trial(0, "kmeans", dbcv=0.1)
-    gmm = _trial(1, "gmm", dbcv=0.3)
-    assert choose([kmeans, gmm], 0.6) is gmm
-    unstable = _trial(1, "gmm", dbcv=0.3, jaccard=0.5)
-    assert choose([kmeans, unstable], 0.6) is kmeans
-    assert choose([unstable], 0.6) is unstable, "all unstable: the best of them"
-    near = _trial(2, "hdbscan", dbcv=0.3 + DENSITY_MARGIN - 0.01)
-    far = _trial(2, "hdbscan", dbcv=0.3 + DENSITY_MARGIN + 0.01)
-    assert choose([kmeans, gmm, near], 0.6) is gmm
-    assert choose([kmeans, gmm, far], 0.6) is far
-
-
-def test_k_spans_the_constraints_and_is_swept(tmp_path: Path, write_spec) -> None:
-    spec = _spec(tmp_path, write_spec, structure_free_customers(100, seed=1))
-    spec = spec.model_copy(
-        update={"constraints": spec.constraints.model_copy(update={"max_segments": 20})}
-    )
-    spaces = search_spaces(spec)
-    assert spaces["kmeans"]["n_clusters"].high == 20
-    assert spaces["gmm"]["n_components"].high == 20
-    swept = sweep(spaces, {"reducer": "none"})
-    ks = [(t["family"], t.get("kmeans.n_clusters", t.get("gmm.n_components"))) for t in swept]
-    low = spec.constraints.min_segments
-    assert ks == [(f, k) for k in range(low, 21) for f in ("kmeans", "gmm")]
 
 
 @pytest.mark.slow

@@ -1,0 +1,89 @@
+"""The pick: the scan of segment counts, each pool's finalist, and the rule among finalists."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.datasets import make_blobs
+
+from segml import tracking as keys
+from segml.families import Choice, FloatRange, IntRange
+from segml.selection import (
+    CHALLENGER_MARGIN,
+    choose,
+    finalists,
+    representative,
+    scan_segment_counts,
+    scan_trials,
+)
+from segml.spec import Constraints
+from segml.tuning import TrialResult, default_space
+
+
+def _trial(number: int, family: str, feasible: bool = True, reducer: str = "none", **metrics):
+    named = {
+        keys.QUALITY_SILHOUETTE: metrics.get("silhouette", np.nan),
+        keys.QUALITY_DBCV: metrics.get("dbcv", np.nan),
+        keys.QUALITY_BIC: metrics.get("bic", np.nan),
+        keys.STABILITY_JACCARD_MEAN: metrics.get("jaccard", 0.9),
+        keys.BUSINESS_N_SEGMENTS: metrics.get("k", 3),
+    }
+    params = {keys.PARAM_FAMILY: family, keys.param_key(keys.PREP_NAMESPACE, "reducer"): reducer}
+    return TrialResult(number, family, params, named, {"c": -1.0 if feasible else 1.0})
+
+
+def test_representative_values_are_midpoints_and_first_choices() -> None:
+    space = {
+        "k": IntRange(2, 12),
+        "reg": FloatRange(1e-6, 1e-2, log=True),
+        "kind": Choice(("full", "diag")),
+        "n_init": 3,
+    }
+    got = representative(space)
+    assert got["k"] == 7 and got["kind"] == "full" and got["n_init"] == 3
+    assert np.isclose(got["reg"], 1e-4)
+
+
+def test_scan_fits_every_k_and_hands_the_best_to_the_study() -> None:
+    X, _ = make_blobs(600, centers=[[-8, -8], [8, -8], [-8, 8], [8, 8]], random_state=0)
+    limits = Constraints(min_segments=2, max_segments=8)
+    spaces = {name: default_space(name, limits) for name in ("kmeans", "gmm", "hdbscan")}
+    scan = scan_segment_counts(X, spaces, sample_size=1_000, seed=0)
+    assert [(p.family, p.k) for p in scan] == [
+        (f, k) for f in ("kmeans", "gmm") for k in range(2, 9)
+    ], "every k of each family with a number of segments; none of HDBSCAN"
+    trials = scan_trials(scan, per_family=1)
+    assert [
+        (t[keys.PARAM_FAMILY], t.get("kmeans.n_clusters", t.get("gmm.n_components")))
+        for t in trials
+    ] == [("kmeans", 4), ("gmm", 4)]
+    assert all(t["prep.reducer"] == "none" for t in trials)
+    assert trials[1]["gmm.covariance_type"] == "full"
+
+
+def test_finalists_are_each_pools_best_by_its_own_criterion() -> None:
+    results = [
+        _trial(0, "kmeans", silhouette=0.5),
+        _trial(1, "kmeans", silhouette=0.6),
+        _trial(2, "kmeans", feasible=False, silhouette=0.99),
+        _trial(3, "gmm", bic=100.0, silhouette=0.7),
+        _trial(4, "gmm", bic=80.0, silhouette=0.3),  # lower BIC wins, not silhouette
+        _trial(5, "hdbscan", dbcv=0.2, silhouette=0.8),
+        _trial(6, "hdbscan", dbcv=0.4, silhouette=0.1),
+        _trial(7, "kmeans", reducer="umap", silhouette=0.4),  # its own pool
+    ]
+    assert [r.number for r in finalists(results)] == [1, 4, 6, 7]
+
+
+def test_kmeans_stays_unless_a_finalist_beats_kmeans_at_its_own_k() -> None:
+    kmeans_dbcv = {2: -0.5, 3: 0.1}.get
+    kmeans = _trial(0, "kmeans", dbcv=0.2, k=3)
+    gmm = _trial(1, "gmm", dbcv=0.1 + CHALLENGER_MARGIN - 0.01, k=3)
+    assert choose([kmeans, gmm], 0.6, kmeans_dbcv) is kmeans, "short of the margin"
+    density = _trial(2, "hdbscan", dbcv=-0.5 + CHALLENGER_MARGIN + 0.05, k=2)
+    assert choose([kmeans, gmm, density], 0.6, kmeans_dbcv) is density, (
+        "a lower DBCV than the k-means finalist's, but far above 2-means'"
+    )
+    shaky = _trial(2, "hdbscan", dbcv=0.9, k=2, jaccard=0.5)
+    assert choose([kmeans, shaky], 0.6, kmeans_dbcv) is kmeans, "unstable: out"
+    assert choose([shaky], 0.6, kmeans_dbcv) is shaky, "all unstable: the best of them"
+    assert choose([gmm, density], 0.6, kmeans_dbcv) is density, "no k-means: the largest lead"
