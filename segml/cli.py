@@ -194,7 +194,9 @@ def tune(
         TimeRemainingColumn,
     )
 
+    from segml import tracking as keys
     from segml.experiment import tune as run_tune
+    from segml.report import choice_text
     from segml.spec import load_spec
 
     loaded = load_spec(spec)
@@ -233,8 +235,11 @@ def tune(
     chosen = result.chosen
     typer.echo(
         f"study {result.study_name}: {result.n_trials} trials, {result.n_feasible} feasible; "
-        f"chose trial {chosen.number} ({chosen.family})"
+        f"chose trial {chosen.number} ({chosen.family}, "
+        f"{result.final_metrics[keys.BUSINESS_N_SEGMENTS]:.0f} segments, value separation "
+        f"{keys.BUSINESS_VALUE_R2} {result.final_metrics[keys.BUSINESS_VALUE_R2]:.3f})"
     )
+    typer.echo(choice_text(result.choice, chosen.number))
     for key, value in sorted(result.final_metrics.items()):
         typer.echo(f"  {key:<28} {value:.4f}")
     typer.echo(result.segmenter.catalog.to_string(index=False))

@@ -28,7 +28,7 @@ from segml.features import (
     outcome_frame,
     value_outcome,
 )
-from segml.metrics import feature_profile, segment_table
+from segml.metrics import feature_profile, granularity_checks, segment_table
 from segml.model import Segmenter, build_segmenter, log_segment_model
 from segml.registry import ModelRef, align_to_champion, load_segmenter, register_run
 from segml.spec import Spec, spec_digest
@@ -54,6 +54,9 @@ class TuneResult:
     model_uri: str
     model_version: str | None
     finalised_here: bool
+    choice: dict[str, Any]
+    """``finalists`` (what the pick weighed, as in ``study/finalists.json``) and ``checks``
+    (under- and over-segmentation of the pick)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,9 +285,8 @@ def _finalise(
     )
     chosen = next(r for r in results if r.number == picked.number)
     final, segmentation = picked.metrics, remeasured[picked.number][1]
-    client.log_dict(
-        parent, _finalists_record(remeasured, picked, reference), "study/finalists.json"
-    )
+    weighed = _finalists_record(remeasured, picked, reference)
+    client.log_dict(parent, weighed, "study/finalists.json")
     Z = (
         segmentation.embed(data.X)
         if segmentation.reducer is None
@@ -298,8 +300,12 @@ def _finalise(
     client.set_tag(parent, keys.TAG_MODEL_URI, model_uri)
     client.set_terminated(parent)
     version = register_run(client, parent, segmenter)[1] if register else None
+    ids = segmenter.segment_ids(segmenter.segmentation.labels)
+    checks = [c.as_dict() for c in granularity_checks(ids, data.value, spec.constraints.min_share)]
+    client.log_dict(parent, {"checks": checks}, "segments/checks.json")
+    choice = {"finalists": weighed["finalists"], "checks": checks}
     record = studies.Final(
-        worker.peers.worker, len(results), chosen.number, model_uri, version, final
+        worker.peers.worker, len(results), chosen.number, model_uri, version, final, choice
     )
     record.save(worker.study)
     return _result(worker, name, results, chosen, record, segmenter, finalised_here=True)
@@ -382,6 +388,7 @@ def _result(
         record.model_uri or "",
         record.version,
         finalised_here,
+        record.choice,
     )
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from segml import tracking as keys
 from segml.model import NO_SEGMENT, SEGMENT_ID, SEGMENT_NAME
 from segml.monitoring import EMERGING_ID, migration_summary, psi_level
 
@@ -85,6 +86,33 @@ def history_plot(results: Sequence[TrialResult], objectives: Sequence[str]) -> F
     axes[-1].set_xlabel("trial")
     axes[0].set_title("Optimisation history (red: best feasible so far)")
     return fig
+
+
+def choice_text(choice: dict[str, Any], chosen: int) -> str:
+    """The finalists a tune weighed and the pick's granularity checks, for a terminal."""
+    rows = [
+        {
+            "trial": f"{f['trial']}{' *' if f['trial'] == chosen else ''}",
+            "pipeline": f["family"] + ("" if f.get("prep.reducer", "none") == "none" else "+umap"),
+            "k": f[keys.BUSINESS_N_SEGMENTS],
+            "silhouette": f[keys.QUALITY_SILHOUETTE],
+            "DBCV": f[keys.QUALITY_DBCV],
+            "k-means DBCV": f["kmeans_dbcv"],
+            "Jaccard": f[keys.STABILITY_JACCARD_MEAN],
+            "value R²": f[keys.BUSINESS_VALUE_R2],
+        }
+        for f in choice.get("finalists", [])
+    ]
+    lines = []
+    if rows:
+        lines += [
+            "finalists (* the pick; k-means DBCV: k-means with as many segments):",
+            pd.DataFrame(rows).to_string(index=False, float_format="{:.3f}".format, na_rep="-"),
+        ]
+    for check in choice.get("checks", []):
+        mark = "ok  " if check["passed"] else "WARN"
+        lines.append(f"{mark} {check['name']}: {check['detail']}")
+    return "\n".join(lines)
 
 
 def scan_plot(scan: pd.DataFrame) -> Figure:

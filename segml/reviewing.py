@@ -18,10 +18,12 @@ from mlflow.tracking import MlflowClient
 from segml import report
 from segml import tracking as keys
 from segml.errors import DataError
-from segml.features import build_features, outcome_frame
+from segml.features import build_features, outcome_frame, value_outcome
 from segml.metrics import (
+    Check,
     agreement,
     business_metrics,
+    granularity_checks,
     migration_matrix,
     migration_share,
     quality_metrics,
@@ -73,6 +75,7 @@ class Review:
     business: pd.DataFrame
     gates: list[Gate]
     names: dict[int, str]
+    checks: list[Check]
 
     @property
     def passed(self) -> bool:
@@ -153,6 +156,7 @@ def review(
         business_table(business, spec.min_report_size),
         gates,
         names,
+        granularity_checks(new_ids, value_outcome(spec, table), spec.constraints.min_share),
     )
 
 
@@ -294,6 +298,9 @@ def review_markdown(review: Review) -> str:
         "",
         "## Side by side",
         report.markdown_table(review.side_by_side),
+        "",
+        "## Under- and over-segmentation (challenger)",
+        report.markdown_table(_check_table(review.checks)),
     ]
     if review.champion is not None:
         m = review.metrics
@@ -323,6 +330,7 @@ def review_html(review: Review) -> str:
         ("Verdict", f"<p class='{css}'>{review.verdict}</p><p>{review.customers} customers</p>"),
         ("Gates", report.table_html(_gate_table(review.gates))),
         ("Side by side", report.table_html(review.side_by_side)),
+        ("Under- and over-segmentation", report.table_html(_check_table(review.checks))),
     ]
     if review.champion is not None:
         heatmap = report.migration_heatmap(review.migration, review.names)
@@ -336,6 +344,12 @@ def review_html(review: Review) -> str:
     sections.append(("Business metrics per segment", report.table_html(review.business)))
     champion = review.champion.label if review.champion else "no champion"
     return report.html_page(f"Review: {review.challenger.label} vs {champion}", sections)
+
+
+def _check_table(checks: list[Check]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"check": c.name, "passed": c.passed, "detail": c.detail} for c in checks]
+    )
 
 
 def _gate_table(gates: list[Gate]) -> pd.DataFrame:

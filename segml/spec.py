@@ -158,13 +158,15 @@ class SearchSpec(_Frozen):
 class Constraints(_Frozen):
     """Actionability: segmentations outside these bounds are infeasible.
 
-    ``min_stability`` bounds the mean clusterwise bootstrap Jaccard: below 0.6 Hennig (2007)
-    reads segments as not to be trusted.
+    The defaults ask for what marketing can act on: 3 to 8 segments (two is rarely more than
+    "bought again or not"; beyond eight, few teams run distinct programmes), none under 3% of
+    the customers. ``min_stability`` bounds the mean clusterwise bootstrap Jaccard: below 0.6
+    Hennig (2007) reads segments as not to be trusted.
     """
 
-    min_segments: int = Field(2, ge=2)
-    max_segments: int = Field(12, ge=2)
-    min_share: float = Field(0.02, ge=0, lt=1)
+    min_segments: int = Field(3, ge=2)
+    max_segments: int = Field(8, ge=2)
+    min_share: float = Field(0.03, ge=0, lt=1)
     max_noise_share: float = Field(0.25, ge=0, le=1)
     min_stability: float = Field(0.6, ge=0, le=1)
 

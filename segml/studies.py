@@ -84,6 +84,8 @@ class Final:
     model_uri: str | None = None
     version: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    choice: dict[str, Any] = field(default_factory=dict)
+    """What the pick weighed (the finalists) and the granularity checks of the pick."""
 
     @classmethod
     def of(cls, study: optuna.Study) -> Final | None:

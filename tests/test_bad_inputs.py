@@ -219,7 +219,7 @@ CASES = [
         _all(*OK, ("features", "score"))
         | _all(
             2,
-            r"1 customer\(s\); segmenting needs at least constraints\.min_segments \(2\)",
+            r"1 customer\(s\); segmenting needs at least constraints\.min_segments \(3\)",
             ("validate", "tune"),
         )
         | {
