@@ -57,7 +57,7 @@ def fit_reducer(X: np.ndarray, params: dict[str, Any], seed: int) -> umap.UMAP |
         random_state=seed,
         n_jobs=1,
         # Below 4,096 rows UMAP otherwise computes every pairwise distance through a Python
-        # callback: 4.0 s against 1.7 s for 1,797 rows (benchmarks/results/tuning_notes.md),
+        # callback: 4.0 s against 1.7 s for 1,797 rows (benchmarks/bench_umap_exact.py),
         # paid again on every bootstrap refit.
         force_approximation_algorithm=True,
     )
