@@ -168,7 +168,14 @@ def _join(
             scan = selection.scan_segment_counts(
                 data.X, spaces, sample_size=spec.search.silhouette_sample, seed=data.seed
             )
-            studies.enqueue(study, selection.scan_trials(scan))
+            first = selection.first_trials(
+                scan,
+                spaces,
+                tuning.reduction_space(spec),
+                n_customers=len(data.X),
+                min_share=spec.constraints.min_share,
+            )
+            studies.enqueue(study, first)
             parent = keys.study_run(client, experiment, name, digest, None)
             _log_scan(client, parent, scan)
             study.set_user_attr(studies.PARENT_RUN_ATTR, parent)

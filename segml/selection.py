@@ -22,6 +22,9 @@ from segml.tuning import TrialResult
 
 SCAN_PER_FAMILY = 2
 """Numbers of segments of each scanned family that the scan hands to the study as trials."""
+DENSITY_SIZES = (1, 3, 9)
+"""Multiples of the smallest segment the constraints allow (``min_share`` of the customers)
+that a density family's ``min_cluster_size`` takes in the study's first trials."""
 CHALLENGER_MARGIN = 0.4
 """How much more DBCV than k-means at the same number of segments another finalist needs to
 replace the k-means finalist. DBCV judges segments of any shape but flatters density models
@@ -47,11 +50,14 @@ class ScanPoint:
 
 
 def representative(space: Space) -> dict[str, Any]:
-    """One value per dimension: a range's midpoint (geometric for a log range), a choice's
-    first option (the family's or the spec's preferred one), a fixed value as it is."""
+    """One value per dimension: a range's default, else its midpoint (geometric for a log
+    range), a choice's first option (the family's or the spec's preferred one), a fixed value
+    as it is."""
     params: dict[str, Any] = {}
     for name, dim in space.items():
-        if isinstance(dim, IntRange | FloatRange):
+        if isinstance(dim, IntRange | FloatRange) and dim.default is not None:
+            params[name] = dim.default
+        elif isinstance(dim, IntRange | FloatRange):
             mid = math.sqrt(dim.low * dim.high) if dim.log else (dim.low + dim.high) / 2
             params[name] = round(mid) if isinstance(dim, IntRange) else mid
         elif isinstance(dim, Choice):
@@ -89,9 +95,20 @@ def scan_segment_counts(
     return points
 
 
-def scan_trials(points: Sequence[ScanPoint], per_family: int = SCAN_PER_FAMILY) -> list[dict]:
-    """The study parameters of each family's ``per_family`` best scanned numbers of segments,
-    without a reducer, to enqueue before the sampler's trials."""
+def first_trials(
+    points: Sequence[ScanPoint],
+    spaces: dict[str, Space],
+    reduction: Space,
+    *,
+    n_customers: int,
+    min_share: float,
+) -> list[dict[str, Any]]:
+    """The study parameters of the trials run before the sampler's: each scanned family's
+    ``SCAN_PER_FAMILY`` best numbers of segments, and each density family at
+    ``DENSITY_SIZES`` multiples of the smallest segment the constraints allow (and at the middle
+    one after the reducer, where the spec allows one). Without these, a sampler drawn to the
+    families that score best early leaves the others barely tried."""
+    plain = _reduction(reduction, "none")
     trials = []
     for family in dict.fromkeys(p.family for p in points):
         sign = CRITERIA[family][1]
@@ -99,12 +116,40 @@ def scan_trials(points: Sequence[ScanPoint], per_family: int = SCAN_PER_FAMILY) 
             (p for p in points if p.family == family and np.isfinite(p.value)),
             key=lambda p: (-sign * p.value, p.k),
         )
-        for point in ranked[:per_family]:
-            trials.append(
-                {keys.PARAM_FAMILY: family, keys.param_key(keys.PREP_NAMESPACE, "reducer"): "none"}
-                | {keys.param_key(family, k): v for k, v in point.params.items()}
-            )
+        trials += [_study_params(family, p.params, plain) for p in ranked[:SCAN_PER_FAMILY]]
+    smallest = max(min_share * n_customers, 1.0)
+    for name, space in spaces.items():
+        dim = space.get("min_cluster_size")
+        if FAMILIES[name].n_segments_param is not None or not isinstance(dim, IntRange):
+            continue
+        sizes = sorted(
+            {int(np.clip(round(m * smallest), dim.low, dim.high)) for m in DENSITY_SIZES}
+        )
+        base = representative(space)
+        trials += [_study_params(name, base | {"min_cluster_size": n}, plain) for n in sizes]
+        reduced_params = _reduction(reduction, "umap")
+        if reduced_params != plain:
+            middle = base | {"min_cluster_size": sizes[len(sizes) // 2]}
+            trials.append(_study_params(name, middle, reduced_params))
     return trials
+
+
+def _reduction(space: Space, reducer: str) -> dict[str, Any]:
+    """The reduction step's parameters with ``reducer`` where the space allows it (its
+    representative values), else the space's own."""
+    allowed = space["reducer"]
+    options = allowed.options if isinstance(allowed, Choice) else (allowed,)
+    if reducer not in options:
+        reducer = options[0]
+    return {"reducer": reducer} | (
+        {} if reducer == "none" else representative(space) | {"reducer": reducer}
+    )
+
+
+def _study_params(family: str, params: dict[str, Any], reduction: dict[str, Any]) -> dict:
+    named = {keys.PARAM_FAMILY: family}
+    named |= {keys.param_key(family, k): v for k, v in params.items()}
+    return named | {keys.param_key(keys.PREP_NAMESPACE, k): v for k, v in reduction.items()}
 
 
 def finalists(results: Sequence[TrialResult]) -> list[TrialResult]:

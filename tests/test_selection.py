@@ -6,14 +6,14 @@ import numpy as np
 from sklearn.datasets import make_blobs
 
 from segml import tracking as keys
-from segml.families import Choice, FloatRange, IntRange
+from segml.families import REDUCTION_SPACE, Choice, FloatRange, IntRange
 from segml.selection import (
     CHALLENGER_MARGIN,
     choose,
     finalists,
+    first_trials,
     representative,
     scan_segment_counts,
-    scan_trials,
 )
 from segml.spec import Constraints
 from segml.tuning import TrialResult, default_space
@@ -43,7 +43,7 @@ def test_representative_values_are_midpoints_and_first_choices() -> None:
     assert np.isclose(got["reg"], 1e-4)
 
 
-def test_scan_fits_every_k_and_hands_the_best_to_the_study() -> None:
+def test_scan_fits_every_k_and_the_first_trials_cover_each_family() -> None:
     X, _ = make_blobs(600, centers=[[-8, -8], [8, -8], [-8, 8], [8, 8]], random_state=0)
     limits = Constraints(min_segments=2, max_segments=8)
     spaces = {name: default_space(name, limits) for name in ("kmeans", "gmm", "hdbscan")}
@@ -51,13 +51,28 @@ def test_scan_fits_every_k_and_hands_the_best_to_the_study() -> None:
     assert [(p.family, p.k) for p in scan] == [
         (f, k) for f in ("kmeans", "gmm") for k in range(2, 9)
     ], "every k of each family with a number of segments; none of HDBSCAN"
-    trials = scan_trials(scan, per_family=1)
-    assert [
-        (t[keys.PARAM_FAMILY], t.get("kmeans.n_clusters", t.get("gmm.n_components")))
-        for t in trials
-    ] == [("kmeans", 4), ("gmm", 4)]
-    assert all(t["prep.reducer"] == "none" for t in trials)
-    assert trials[1]["gmm.covariance_type"] == "full"
+    first = first_trials(scan, spaces, REDUCTION_SPACE, n_customers=600, min_share=0.05)
+    described = [
+        (
+            t[keys.PARAM_FAMILY],
+            t.get(
+                "kmeans.n_clusters", t.get("gmm.n_components", t.get("hdbscan.min_cluster_size"))
+            ),
+            t["prep.reducer"],
+        )
+        for t in first
+    ]
+    assert described[:4:2] == [("kmeans", 4, "none"), ("gmm", 4, "none")], "best k first"
+    # The smallest allowed segment is 5% of 600 = 30 customers: 30, 90 and 270 (after UMAP: 90).
+    assert described[4:] == [
+        ("hdbscan", 30, "none"),
+        ("hdbscan", 90, "none"),
+        ("hdbscan", 270, "none"),
+        ("hdbscan", 90, "umap"),
+    ]
+    assert first[2]["gmm.covariance_type"] == "full"
+    assert first[-1]["hdbscan.cluster_selection_epsilon"] == 0.0
+    assert first[-1]["prep.min_dist"] == 0.0 and first[-1]["prep.n_neighbors"] == 15
 
 
 def test_finalists_are_each_pools_best_by_its_own_criterion() -> None:

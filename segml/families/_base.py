@@ -12,20 +12,24 @@ import optuna
 
 @dataclass(frozen=True, slots=True)
 class IntRange:
-    """An integer parameter searched between ``low`` and ``high`` (inclusive)."""
+    """An integer parameter searched between ``low`` and ``high`` (inclusive); ``default`` is
+    the value tried before any search (None: the midpoint)."""
 
     low: int
     high: int
     log: bool = False
+    default: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class FloatRange:
-    """A float parameter searched between ``low`` and ``high``."""
+    """A float parameter searched between ``low`` and ``high``; ``default`` as for
+    :class:`IntRange`."""
 
     low: float
     high: float
     log: bool = False
+    default: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -428,7 +428,7 @@ def _default_space() -> Space:
         "min_cluster_size": IntRange(10, 500, log=True),
         "min_samples": IntRange(1, 50, log=True),
         "cluster_selection_method": Choice(("eom", "leaf")),
-        "cluster_selection_epsilon": FloatRange(0.0, 1.0),
+        "cluster_selection_epsilon": FloatRange(0.0, 1.0, default=0.0),
     }
 
 

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 REDUCTION_SPACE: Space = {
     "reducer": Choice(("none", "umap")),
     "n_components": IntRange(2, 10),
-    "n_neighbors": IntRange(5, 50),
-    "min_dist": FloatRange(0.0, 0.5),
+    "n_neighbors": IntRange(5, 50, default=15),
+    "min_dist": FloatRange(0.0, 0.5, default=0.0),
 }
 """Default search space of the reduction step; ``reducer="none"`` skips it."""
 
