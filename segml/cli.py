@@ -151,8 +151,8 @@ def tune(
         typer.Option(
             "--n-trials",
             min=1,
-            help="Study's total trial budget: first one trial per number of segments of "
-            "k-means and GMM, then the sampler's.",
+            help="Study's total trial budget, its first trials included (the scan's best "
+            "k of k-means and GMM, HDBSCAN at three sizes).",
         ),
     ] = None,
     timeout: Annotated[

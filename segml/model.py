@@ -167,10 +167,13 @@ class Segmenter:
             reference_date = self.spec.data.reference_date or frame[tx.timestamp].max()
         return rfm_features(frame, self.spec, pd.Timestamp(reference_date))
 
+    def preprocess(self, table: pd.DataFrame) -> np.ndarray:
+        """The customers' preprocessed features: the space every quality figure is measured in."""
+        return transform_features(self.preprocessor, select_columns(table, self.features))
+
     def embed(self, table: pd.DataFrame) -> np.ndarray:
         """The customers in the space the clusterer saw."""
-        X = transform_features(self.preprocessor, select_columns(table, self.features))
-        return self.segmentation.embed(X)
+        return self.segmentation.embed(self.preprocess(table))
 
     def assign(self, table: pd.DataFrame) -> Assignment:
         """The segments of customers (one row each), with their model-space coordinates."""

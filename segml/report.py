@@ -94,7 +94,7 @@ def choice_text(choice: dict[str, Any], chosen: int) -> str:
         {
             "trial": f"{f['trial']}{' *' if f['trial'] == chosen else ''}",
             "pipeline": f["family"] + ("" if f.get("prep.reducer", "none") == "none" else "+umap"),
-            "k": f[keys.BUSINESS_N_SEGMENTS],
+            "k": int(f[keys.BUSINESS_N_SEGMENTS]),
             "silhouette": f[keys.QUALITY_SILHOUETTE],
             "DBCV": f[keys.QUALITY_DBCV],
             "k-means DBCV": f["kmeans_dbcv"],

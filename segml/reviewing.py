@@ -166,7 +166,8 @@ def _score(
     """Segment ids of ``table`` and the model's side-by-side metrics on it."""
     found = segmenter.assign(table)
     ids = found.segment_ids
-    quality = quality_metrics(found.Z, ids, sample_size=spec.search.silhouette_sample, seed=0)
+    X = segmenter.preprocess(table)
+    quality = quality_metrics(X, ids, sample_size=spec.search.silhouette_sample, seed=0)
     business = business_metrics(ids)
     return ids, {
         keys.QUALITY_SILHOUETTE: quality.silhouette,

@@ -59,3 +59,21 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = _segml("--debug", "validate", str(tmp_path / "missing.yaml"))
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "SpecError" in result.stderr
+
+
+def test_tune_summary_shows_the_pick_its_rivals_and_the_granularity_checks(
+    tmp_path: Path, clean_customers: pd.DataFrame, write_spec
+) -> None:
+    from segml.synthetic import synthetic_spec
+
+    clean_customers.to_csv(tmp_path / "customers.csv", index=False)
+    spec = write_spec(synthetic_spec("customers.csv", search={"reduction": {"reducer": "none"}}))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = runner.invoke(app, ["tune", str(spec), "--n-trials", "8", "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    assert "(kmeans, 5 segments, value separation business.value_r2 " in result.output, (
+        "five well-separated segments: k-means with k by silhouette keeps them"
+    )
+    assert "finalists (* the pick; k-means DBCV: k-means with as many segments):" in result.output
+    assert "ok   over-segmentation: smallest segment " in result.output
+    assert "under-segmentation: segment " in result.output

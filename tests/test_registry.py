@@ -106,8 +106,11 @@ def test_review_report_shows_agreement_migration_and_gates(store: dict) -> None:
     assert result.exit_code == 0, result.output
     for text in ("ARI 1.000", "Migration", "max_migration_share", "Verdict: passed"):
         assert text in result.output
+    assert "| over-segmentation | True | smallest segment " in result.output
+    assert "| under-segmentation | True | " in result.output
     html = (store["review_dir"] / "review.html").read_text()
     assert "data:image/png;base64," in html and "max_quality_drop" in html
+    assert "Under- and over-segmentation" in html
     version = _client(store).get_model_version(MODEL, "2")
     assert version.tags[keys.TAG_VERDICT] == "passed"
     review_run = _client(store).get_run(version.tags[keys.TAG_REVIEW_RUN])
