@@ -21,7 +21,12 @@ from segml import __version__
 from segml.errors import ModelFormatError
 from segml.families import FAMILIES
 from segml.families.segmentation import Segmentation
-from segml.features import column_kinds, rfm_features, select_columns, transform_features
+from segml.features import (
+    column_kinds,
+    select_columns,
+    transform_features,
+    with_missing_category,
+)
 from segml.metrics.drift import DriftReference, drift_reference
 from segml.spec import Spec
 
@@ -158,15 +163,6 @@ class Segmenter:
         """The customer id column of inputs and outputs."""
         return self.spec.data.id_column
 
-    def customer_table(self, frame: pd.DataFrame, reference_date: Any = None) -> pd.DataFrame:
-        """The input as one row per customer: transactions are aggregated as of the date."""
-        tx = self.spec.data.transactions
-        if tx is None or set(self.features) & set(frame.columns):
-            return frame
-        if reference_date is None:
-            reference_date = self.spec.data.reference_date or frame[tx.timestamp].max()
-        return rfm_features(frame, self.spec, pd.Timestamp(reference_date))
-
     def embed(self, table: pd.DataFrame) -> np.ndarray:
         """The customers in the space the clusterer saw."""
         X = transform_features(self.preprocessor, select_columns(table, self.features))
@@ -181,9 +177,13 @@ class Segmenter:
         confidence = np.where(ids >= 0, found.confidence, 0.0)
         return Assignment(Z, ids, confidence, found.novelty, is_novel)
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """One row per customer: id, segment id and name, confidence, novelty, is_novel."""
-        table = self.customer_table(frame)
+    def predict(self, table: pd.DataFrame) -> pd.DataFrame:
+        """One row per customer: id, segment id and name, confidence, novelty, is_novel.
+
+        ``table`` holds one row per customer (the id and the model's feature columns), as the
+        pyfunc signature says; a transaction log is aggregated by ``segml score`` or
+        :func:`segml.features.customer_table`, never guessed from its columns.
+        """
         found = self.assign(table)
         return pd.DataFrame(
             {
@@ -232,6 +232,8 @@ def build_segmenter(
     Z: np.ndarray,
 ) -> Segmenter:
     """Package a refitted segmentation with its catalogue and novelty calibration."""
+    spec = spec.model_copy(update={"data": spec.data.recorded()})
+    categorical = column_kinds(preprocessor)[1]
     labels = segmentation.labels
     segments = sorted(int(s) for s in np.unique(labels) if s >= 0)
     label_to_id = {label: i for i, label in enumerate(segments)}
@@ -245,7 +247,9 @@ def build_segmenter(
         segmentation,
         catalog=pd.DataFrame(),
         novelty_threshold=threshold,
-        reference=drift_reference(table[features], column_kinds(preprocessor)[1]),
+        reference=drift_reference(
+            with_missing_category(table[features], categorical), categorical
+        ),
         tail=training_tail(Z, (novelty > threshold) | (labels < 0)),
         label_to_id=label_to_id,
     )
@@ -318,7 +322,7 @@ class SegmentModel(PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
-        """Assign each customer (or each customer of a transaction table) to a segment."""
+        """Assign each customer (one row each: id and feature columns) to a segment."""
         return self.segmenter.predict(model_input)
 
 

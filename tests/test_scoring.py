@@ -29,7 +29,7 @@ from segml.scoring import MODEL_NAME, MODEL_VERSION, _input, output_schema, scor
 from segml.scoring._clean import trimmed_text
 from segml.scoring._collect import Sample
 from segml.scoring._ids import SeenIds, id_hashes
-from segml.spec import Spec
+from segml.spec import Spec, load_spec
 from segml.synthetic import (
     FEATURES,
     ID_COLUMN,
@@ -259,7 +259,11 @@ def _bad(tmp_path: Path, case: str) -> Path:
         ("missing column", r"in\.csv: missing model input column 'basket_index'"),
         ("missing id column", r"missing id column 'customer_id'"),
         ("not numbers", r"column 'engagement' does not hold numbers .*e\.g\. 'high'"),
-        ("bad cell", r"data row 3: non-numeric value in column 'engagement'; .*bad_rows: drop"),
+        (
+            "bad cell",
+            r"1 row\(s\) with non-numeric value in column 'engagement' \(first at data row 3\); "
+            r".*bad_rows: drop",
+        ),
         ("wrong type", r"column 'engagement' has type timestamp.*expects numbers"),
         ("header only", r"no customer to score \(the input has no data rows\)"),
         ("empty file", r"in\.csv: file is empty"),
@@ -306,7 +310,9 @@ def test_bad_rows_are_quarantined_and_counted(segmenters, tmp_path: Path) -> Non
     assert len(pd.read_parquet(out)) == 496
 
 
-def test_unseen_category_is_a_bad_row(tmp_path: Path) -> None:
+def test_unseen_category_is_scored_counted_and_drifts(tmp_path: Path) -> None:
+    """An unseen category is ignored by the encoder (as documented), counted per column, and
+    its share, like a jump in missing values, shows in the drift report."""
     train = synthetic_customers(1_000, seed=17)
     train["region"] = np.random.default_rng(0).choice(["north", "south"], size=len(train))
     spec = synthetic_spec("customers.csv")
@@ -315,14 +321,17 @@ def test_unseen_category_is_a_bad_row(tmp_path: Path) -> None:
     segmenter = fit_segmenter(tmp_path / "model", "kmeans", train, spec)
     batch = synthetic_customers(300, seed=18).assign(region="north")
     batch.loc[4, "region"] = "mars"
-    source = _batch(tmp_path, batch)
-    with pytest.raises(DataError, match=r"data row 5: unseen category in column 'region'"):
-        score(segmenter, source, tmp_path / "out.parquet")
-    summary = score(
-        segmenter, source, tmp_path / "out.parquet", spec=_with(segmenter.spec, bad_rows="drop")
-    )
-    assert summary.quarantined == {"unseen category in column 'region'": 1}
-    assert summary.report.features.set_index("feature").loc["region", "kind"] == "categorical"
+    batch.loc[100:207, "region"] = None  # 36% missing
+    summary = score(segmenter, _batch(tmp_path, batch), tmp_path / "out.parquet")
+    assert summary.rows_scored == 300 and summary.quarantined == {}
+    assert summary.unseen == {"region": 1}
+    assert summary.missing["region"] == 108
+    expected = segmenter.predict(batch.assign(region=batch["region"].fillna(np.nan)))
+    out = _in_batch_order(tmp_path / "out.parquet", batch)
+    np.testing.assert_array_equal(out[SEGMENT_ID], expected[SEGMENT_ID])
+    region = summary.report.features.set_index("feature").loc["region"]
+    assert region["kind"] == "categorical" and bool(region["drifted"])
+    assert region["psi"] > 1.0, "a third of the batch missing is a major shift"
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
@@ -536,7 +545,7 @@ def test_transaction_log_is_aggregated_as_at_training(tmp_path: Path) -> None:
     )
     late = int((tx["day"] > cutoff).sum())
     assert summary.rows_read == n and sum(summary.excluded.values()) == late
-    customers = build_features(segmenter.spec, cutoff.date()).table
+    customers = build_features(load_spec(tmp_path / "spec.yaml"), cutoff.date()).table
     expected = segmenter.predict(customers)
     assert summary.rows_scored == len(expected)
     out = _in_batch_order(tmp_path / "out.parquet", expected)
