@@ -78,7 +78,7 @@ class TransactionColumns(_Frozen):
     """How a transaction table maps to customer, time, amount, order and quantity."""
 
     timestamp: str
-    amount: str | LineAmount
+    amount: LineAmount | str
     timestamp_format: str | None = None
     order_id: str | None = None
     quantity: str | None = None
