@@ -23,9 +23,10 @@ from segml import tracking as keys
 from segml.cli import app
 from segml.errors import DataError
 from segml.features import build_features
-from segml.model import IS_NOVEL, SEGMENT_ID
+from segml.model import IS_NOVEL, SEGMENT_ID, Segmenter
 from segml.monitoring import EMERGING_FIT_ROWS, EMERGING_ID
-from segml.scoring import MODEL_NAME, MODEL_VERSION, _input, output_schema, score
+from segml.registry import ModelRef
+from segml.scoring import MODEL_NAME, MODEL_VERSION, _input, output_schema, score, score_spark
 from segml.scoring._clean import trimmed_text
 from segml.scoring._collect import Sample
 from segml.scoring._ids import SeenIds, id_hashes
@@ -678,3 +679,75 @@ def test_killed_scoring_leaves_no_output_and_a_rerun_completes(registered, tmp_p
     assert rerun.exit_code == 0, rerun.output
     assert len(pd.read_parquet(out, columns=[SEGMENT_ID])) == 250_000
     assert not list(tmp_path.glob(".scores.parquet.*")), "the rerun removed the dead staging"
+
+
+def _log_model(tmp_path: Path) -> tuple[Segmenter, pd.DataFrame]:
+    """A transaction model whose customers' country comes from an attribute table, and its
+    log, which has a ``country`` column too (the country of each sale)."""
+    rng = np.random.default_rng(4)
+    n = 2_000
+    tx = pd.DataFrame(
+        {
+            ID_COLUMN: [f"{i}.0" for i in rng.integers(10_000, 10_300, size=n)],
+            "day": (pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365, n), "D")),
+            "amount": rng.gamma(2.0, 30.0, size=n).round(2),
+            "country": rng.choice(["UK", "FR"], size=n),
+        }
+    )
+    ids = sorted(tx[ID_COLUMN].unique())
+    table = pd.DataFrame({ID_COLUMN: ids, "country": rng.choice(["UK", "FR"], size=len(ids))})
+    table.to_csv(tmp_path / "customers.csv", index=False)
+    spec = {
+        "name": "tx",
+        "data": {
+            "source": "tx.csv",
+            "kind": "transactions",
+            "id_column": ID_COLUMN,
+            "transactions": {"timestamp": "day", "amount": "amount"},
+            "customers": "customers.csv",
+            "attributes": {"geographic": ["country"]},
+        },
+        "features": {"categorical": ["country"]},
+    }
+    return fit_segmenter(tmp_path, "kmeans", tx, spec, {"n_clusters": 3}), tx
+
+
+def test_the_spec_says_the_input_is_a_log_whatever_its_columns(tmp_path: Path) -> None:
+    """A log with a column named like a model feature is still a log; its ids are written as
+    the integers they are; the attribute table is this batch's, passed at scoring time."""
+    segmenter, tx = _log_model(tmp_path)
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    table = pd.read_csv(tmp_path / "customers.csv").assign(country="FR")
+    table.to_csv(batch / "customers.csv", index=False)
+    summary = score(
+        segmenter, tmp_path / "tx.csv", batch / "out.csv", customers=batch / "customers.csv"
+    )
+    assert summary.rows_read == len(tx) and summary.rows_scored == tx[ID_COLUMN].nunique()
+    out = pd.read_csv(batch / "out.csv", dtype={ID_COLUMN: str})
+    assert sorted(out[ID_COLUMN]) == sorted(i.removesuffix(".0") for i in tx[ID_COLUMN].unique())
+    drift = summary.report.features.set_index("feature")
+    assert bool(drift.loc["country", "drifted"]), "every customer in FR: the batch's table"
+
+
+def test_a_log_model_without_its_attribute_table_is_refused(tmp_path: Path) -> None:
+    segmenter, _ = _log_model(tmp_path)
+    assert segmenter.spec.data.customers == Path("customers.csv"), "a name, never a path"
+    with pytest.raises(
+        DataError,
+        match=r"tx\.csv: the model needs this batch's attribute "
+        r"table \(columns country, by customer_id\); pass --customers PATH$",
+    ):
+        score(segmenter, tmp_path / "tx.csv", tmp_path / "out.csv")
+    with pytest.raises(DataError, match=r"--engine spark does not aggregate"):
+        score_spark(segmenter, tmp_path / "tx.csv", tmp_path / "out.parquet", model=ModelRef("m"))
+    assert not list(tmp_path.glob("out*"))
+
+
+def test_integer_ids_held_as_floats_are_written_as_integers(segmenters, tmp_path: Path) -> None:
+    frame = synthetic_customers(300, seed=19)
+    frame[ID_COLUMN] = [f"{12_346 + i}.0" for i in range(len(frame))]
+    summary = score(segmenters["kmeans"], _batch(tmp_path, frame, "in.csv"), tmp_path / "o.csv")
+    out = pd.read_csv(tmp_path / "o.csv", dtype={ID_COLUMN: str})
+    assert summary.rows_scored == 300
+    assert sorted(out[ID_COLUMN]) == [str(12_346 + i) for i in range(300)]

@@ -175,12 +175,12 @@ def _score_with(
     check_paths(input_path, output, previous)
     in_effect = spec or segmenter.spec
     files = tuple(input_files(input_path))
-    _check_attribute_table(segmenter, input_path, customers)
     signature = Signature.of(segmenter)
     job = Job(
         segmenter, signature, in_effect, model, input_path, files, output, previous, customers
     )
     engine.check(job)
+    _check_attribute_table(segmenter, input_path, customers)
     output.parent.mkdir(parents=True, exist_ok=True)
     with staging_folder(output) as folder:
         try:
