@@ -12,27 +12,23 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import yaml
+
+from .conftest import EXPERIMENTS
 
 ID = "Customer ID"
 COUNTRIES = ("United Kingdom", "Germany", "France", "EIRE", "Spain")
 COUNTRY_SHARES = (0.6, 0.15, 0.1, 0.1, 0.05)
 PRICES = (0.85, 1.25, 2.1, 4.95, 12.75)
 OFFSETS = ("Z", "+01:00", "-05:00", "+05:30")
+RETAIL_SPEC = EXPERIMENTS / "online_retail.yaml"
 SPEC_DATA = {
-    "kind": "transactions",
-    "id_column": ID,
-    "transactions": {
-        "timestamp": "InvoiceDate",
-        "amount": {"quantity": "Quantity", "unit_price": "Price"},
-        "order_id": "Invoice",
-        "quantity": "Quantity",
-        "returns": {"policy": "net", "order_prefix": "C"},
-    },
-    "attributes": {"geographic": ["Country"], "from_log": {"Country": "most_frequent"}},
-    "personal": ["Description"],
-    "bad_rows": "drop",
+    key: value
+    for key, value in yaml.safe_load(RETAIL_SPEC.read_text(encoding="utf-8"))["data"].items()
+    if key not in ("source", "reference_date")
 }
-"""The data section of a spec for the layout (``source`` to add)."""
+"""The data section of the spec for the layout, ``experiments/online_retail.yaml`` (its
+source and reference date to add)."""
 
 
 @dataclass(frozen=True)
