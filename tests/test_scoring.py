@@ -730,6 +730,33 @@ def test_the_spec_says_the_input_is_a_log_whatever_its_columns(tmp_path: Path) -
     assert bool(drift.loc["country", "drifted"]), "every customer in FR: the batch's table"
 
 
+def test_a_log_column_named_like_a_feature_does_not_make_it_a_customer_table(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(5)
+    n = 1_000
+    tx = pd.DataFrame(
+        {
+            ID_COLUMN: [f"C{i:03d}" for i in rng.integers(0, 200, size=n)],
+            "day": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365, n), "D"),
+            "amount": rng.gamma(2.0, 30.0, size=n).round(2),
+            "frequency": "weekly",  # a column of the log, not the model's feature
+        }
+    )
+    spec = {
+        "name": "tx",
+        "data": {
+            "source": "tx.csv",
+            "kind": "transactions",
+            "id_column": ID_COLUMN,
+            "transactions": {"timestamp": "day", "amount": "amount"},
+        },
+    }
+    segmenter = fit_segmenter(tmp_path, "kmeans", tx, spec, {"n_clusters": 3})
+    summary = score(segmenter, tmp_path / "tx.csv", tmp_path / "out.parquet")
+    assert summary.rows_read == n and summary.rows_scored == tx[ID_COLUMN].nunique()
+
+
 def test_a_log_model_without_its_attribute_table_is_refused(tmp_path: Path) -> None:
     segmenter, _ = _log_model(tmp_path)
     assert segmenter.spec.data.customers == Path("customers.csv"), "a name, never a path"
