@@ -7,7 +7,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import joblib
 import mlflow
@@ -28,6 +28,7 @@ from segml.features import (
     with_missing_category,
 )
 from segml.metrics.drift import DriftReference, drift_reference
+from segml.naming import segment_names
 from segml.spec import Spec
 
 FORMAT_VERSION = 1
@@ -41,8 +42,6 @@ NOVELTY_QUANTILE = 0.99
 """Training customers above this quantile of novelty count as novel; the scorer's threshold."""
 TAIL_ROWS = 20_000
 """Most novel training customers a model keeps to tell an emerging group from the usual tail."""
-NAME_MIN_EFFECT = 0.3
-"""A feature names a segment when its mean differs from the base by this many std units."""
 SEGMENT_ID = "segment_id"
 SEGMENT_NAME = "segment_name"
 CONFIDENCE = "confidence"
@@ -64,14 +63,6 @@ RUNTIME_PACKAGES = (
     "pyyaml",
     "joblib",
 )
-_WORDS = {
-    "recency_days": ("lapsed", "recent"),
-    "frequency": ("frequent", "one-off"),
-    "monetary_total": ("high value", "low value"),
-    "monetary_mean": ("big baskets", "small baskets"),
-    "tenure_days": ("long-standing", "new"),
-    "interpurchase_days": ("slow repeat", "fast repeat"),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,11 +249,10 @@ def build_segmenter(
 
 
 def segment_catalog(features: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
-    """Per segment: id, generated name, customers and share of the training base."""
+    """Per segment: id, generated name (see :mod:`segml.naming`), customers and share of the
+    training base."""
     segments = sorted(int(s) for s in np.unique(ids) if s >= 0)
-    numeric = features.select_dtypes("number")
-    effects = _standardised_means(numeric, ids, segments)
-    names = _unique_names({s: describe(cast(pd.Series, effects.loc[s])) for s in segments})
+    names = segment_names(features, ids, segments)
     counts = pd.Series(ids).value_counts()
     return pd.DataFrame(
         {
@@ -272,31 +262,6 @@ def segment_catalog(features: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
             "share": [float(counts[s] / len(ids)) for s in segments],
         }
     )
-
-
-def _standardised_means(
-    numeric: pd.DataFrame, ids: np.ndarray, segments: list[int]
-) -> pd.DataFrame:
-    spread = numeric.std().replace(0, np.nan)
-    means = numeric.groupby(ids).mean().reindex(segments)
-    return ((means - numeric.mean()) / spread).fillna(0.0)
-
-
-def describe(effect: pd.Series, top: int = 3) -> str:
-    """A readable name from a segment's standardised mean differences, e.g.
-    "High value, frequent, recent"."""
-    strongest = effect[effect.abs() >= NAME_MIN_EFFECT].abs().sort_values(ascending=False)
-    words = []
-    for feature in strongest.index[:top]:
-        high, low = _WORDS.get(str(feature), (f"high {feature}", f"low {feature}"))
-        words.append(high if effect[feature] > 0 else low)
-    text = ", ".join(words) or "typical"
-    return text[0].upper() + text[1:]
-
-
-def _unique_names(names: dict[int, str]) -> dict[int, str]:
-    counts = pd.Series(list(names.values())).value_counts()
-    return {s: f"{n} ({s})" if counts[n] > 1 else n for s, n in names.items()}
 
 
 class SegmentModel(PythonModel):
