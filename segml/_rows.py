@@ -126,15 +126,20 @@ def bad_rows_error(path: Path, faults: dict[str, Fault]) -> DataError:
     """The error that rejects an input for its bad rows (``data.bad_rows: fail``): every
     reason, with its exact count and first row (a row with several reasons counts under each).
 
-    One reason makes one line; more make a line each after the first. A fault met in another
-    file than ``path`` names it.
+    One reason makes one line; more make a line each after the first, in the order of their
+    first rows (of the files, in input order). A fault met in another file than ``path``
+    names it.
     """
     fix = "fix them or set data.bad_rows: drop to quarantine them"
+    files = list(dict.fromkeys(fault.path for fault in faults.values()))
+    ordered = sorted(
+        faults.items(), key=lambda item: (files.index(item[1].path), item[1].first_row, item[0])
+    )
     lines = [
         f"{fault.count} row(s) with {reason} (first at data row {fault.first_row}"
         + (f" of {fault.path}" if fault.path is not None and fault.path != path else "")
         + ")"
-        for reason, fault in faults.items()
+        for reason, fault in ordered
     ]
     if len(lines) == 1:
         return DataError(f"{path}: {lines[0]}; {fix}")

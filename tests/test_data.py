@@ -171,8 +171,8 @@ def test_every_fault_is_listed_with_its_exact_count_and_first_row(
         f"{tmp_path / 'tx.csv'}: bad rows for 3 reasons; fix them or set data.bad_rows: drop "
         "to quarantine them:",
         "  2 row(s) with missing id in column 'cust' (first at data row 2)",
-        "  1 row(s) with unparseable date in column 'day' (first at data row 4)",
         "  3 row(s) with negative amount in column 'amount' (first at data row 2)",
+        "  1 row(s) with unparseable date in column 'day' (first at data row 4)",
     ]
     dropping = load_spec(tx_file(body, bad_rows="drop"))
     intake = read_customers(dropping)
@@ -275,8 +275,8 @@ def test_line_amounts_and_returns_by_policy(
     with pytest.raises(DataError) as info:
         read_customers(load_spec(write_spec(_lines_spec("fail"))))
     assert str(info.value).splitlines()[1:] == [
-        "  2 row(s) with negative quantity in column 'qty' (first at data row 3)",
         "  2 row(s) with cancelled order in column 'inv' (prefix 'C') (first at data row 3)",
+        "  2 row(s) with negative quantity in column 'qty' (first at data row 3)",
     ]
 
 
