@@ -778,3 +778,26 @@ def test_integer_ids_held_as_floats_are_written_as_integers(segmenters, tmp_path
     out = pd.read_csv(tmp_path / "o.csv", dtype={ID_COLUMN: str})
     assert summary.rows_scored == 300
     assert sorted(out[ID_COLUMN]) == [str(12_346 + i) for i in range(300)]
+
+
+def test_every_bad_row_of_every_file_is_counted(segmenters, tmp_path: Path) -> None:
+    """Under bad_rows: fail the streaming engine stops scoring at the first fault, but checks
+    every batch, so that the error counts each reason exactly."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for seed, name in enumerate(["a", "b"]):
+        frame = synthetic_customers(300, seed=40 + seed).astype({"engagement": object})
+        frame[ID_COLUMN] = [f"{name}{i}" for i in range(len(frame))]
+        frame.loc[[2, 7], "engagement"] = "oops"
+        frame.loc[5, ID_COLUMN] = "" if name == "b" else frame.loc[5, ID_COLUMN]
+        frame.to_csv(folder / f"{name}.csv", index=False)
+    with pytest.raises(DataError) as info:
+        score(segmenters["kmeans"], folder, tmp_path / "out.parquet")
+    assert str(info.value).splitlines() == [
+        f"{folder / 'a.csv'}: bad rows for 2 reasons; fix them or set data.bad_rows: drop to "
+        "quarantine them:",
+        "  4 row(s) with non-numeric value in column 'engagement' (first at data row 3)",
+        f"  1 row(s) with missing id in column 'customer_id' (first at data row 6 of "
+        f"{folder / 'b.csv'})",
+    ]
+    assert not (tmp_path / "out.parquet").exists()

@@ -81,8 +81,8 @@ class LocalEngine:
             self.on_progress,
         )
         ignored, excluded = _feed(run, job, self.reference_date)
-        if run.faults:
-            first = min(run.faults.values(), key=lambda f: (job.files.index(f.path), f.first_row))
+        if run.faults:  # found in input order: the first names the file the error leads with
+            first = next(iter(run.faults.values()))
             raise _rows.bad_rows_error(first.path or job.input_path, run.faults)
         return Staged(
             rows_read=run.rows_read,
@@ -195,11 +195,11 @@ class _Run:
         if reasons.bad.any():
             self._set_aside(table, reasons, checked.path, checked.first_row)
         good = ~reasons.bad
-        if self.faults or not good.any():
-            pass  # under bad_rows: fail, a fault stops the scoring; the batches are only checked
-        elif good.all():
+        # Under bad_rows: fail a fault stops the scoring; later batches are only checked, so
+        # that the error counts every fault.
+        if not self.faults and good.all():
             self._score(clean.frame, clean.numeric, clean.ids, checked.hashes)
-        else:
+        elif not self.faults and good.any():
             frame = clean.frame[good].reset_index(drop=True)
             ids = clean.ids.filter(pa.array(good))
             self._score(frame, clean.numeric[good], ids, checked.hashes[good])
