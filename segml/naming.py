@@ -3,8 +3,9 @@
 A trait is a categorical value most of a segment shares, much more often than the base does;
 a heavy-tailed value column (spend, basket, quantity) described by rank, where the segment's
 median customer falls in the base ("top 10% spend"), because a standardised mean of such a
-column is carried by a few very large customers; or another numeric column's standardised mean
-difference. A column that is missing for most of a segment names nothing (one-off buyers have
+column is carried by a few very large customers (other heavy-tailed columns are judged by
+rank too, and named by their words: "recent", "slow repeat"); or another numeric column's
+standardised mean difference. A column that is missing for most of a segment names nothing (one-off buyers have
 no inter-purchase interval, so a segment of them is never called "fast repeat").
 """
 
@@ -62,7 +63,7 @@ def _numeric_traits(
             continue  # most of the segment lacks the value: it cannot describe them
         if ranked:
             rank = float((present <= member.median()).mean())
-            word, strength = _rank_word(str(values.name), rank)
+            word, strength = _rank_word(str(values.name), rank, member)
         else:
             strength = float((member.mean() - present.mean()) / present.std())
             word = _mean_word(str(values.name), strength, member)
@@ -72,20 +73,23 @@ def _numeric_traits(
     return found
 
 
-def _rank_word(column: str, rank: float) -> tuple[str, float]:
-    """Where a segment's median falls in the base (``rank``: the share at or below it)."""
-    label = _RANKED.get(column, column)
+def _rank_word(column: str, rank: float, member: pd.Series) -> tuple[str, float]:
+    """Where a segment's median falls in the base (``rank``: the share at or below it): a
+    value column by its rank, another column by its high or low word."""
     strength = abs(float(stats.norm.ppf(np.clip(rank, 0.001, 0.999))))
+    label = _RANKED.get(column)
+    if 0.25 < rank < 0.75:
+        return "", 0.0
+    if label is None:
+        return _mean_word(column, rank - 0.5, member), strength
     if rank >= 0.9:
         return f"top 10% {label}", strength
-    if rank >= 0.75:
-        return f"top 25% {label}", strength
-    if rank <= 0.25:
-        return f"bottom 25% {label}", strength
-    return "", 0.0
+    return (f"top 25% {label}" if rank >= 0.75 else f"bottom 25% {label}"), strength
 
 
 def _mean_word(column: str, effect: float, member: pd.Series) -> str:
+    """The high or low word of ``column`` (by the sign of ``effect``) for the segment
+    ``member``; "one-off" only for a segment most of which bought once."""
     high, low = _WORDS.get(column, (f"high {column}", f"low {column}"))
     if column == "frequency" and effect < 0 and member.median() <= 1:
         return "one-off"
