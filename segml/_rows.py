@@ -157,7 +157,7 @@ def integer_ids(ids: pa.Array) -> pa.Array:
     Float columns cast to text already lose it. The first id is looked at first, so that a
     batch of other ids costs one match.
     """
-    present = ids.drop_null()
+    present = ids if ids.null_count == 0 else ids.drop_null()  # no copy in the usual case
     if not len(present) or not str(present[0].as_py()).endswith(".0"):
         return ids
     if not pc.all(pc.match_substring_regex(present, _FLOAT_INTEGER)).as_py():
