@@ -23,6 +23,7 @@ __all__ = [
     "ROW_COLUMN",
     "Intake",
     "IntakeReport",
+    "read_attribute_table",
     "read_customers",
 ]
 
@@ -72,6 +73,15 @@ def read_customers(
     )
     quarantine = pd.concat([quarantine, bad.assign(source=str(table))])
     return Intake(frame, quarantine, (report, table_report), attributes)
+
+
+def read_attribute_table(spec: Spec, path: Path) -> pd.DataFrame:
+    """A transaction log's attribute table ``path``, validated as at intake; a bad row fails
+    (there is no quarantine file to set it aside in)."""
+    data = spec.data.model_copy(update={"bad_rows": "fail"})
+    categorical = set(spec.features.categorical)
+    table, _, _ = _validate_customers(data, _read(path, data), path, categorical)
+    return table
 
 
 def _read(path: Path, data: DataSpec) -> pd.DataFrame:

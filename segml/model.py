@@ -16,9 +16,13 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema, TensorSpec
+from mlflow.types.schema import ParamSchema, ParamSpec
 
 from segml import __version__
-from segml.errors import ModelFormatError
+from segml._intake import clean_ids
+from segml._rows import Reasons
+from segml.data import read_attribute_table
+from segml.errors import DataError, ModelFormatError
 from segml.families import FAMILIES
 from segml.families.segmentation import Segmentation
 from segml.features import (
@@ -31,10 +35,11 @@ from segml.metrics.drift import DriftReference, drift_reference
 from segml.naming import segment_names
 from segml.spec import Spec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """The layout of a saved segment model (the ``Segmenter`` and what it holds). Raise it with any
 change a model saved before could not be read back with: models of another version are refused
-on load, with what to do, rather than read with guessed defaults."""
+on load, with what to do, rather than read with guessed defaults. (2: the spec's line items,
+returns and attributes from the log; file names instead of paths.)"""
 FORMAT_VERSION_KEY = "segml_format_version"
 """The key of ``FORMAT_VERSION`` in a logged model's ``model_config`` (its ``MLmodel`` file),
 readable before the segmenter is unpickled."""
@@ -50,6 +55,8 @@ IS_NOVEL = "is_novel"
 NO_SEGMENT = "no segment"
 """The segment name of customers no segment takes (segment id -1)."""
 ARTIFACT_KEY = "segmenter"
+CUSTOMERS_PARAM = "customers"
+"""The pyfunc parameter that names the batch's attribute table (``segml score --customers``)."""
 RUNTIME_PACKAGES = (
     "mlflow",
     "scikit-learn",
@@ -189,6 +196,19 @@ class Segmenter:
             }
         )
 
+    def with_attributes(self, rows: pd.DataFrame, customers: Path) -> pd.DataFrame:
+        """``rows`` (one per customer) with the columns of this batch's attribute table
+        ``customers`` (read and checked as at intake), joined by id; for a transaction model
+        trained with one (``data.customers``)."""
+        data = self.spec.data
+        if not (data.customers and data.table_attributes):
+            raise DataError(f"{customers}: this model takes no attribute table")
+        table = read_attribute_table(self.spec, customers)
+        ids = clean_ids(rows[self.id_column], Reasons(len(rows)))
+        known = table.set_index(self.id_column)[list(data.table_attributes)]
+        joined = known.reindex(ids.to_numpy()).set_axis(rows.index)
+        return rows.drop(columns=list(data.table_attributes), errors="ignore").join(joined)
+
     def segment_names(self) -> dict[int, str]:
         """Segment id to name, from the catalogue."""
         return dict(zip(self.catalog[SEGMENT_ID], self.catalog[SEGMENT_NAME], strict=True))
@@ -287,7 +307,14 @@ class SegmentModel(PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
-        """Assign each customer (one row each: id and feature columns) to a segment."""
+        """Assign each customer (one row each: id and feature columns) to a segment.
+
+        ``params={"customers": PATH}`` joins a transaction model's attribute columns from this
+        batch's table, as ``segml score --customers`` does.
+        """
+        customers = (params or {}).get(CUSTOMERS_PARAM)
+        if customers:
+            model_input = self.segmenter.with_attributes(model_input, Path(customers))
         return self.segmenter.predict(model_input)
 
 
@@ -321,7 +348,11 @@ def log_segment_model(segmenter: Segmenter, table: pd.DataFrame, run_id: str) ->
             python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
             artifacts={ARTIFACT_KEY: str(path)},
             code_paths=[str(Path(__file__).parent)],
-            signature=ModelSignature(_input_schema(segmenter, table), _output_schema(output)),
+            signature=ModelSignature(
+                _input_schema(segmenter, table),
+                _output_schema(output),
+                params=ParamSchema([ParamSpec(CUSTOMERS_PARAM, "string", "")]),
+            ),
             input_example=example,
             pip_requirements=pinned_requirements(),
             model_config={FORMAT_VERSION_KEY: segmenter.format_version},

@@ -23,7 +23,7 @@ from segml import tracking as keys
 from segml.cli import app
 from segml.errors import DataError
 from segml.features import build_features
-from segml.model import IS_NOVEL, SEGMENT_ID, Segmenter
+from segml.model import IS_NOVEL, SEGMENT_ID, Segmenter, log_segment_model
 from segml.monitoring import EMERGING_FIT_ROWS, EMERGING_ID
 from segml.registry import ModelRef
 from segml.scoring import MODEL_NAME, MODEL_VERSION, _input, output_schema, score, score_spark
@@ -801,3 +801,25 @@ def test_every_bad_row_of_every_file_is_counted(segmenters, tmp_path: Path) -> N
         f"{folder / 'b.csv'})",
     ]
     assert not (tmp_path / "out.parquet").exists()
+
+
+@pytest.mark.slow
+def test_the_pyfunc_model_takes_the_batch_attribute_table_as_a_parameter(
+    tmp_path: Path, tracking_uri: str
+) -> None:
+    segmenter, _ = _log_model(tmp_path)
+    table = build_features(load_spec(tmp_path / "spec.yaml")).table
+    client = mlflow.MlflowClient(tracking_uri)
+    run_id = client.create_run(client.create_experiment("pyfunc")).info.run_id
+    model = mlflow.pyfunc.load_model(log_segment_model(segmenter, table, run_id))
+    batch = pd.read_csv(tmp_path / "customers.csv").assign(country="FR")
+    batch.to_csv(tmp_path / "batch.csv", index=False)
+    rows = table.drop(columns=["country"])
+    found = model.predict(rows, params={"customers": str(tmp_path / "batch.csv")})
+    expected = segmenter.predict(rows.assign(country="FR"))
+    pd.testing.assert_frame_equal(found, expected)
+    plain = fit_segmenter(
+        tmp_path / "plain", "kmeans", synthetic_customers(300, seed=1), synthetic_spec("c.csv")
+    )
+    with pytest.raises(DataError, match=r"batch\.csv: this model takes no attribute table"):
+        plain.with_attributes(rows, tmp_path / "batch.csv")
