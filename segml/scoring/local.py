@@ -336,10 +336,11 @@ def _feed(
     spec = run.segmenter.spec
     if spec.data.kind == "transactions":
         return (), _feed_transactions(run, job, reference_date)
+    # Every file's columns first: an unreadable file is refused before any row is read.
+    schemas = {path: file_schema(path, spec.data.delimiter) for path in job.files}
     run.expect(total_rows(job.files))
     ignored: dict[str, None] = {}
-    for path in job.files:
-        schema = file_schema(path, spec.data.delimiter)
+    for path, schema in schemas.items():
         ignored |= dict.fromkeys(run.signature.check(path, schema))
         for checked in prefetched(_checked_batches(run, path, schema, spec.data.delimiter)):
             run.take(checked)
