@@ -66,7 +66,7 @@ def read_customers(
         return Intake(frame, quarantine, (report,))
     frame, quarantine, report = validate_transactions(data, raw, reference_date, categorical)
     table = customers or data.customers
-    if table is None or not data.table_attributes:
+    if table is None:  # the spec's check: then no attribute comes from a table
         return Intake(frame, quarantine, (report,))
     attributes, bad, table_report = _validate_customers(
         data, _read(table, data), table, categorical

@@ -201,7 +201,7 @@ class Segmenter:
         ``customers`` (read and checked as at intake), joined by id; for a transaction model
         trained with one (``data.customers``)."""
         data = self.spec.data
-        if not (data.customers and data.table_attributes):
+        if not data.table_attributes:
             raise DataError(f"{customers}: this model takes no attribute table")
         table = read_attribute_table(self.spec, customers)
         ids = clean_ids(rows[self.id_column], Reasons(len(rows)))

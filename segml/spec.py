@@ -191,7 +191,8 @@ class DataSpec(_Frozen):
 
     @property
     def table_attributes(self) -> tuple[str, ...]:
-        """The attributes an attribute table supplies (those not derived from the log)."""
+        """The attributes an attribute table supplies (those of a log not derived from it);
+        when there are any, ``customers`` names the table (checked above)."""
         if self.kind != "transactions":
             return ()
         return tuple(c for c in self.attributes.columns() if c not in self.attributes.from_log)

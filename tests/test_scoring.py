@@ -823,3 +823,10 @@ def test_the_pyfunc_model_takes_the_batch_attribute_table_as_a_parameter(
     )
     with pytest.raises(DataError, match=r"batch\.csv: this model takes no attribute table"):
         plain.with_attributes(rows, tmp_path / "batch.csv")
+
+
+def test_an_attribute_table_for_a_model_without_one_is_refused(segmenters, tmp_path: Path) -> None:
+    source = _batch(tmp_path, synthetic_customers(100, seed=3))
+    with pytest.raises(DataError, match=r"c\.csv: this model takes no attribute table"):
+        score(segmenters["kmeans"], source, tmp_path / "o.csv", customers=tmp_path / "c.csv")
+    assert not (tmp_path / "o.csv").exists()

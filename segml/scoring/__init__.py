@@ -221,16 +221,16 @@ def _score_with(
 def _check_attribute_table(segmenter: Segmenter, input_path: Path, customers: Path | None) -> None:
     """Refuse an attribute table a model has no use for, or scoring without one it needs:
     the model keeps which columns come from the table, never the training table's path."""
-    data = segmenter.spec.data
-    if customers is not None and data.kind != "transactions":
+    needed = segmenter.spec.data.table_attributes
+    if customers is not None and not needed:
         raise DataError(
-            f"{customers}: --customers is for a model of a transaction log; this model scores "
-            "a customer table, which holds the attributes itself"
+            f"{customers}: this model takes no attribute table (--customers is for a model of a "
+            "transaction log trained with data.customers)"
         )
-    if customers is None and data.customers is not None and data.table_attributes:
+    if customers is None and needed:
         raise DataError(
             f"{input_path}: the model needs this batch's attribute table (columns "
-            f"{', '.join(data.table_attributes)}, by {data.id_column}); pass --customers PATH"
+            f"{', '.join(needed)}, by {segmenter.id_column}); pass --customers PATH"
         )
 
 
