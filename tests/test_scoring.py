@@ -809,8 +809,8 @@ def test_the_pyfunc_model_takes_the_batch_attribute_table_as_a_parameter(
 ) -> None:
     segmenter, _ = _log_model(tmp_path)
     table = build_features(load_spec(tmp_path / "spec.yaml")).table
-    client = mlflow.MlflowClient(tracking_uri)
-    run_id = client.create_run(client.create_experiment("pyfunc")).info.run_id
+    client = keys.connect(tracking_uri)
+    run_id = client.create_run(keys.experiment_id(client, "pyfunc")).info.run_id
     model = mlflow.pyfunc.load_model(log_segment_model(segmenter, table, run_id))
     batch = pd.read_csv(tmp_path / "customers.csv").assign(country="FR")
     batch.to_csv(tmp_path / "batch.csv", index=False)
