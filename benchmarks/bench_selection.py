@@ -3,7 +3,8 @@
 Usage: ``python benchmarks/bench_selection.py [--quick] [--datasets PATTERN ...] [--trials 20]
 [--output benchmarks/results/selection.md] [--work DIR]``
 
-Every labelled dataset (``datasets()``: scikit-learn's bundled labelled sets, seeded Gaussian
+Every labelled dataset (``datasets()``: scikit-learn's bundled labelled sets, a wholesaler's
+clients by channel, seeded Gaussian
 mixtures with 2 to 30 components in 2 to 64 dimensions, and non-convex shapes) is written as a
 customer table (CSV: an id column and numeric features) with a generated spec (``kind:
 customers``, permissive constraints: 2 to 30 segments, smallest segment 0.5%, every other
@@ -46,6 +47,7 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.mixture import GaussianMixture
 
 RESULTS = Path(__file__).with_name("results") / "selection.md"
+DATA = Path(__file__).with_name("data")
 ID_COLUMN = "customer_id"
 MAX_SEGMENTS = 30
 """The specs' ``constraints.max_segments`` and the baselines' largest k."""
@@ -203,8 +205,9 @@ def shapes(seed: int) -> list[Dataset]:
 
 
 def bundled() -> list[Dataset]:
-    """scikit-learn's bundled labelled classification sets (no download)."""
-    return [
+    """scikit-learn's bundled labelled classification sets (no download), and real customers
+    with a reference grouping: a wholesaler's clients by channel (``data/README.md``)."""
+    sets = [
         Dataset(name, "real", *loader(return_X_y=True))
         for name, loader in (
             ("iris", skd.load_iris),
@@ -213,6 +216,9 @@ def bundled() -> list[Dataset]:
             ("digits", skd.load_digits),
         )
     ]
+    wholesale = pd.read_csv(DATA / "wholesale_customers.csv")
+    spend = wholesale.drop(columns=["Channel", "Region"]).to_numpy(float)
+    return [*sets, Dataset("wholesale_channel", "real", spend, wholesale["Channel"].to_numpy())]
 
 
 def datasets() -> list[Dataset]:

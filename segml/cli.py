@@ -281,6 +281,14 @@ def score(
         typer.Option("--previous", help="An earlier score output: migration of its customers."),
     ] = None,
     reference_date: ReferenceDate = None,
+    customers: Annotated[
+        Path | None,
+        typer.Option(
+            "--customers",
+            help="This batch's attribute table, for a transaction model trained with "
+            "data.customers.",
+        ),
+    ] = None,
     report: Annotated[
         Path | None, typer.Option("--report", help="Folder for scoring.md and scoring.html.")
     ] = None,
@@ -354,6 +362,7 @@ def score(
             reference_date=_day(reference_date),
             on_progress=advance,
             spark_master=spark_master if engine is Engine.spark else None,
+            customers=customers,
         )
     typer.echo(summary_markdown(summary))
     if report is not None:
@@ -380,9 +389,11 @@ def _print_intake(reports: tuple[IntakeReport, ...]) -> None:
     for report in reports:
         typer.echo(
             f"{report.source}: rows read {report.rows_read:,}, used {report.rows_used:,}, "
-            f"quarantined {sum(report.quarantined.values()):,}, "
+            f"quarantined {report.rows_quarantined:,}, "
             f"excluded {sum(report.excluded.values()):,}"
         )
+        if report.netted:
+            typer.echo(f"  {report.netted:>8,}  return or cancellation lines netted")
         for reason, count in {**report.quarantined, **report.excluded}.items():
             typer.echo(f"  {count:>8,}  {reason}")
         missing = {c: s for c, s in report.missing_share.items() if s > 0}

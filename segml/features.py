@@ -15,7 +15,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from segml.data import Intake, read_customers
+from segml.data import RETURN_COLUMN, Intake, read_customers
 from segml.spec import Spec
 
 RFM_COLUMNS = (
@@ -27,6 +27,8 @@ RFM_COLUMNS = (
     "interpurchase_days",
 )
 QUANTITY_COLUMN = "quantity_total"
+MISSING_CATEGORY = "missing"
+"""What a missing categorical value is imputed as (and counted as, in drift checks)."""
 MAX_CATEGORIES = 30
 """Categories beyond the most frequent ones are pooled, so a free-text column cannot explode X."""
 
@@ -70,18 +72,26 @@ def rfm_features(transactions: pd.DataFrame, spec: Spec, reference: pd.Timestamp
     """Recency, frequency, monetary, tenure and inter-purchase interval per customer.
 
     Frequency counts distinct orders (the spec's ``order_id``) or else distinct purchase days;
-    ``monetary_mean`` is the mean order value; ``interpurchase_days`` is NaN for one-time buyers.
+    return lines (kept under ``returns: net``) count in the spend and quantity, never as
+    orders or purchase days. ``monetary_mean`` is the mean order value;
+    ``interpurchase_days`` is NaN for one-time buyers.
     """
     tx = spec.data.transactions
     assert tx is not None
     id_col = spec.data.id_column
     day = transactions[tx.timestamp].dt.normalize()
     order_key = transactions[tx.order_id] if tx.order_id else day
-    grouped = transactions.assign(_day=day, _order=order_key).groupby(id_col, sort=True)
+    purchase = (
+        ~transactions[RETURN_COLUMN]
+        if RETURN_COLUMN in transactions
+        else pd.Series(True, index=transactions.index)
+    )
+    lines = transactions.assign(_day=day.where(purchase), _order=order_key.where(purchase))
+    grouped = lines.groupby(id_col, sort=True)
     first = grouped["_day"].min()
     last = grouped["_day"].max()
     frequency = grouped["_order"].nunique()
-    total = grouped[tx.amount].sum()
+    total = grouped[tx.amount_column].sum()
     table = pd.DataFrame(
         {
             "recency_days": (reference - last).dt.days.astype("float64"),
@@ -94,7 +104,24 @@ def rfm_features(transactions: pd.DataFrame, spec: Spec, reference: pd.Timestamp
     )
     if tx.quantity:
         table[QUANTITY_COLUMN] = grouped[tx.quantity].sum()
+    for column, how in spec.data.attributes.from_log.items():
+        table[column] = _from_log(lines, id_col, tx.timestamp, column, how)
     return table.rename_axis(id_col).reset_index()
+
+
+def _from_log(
+    lines: pd.DataFrame, id_col: str, timestamp: str, column: str, how: str
+) -> pd.Series:
+    """Per customer, an attribute derived from their lines' ``column`` (missing values left
+    out): the most frequent value (ties: the smallest), the latest, or an aggregate."""
+    present = lines[[id_col, timestamp, column]].dropna(subset=[column])
+    if how == "latest":
+        return present.sort_values(timestamp, kind="stable").groupby(id_col)[column].last()
+    if how != "most_frequent":
+        return present.groupby(id_col)[column].agg(how)
+    counts = present.groupby([id_col, column]).size().rename("n").reset_index()
+    ranked = counts.sort_values([id_col, "n", column], ascending=[True, False, True])
+    return ranked.drop_duplicates(id_col).set_index(id_col)[column]
 
 
 def feature_columns(spec: Spec, table: pd.DataFrame) -> list[str]:
@@ -135,7 +162,9 @@ def build_preprocessor(spec: Spec, table: pd.DataFrame) -> ColumnTransformer:
             # pandas' NA also matches NaN and None: text columns hold either, by reader.
             (
                 "impute",
-                SimpleImputer(strategy="constant", fill_value="missing", missing_values=pd.NA),
+                SimpleImputer(
+                    strategy="constant", fill_value=MISSING_CATEGORY, missing_values=pd.NA
+                ),
             ),
             (
                 "onehot",
@@ -151,6 +180,15 @@ def build_preprocessor(spec: Spec, table: pd.DataFrame) -> ColumnTransformer:
         [("num", numeric_steps, numeric), ("cat", categorical_steps, categorical)],
         verbose_feature_names_out=False,
     )
+
+
+def with_missing_category(frame: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
+    """``frame`` with missing values of its ``categorical`` columns as ``MISSING_CATEGORY``, as
+    the model sees them: a jump in missing values then shows as drift of the column."""
+    present = [c for c in categorical if c in frame.columns]
+    if not present:
+        return frame
+    return frame.assign(**{c: frame[c].astype("string").fillna(MISSING_CATEGORY) for c in present})
 
 
 def column_kinds(preprocessor: ColumnTransformer) -> tuple[list[str], list[str]]:

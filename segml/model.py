@@ -7,7 +7,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import joblib
 import mlflow
@@ -16,19 +16,30 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema, TensorSpec
+from mlflow.types.schema import ParamSchema, ParamSpec
 
 from segml import __version__
-from segml.errors import ModelFormatError
+from segml._intake import clean_ids
+from segml._rows import Reasons
+from segml.data import read_attribute_table
+from segml.errors import DataError, ModelFormatError
 from segml.families import FAMILIES
 from segml.families.segmentation import Segmentation
-from segml.features import column_kinds, rfm_features, select_columns, transform_features
+from segml.features import (
+    column_kinds,
+    select_columns,
+    transform_features,
+    with_missing_category,
+)
 from segml.metrics.drift import DriftReference, drift_reference
+from segml.naming import segment_names
 from segml.spec import Spec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """The layout of a saved segment model (the ``Segmenter`` and what it holds). Raise it with any
 change a model saved before could not be read back with: models of another version are refused
-on load, with what to do, rather than read with guessed defaults."""
+on load, with what to do, rather than read with guessed defaults. (2: the spec's line items,
+returns and attributes from the log; file names instead of paths.)"""
 FORMAT_VERSION_KEY = "segml_format_version"
 """The key of ``FORMAT_VERSION`` in a logged model's ``model_config`` (its ``MLmodel`` file),
 readable before the segmenter is unpickled."""
@@ -36,8 +47,6 @@ NOVELTY_QUANTILE = 0.99
 """Training customers above this quantile of novelty count as novel; the scorer's threshold."""
 TAIL_ROWS = 20_000
 """Most novel training customers a model keeps to tell an emerging group from the usual tail."""
-NAME_MIN_EFFECT = 0.3
-"""A feature names a segment when its mean differs from the base by this many std units."""
 SEGMENT_ID = "segment_id"
 SEGMENT_NAME = "segment_name"
 CONFIDENCE = "confidence"
@@ -46,6 +55,8 @@ IS_NOVEL = "is_novel"
 NO_SEGMENT = "no segment"
 """The segment name of customers no segment takes (segment id -1)."""
 ARTIFACT_KEY = "segmenter"
+CUSTOMERS_PARAM = "customers"
+"""The pyfunc parameter that names the batch's attribute table (``segml score --customers``)."""
 RUNTIME_PACKAGES = (
     "mlflow",
     "scikit-learn",
@@ -59,14 +70,6 @@ RUNTIME_PACKAGES = (
     "pyyaml",
     "joblib",
 )
-_WORDS = {
-    "recency_days": ("lapsed", "recent"),
-    "frequency": ("frequent", "one-off"),
-    "monetary_total": ("high value", "low value"),
-    "monetary_mean": ("big baskets", "small baskets"),
-    "tenure_days": ("long-standing", "new"),
-    "interpurchase_days": ("slow repeat", "fast repeat"),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,15 +161,6 @@ class Segmenter:
         """The customer id column of inputs and outputs."""
         return self.spec.data.id_column
 
-    def customer_table(self, frame: pd.DataFrame, reference_date: Any = None) -> pd.DataFrame:
-        """The input as one row per customer: transactions are aggregated as of the date."""
-        tx = self.spec.data.transactions
-        if tx is None or set(self.features) & set(frame.columns):
-            return frame
-        if reference_date is None:
-            reference_date = self.spec.data.reference_date or frame[tx.timestamp].max()
-        return rfm_features(frame, self.spec, pd.Timestamp(reference_date))
-
     def preprocess(self, table: pd.DataFrame) -> np.ndarray:
         """The customers' preprocessed features: the space every quality figure is measured in."""
         return transform_features(self.preprocessor, select_columns(table, self.features))
@@ -184,9 +178,13 @@ class Segmenter:
         confidence = np.where(ids >= 0, found.confidence, 0.0)
         return Assignment(Z, ids, confidence, found.novelty, is_novel)
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """One row per customer: id, segment id and name, confidence, novelty, is_novel."""
-        table = self.customer_table(frame)
+    def predict(self, table: pd.DataFrame) -> pd.DataFrame:
+        """One row per customer: id, segment id and name, confidence, novelty, is_novel.
+
+        ``table`` holds one row per customer (the id and the model's feature columns), as the
+        pyfunc signature says; a transaction log is aggregated by ``segml score`` or
+        :func:`segml.features.customer_table`, never guessed from its columns.
+        """
         found = self.assign(table)
         return pd.DataFrame(
             {
@@ -200,6 +198,19 @@ class Segmenter:
                 IS_NOVEL: found.is_novel,
             }
         )
+
+    def with_attributes(self, rows: pd.DataFrame, customers: Path) -> pd.DataFrame:
+        """``rows`` (one per customer) with the columns of this batch's attribute table
+        ``customers`` (read and checked as at intake), joined by id; for a transaction model
+        trained with one (``data.customers``)."""
+        data = self.spec.data
+        if not data.table_attributes:
+            raise DataError(f"{customers}: this model takes no attribute table")
+        table = read_attribute_table(self.spec, customers)
+        ids = clean_ids(rows[self.id_column], Reasons(len(rows)))
+        known = table.set_index(self.id_column)[list(data.table_attributes)]
+        joined = known.reindex(ids.to_numpy()).set_axis(rows.index)
+        return rows.drop(columns=list(data.table_attributes), errors="ignore").join(joined)
 
     def segment_names(self) -> dict[int, str]:
         """Segment id to name, from the catalogue."""
@@ -235,6 +246,8 @@ def build_segmenter(
     Z: np.ndarray,
 ) -> Segmenter:
     """Package a refitted segmentation with its catalogue and novelty calibration."""
+    spec = spec.model_copy(update={"data": spec.data.recorded()})
+    categorical = column_kinds(preprocessor)[1]
     labels = segmentation.labels
     segments = sorted(int(s) for s in np.unique(labels) if s >= 0)
     label_to_id = {label: i for i, label in enumerate(segments)}
@@ -248,7 +261,9 @@ def build_segmenter(
         segmentation,
         catalog=pd.DataFrame(),
         novelty_threshold=threshold,
-        reference=drift_reference(table[features], column_kinds(preprocessor)[1]),
+        reference=drift_reference(
+            with_missing_category(table[features], categorical), categorical
+        ),
         tail=training_tail(Z, (novelty > threshold) | (labels < 0)),
         label_to_id=label_to_id,
     )
@@ -257,11 +272,10 @@ def build_segmenter(
 
 
 def segment_catalog(features: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
-    """Per segment: id, generated name, customers and share of the training base."""
+    """Per segment: id, generated name (see :mod:`segml.naming`), customers and share of the
+    training base."""
     segments = sorted(int(s) for s in np.unique(ids) if s >= 0)
-    numeric = features.select_dtypes("number")
-    effects = _standardised_means(numeric, ids, segments)
-    names = _unique_names({s: describe(cast(pd.Series, effects.loc[s])) for s in segments})
+    names = segment_names(features, ids, segments)
     counts = pd.Series(ids).value_counts()
     return pd.DataFrame(
         {
@@ -271,31 +285,6 @@ def segment_catalog(features: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
             "share": [float(counts[s] / len(ids)) for s in segments],
         }
     )
-
-
-def _standardised_means(
-    numeric: pd.DataFrame, ids: np.ndarray, segments: list[int]
-) -> pd.DataFrame:
-    spread = numeric.std().replace(0, np.nan)
-    means = numeric.groupby(ids).mean().reindex(segments)
-    return ((means - numeric.mean()) / spread).fillna(0.0)
-
-
-def describe(effect: pd.Series, top: int = 3) -> str:
-    """A readable name from a segment's standardised mean differences, e.g.
-    "High value, frequent, recent"."""
-    strongest = effect[effect.abs() >= NAME_MIN_EFFECT].abs().sort_values(ascending=False)
-    words = []
-    for feature in strongest.index[:top]:
-        high, low = _WORDS.get(str(feature), (f"high {feature}", f"low {feature}"))
-        words.append(high if effect[feature] > 0 else low)
-    text = ", ".join(words) or "typical"
-    return text[0].upper() + text[1:]
-
-
-def _unique_names(names: dict[int, str]) -> dict[int, str]:
-    counts = pd.Series(list(names.values())).value_counts()
-    return {s: f"{n} ({s})" if counts[n] > 1 else n for s, n in names.items()}
 
 
 class SegmentModel(PythonModel):
@@ -321,7 +310,14 @@ class SegmentModel(PythonModel):
         model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
-        """Assign each customer (or each customer of a transaction table) to a segment."""
+        """Assign each customer (one row each: id and feature columns) to a segment.
+
+        ``params={"customers": PATH}`` joins a transaction model's attribute columns from this
+        batch's table, as ``segml score --customers`` does.
+        """
+        customers = (params or {}).get(CUSTOMERS_PARAM)
+        if customers:
+            model_input = self.segmenter.with_attributes(model_input, Path(customers))
         return self.segmenter.predict(model_input)
 
 
@@ -355,7 +351,11 @@ def log_segment_model(segmenter: Segmenter, table: pd.DataFrame, run_id: str) ->
             python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
             artifacts={ARTIFACT_KEY: str(path)},
             code_paths=[str(Path(__file__).parent)],
-            signature=ModelSignature(_input_schema(segmenter, table), _output_schema(output)),
+            signature=ModelSignature(
+                _input_schema(segmenter, table),
+                _output_schema(output),
+                params=ParamSchema([ParamSpec(CUSTOMERS_PARAM, "string", "")]),
+            ),
             input_example=example,
             pip_requirements=pinned_requirements(),
             model_config={FORMAT_VERSION_KEY: segmenter.format_version},

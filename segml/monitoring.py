@@ -21,7 +21,8 @@ import pandas as pd
 from segml.families.hdbscan import density_groups, knn_tree, neighbours
 from segml.metrics.business import LIFT_MIN_MEAN
 from segml.metrics.drift import DriftReference, ShareDrift, feature_drift, share_drift
-from segml.model import SEGMENT_ID, TrainingTail, describe
+from segml.model import SEGMENT_ID, TrainingTail
+from segml.naming import describe
 from segml.spec import Monitoring
 
 EMERGING_ID = "emerging_id"

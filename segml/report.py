@@ -322,7 +322,7 @@ def _scoring_sections(summary: ScoreSummary) -> list[tuple[str, str | pd.DataFra
 
 
 def _scoring_overview(summary: ScoreSummary) -> str:
-    quarantined = sum(summary.quarantined.values())
+    quarantined = summary.rows_quarantined
     excluded = sum(summary.excluded.values())
     parts = [
         f"model {summary.model.label or summary.model_name} ({summary.family})",
@@ -336,6 +336,11 @@ def _scoring_overview(summary: ScoreSummary) -> str:
     missing = {c: n for c, n in summary.missing.items() if n}
     if missing:
         parts.append("imputed: " + ", ".join(f"{c} {n}" for c, n in missing.items()))
+    unseen = {c: n for c, n in summary.unseen.items() if n}
+    if unseen:
+        parts.append(
+            "unseen categories (ignored): " + ", ".join(f"{c} {n}" for c, n in unseen.items())
+        )
     return "; ".join(parts)
 
 

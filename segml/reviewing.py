@@ -93,6 +93,11 @@ def review_data(challenger: Segmenter, data: str | Path) -> tuple[Spec, pd.DataF
     path = Path(data)
     if path.suffix in {".yaml", ".yml"}:
         spec = load_spec(path)
+    elif challenger.spec.data.customers is not None and challenger.spec.data.table_attributes:
+        raise DataError(
+            f"{path}: the model needs an attribute table beside the log; review with "
+            "--data SPEC, whose data.customers names it"
+        )
     else:
         spec = challenger.spec.model_copy(
             update={"data": challenger.spec.data.model_copy(update={"source": path.resolve()})}

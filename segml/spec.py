@@ -55,14 +55,50 @@ class Choices(_Frozen):
 Dimension = Range | Choices | int | float | str | bool | None
 
 
+class LineAmount(_Frozen):
+    """A line's amount derived from its columns: ``quantity`` x ``unit_price``."""
+
+    quantity: str
+    unit_price: str
+
+
+class Returns(_Frozen):
+    """What return and cancellation lines are, and how they count.
+
+    A line is a return when its amount (or quantity) is negative, or when its order id starts
+    with ``order_prefix``. ``net``: kept, and netted against the customer's purchases;
+    ``drop``: quarantined with a reason (the run goes on); ``fail``: bad rows.
+    """
+
+    policy: Literal["net", "drop", "fail"] = "fail"
+    order_prefix: str | None = Field(None, min_length=1)
+
+
 class TransactionColumns(_Frozen):
     """How a transaction table maps to customer, time, amount, order and quantity."""
 
     timestamp: str
-    amount: str
+    amount: LineAmount | str
     timestamp_format: str | None = None
     order_id: str | None = None
     quantity: str | None = None
+    returns: Returns = Returns()
+
+    @model_validator(mode="after")
+    def _marker_column(self) -> TransactionColumns:
+        if self.returns.order_prefix is not None and self.order_id is None:
+            raise ValueError("returns.order_prefix needs an order_id column to look at")
+        return self
+
+    @property
+    def amount_column(self) -> str:
+        """The amount's column in the validated log (``Quantity x Price`` when derived)."""
+        if isinstance(self.amount, LineAmount):
+            return f"{self.amount.quantity} x {self.amount.unit_price}"
+        return self.amount
+
+
+LogAggregate = Literal["most_frequent", "latest", "sum", "mean", "min", "max"]
 
 
 class Attributes(_Frozen):
@@ -74,6 +110,9 @@ class Attributes(_Frozen):
     technographic: tuple[str, ...] = ()
     behavioural: tuple[str, ...] = ()
     value: tuple[str, ...] = ()
+    from_log: dict[str, LogAggregate] = Field(default_factory=dict)
+    """Attributes (declared above) derived per customer from the transaction log's column of
+    the same name: its most frequent value, latest value, or a numeric aggregate."""
 
     def columns(self) -> tuple[str, ...]:
         """All declared attribute columns, in declaration order."""
@@ -116,6 +155,7 @@ class DataSpec(_Frozen):
             raise ValueError("kind 'customers' takes no 'transactions' mapping")
         if self.kind == "customers" and self.customers is not None:
             raise ValueError("'customers' (an attribute table) is only for kind 'transactions'")
+        self._attributes_have_a_source()
         leaked = set(self.personal) & (
             set(self.attributes.columns()) | set(self.outcomes.columns().values())
         )
@@ -124,6 +164,38 @@ class DataSpec(_Frozen):
                 f"personal columns can never be features or outcomes: {sorted(leaked)}"
             )
         return self
+
+    def _attributes_have_a_source(self) -> None:
+        derived = self.attributes.from_log
+        undeclared = sorted(set(derived) - set(self.attributes.columns()))
+        if undeclared:
+            raise ValueError(
+                f"attributes.from_log: {undeclared[0]!r} is not a declared attribute; list it "
+                "under a kind too (e.g. geographic: [Country])"
+            )
+        if derived and self.kind != "transactions":
+            raise ValueError("attributes.from_log is only for kind 'transactions'")
+        unsourced = [c for c in self.attributes.columns() if c not in derived]
+        if self.kind == "transactions" and self.customers is None and unsourced:
+            raise ValueError(
+                f"attribute {unsourced[0]!r} has no source: derive it from the log "
+                f"(attributes.from_log: {{{unsourced[0]}: most_frequent}}, or latest, sum, "
+                "mean, min, max) or name an attribute table in data.customers"
+            )
+
+    def recorded(self) -> DataSpec:
+        """This data section as a model keeps it: the files' names only, never where they
+        were read (a batch's attribute table is passed at scoring time)."""
+        customers = Path(self.customers.name) if self.customers is not None else None
+        return self.model_copy(update={"source": Path(self.source.name), "customers": customers})
+
+    @property
+    def table_attributes(self) -> tuple[str, ...]:
+        """The attributes an attribute table supplies (those of a log not derived from it);
+        when there are any, ``customers`` names the table (checked above)."""
+        if self.kind != "transactions":
+            return ()
+        return tuple(c for c in self.attributes.columns() if c not in self.attributes.from_log)
 
 
 class FeatureSpec(_Frozen):

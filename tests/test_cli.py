@@ -6,10 +6,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
+import yaml
 from typer.testing import CliRunner
 
 from segml.cli import app
+from segml.features import build_features
+from segml.registry import ModelRef, load_segmenter
+from segml.spec import load_spec
+
+from .lineitems import ID, SPEC_DATA, LineItems, line_items
 
 runner = CliRunner()
 
@@ -59,6 +67,98 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = _segml("--debug", "validate", str(tmp_path / "missing.yaml"))
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "SpecError" in result.stderr
+
+
+def _period(folder: Path, seed: int, start: str, japan: bool = False) -> LineItems:
+    """A year of line items in ``folder``/lines.csv and the loyalty tier of its customers in
+    ``folder``/customers.csv (an attribute table of that period)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    log = line_items(n_customers=120, seed=seed, start=start)
+    lines = log.lines
+    if japan:  # a country the model never saw, for one customer
+        lines = lines.assign(Country=lines["Country"].mask(lines[ID] == "12346.0", "Japan"))
+    lines.to_csv(folder / "lines.csv", index=False)
+    tiers = np.where(np.arange(len(log.truth)) % (3 if japan else 2) == 0, "gold", "basic")
+    pd.DataFrame({ID: log.truth[ID], "tier": tiers}).to_csv(folder / "customers.csv", index=False)
+    return log
+
+
+@pytest.mark.slow
+def test_line_items_through_features_tune_and_score(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tracking_uri: str
+) -> None:
+    """From a raw line-item log: the features equal the known truth; the tuned model scores a
+    later period, from another folder, with that period's attribute table (--customers)."""
+    uri = tracking_uri
+    train = tmp_path / "train"
+    log = _period(train, seed=1, start="2023-01-01")
+    spec = {
+        "name": "retail",
+        "data": {
+            "source": "lines.csv",
+            **SPEC_DATA,
+            "customers": "customers.csv",
+            "attributes": {**SPEC_DATA["attributes"], "behavioural": ["tier"]},
+            "reference_date": "2023-12-31",
+        },
+        "features": {"categorical": ["tier"]},
+        "search": {
+            "families": {"kmeans": {"n_clusters": 3}},
+            "reduction": {"reducer": "none"},
+            "bootstrap_search": 2,
+            "bootstrap_final": 2,
+            "silhouette_sample": 100,
+        },
+        "constraints": {"min_segments": 2, "min_share": 0.01},
+    }
+    (train / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    features = runner.invoke(
+        app, ["features", str(train / "spec.yaml"), "--out", str(train / "f.csv")]
+    )
+    assert features.exit_code == 0, features.output
+    netted = (log.lines["Invoice"].str.startswith("C") & (log.lines[ID] != "")).sum()
+    assert f"{netted:>10,}  return or cancellation lines netted" in features.output
+    table = pd.read_csv(train / "f.csv", dtype={ID: str}).set_index(ID)
+    truth = log.truth.set_index(ID)
+    np.testing.assert_allclose(table.loc[truth.index, "monetary_total"], truth["spend"])
+    assert table.loc[truth.index, "frequency"].tolist() == truth["orders"].tolist()
+    assert table.loc[truth.index, "Country"].tolist() == truth["Country"].tolist()
+    tuned = runner.invoke(
+        app, ["tune", str(train / "spec.yaml"), "--n-trials", "2", "--tracking-uri", uri]
+    )
+    assert tuned.exit_code == 0, tuned.output
+
+    later = tmp_path / "elsewhere"
+    _period(later / "2024", seed=2, start="2024-01-01", japan=True)
+    monkeypatch.chdir(later)  # no training file is reachable by the paths the spec named
+    score = ["score", "--model", "models:/retail/1", "--input", "2024/lines.csv"]
+    score += ["--output", "scores.csv", "--tracking-uri", uri]
+    refused = runner.invoke(app, score)
+    assert refused.exit_code == 2
+    assert refused.stderr == (
+        "segml: error: 2024/lines.csv: the model needs this batch's attribute table (columns "
+        "tier, by Customer ID); pass --customers PATH\n"
+    )
+    assert not (later / "scores.csv").exists()
+    scored = runner.invoke(app, [*score, "--customers", "2024/customers.csv"])
+    assert scored.exit_code == 0, scored.output
+    assert "unseen categories (ignored): Country 1" in scored.stdout
+    out = pd.read_csv(later / "scores.csv", dtype={ID: str}).set_index(ID)
+    assert sorted(out.index) == sorted(line_items(120, seed=2).truth[ID])
+
+    segmenter = load_segmenter(ModelRef("models:/retail/1"))
+    assert str(tmp_path) not in segmenter.spec.model_dump_json(), "the model keeps no path"
+    batch = load_spec(train / "spec.yaml")
+    data = batch.data.model_copy(
+        update={
+            "source": later / "2024/lines.csv",
+            "customers": later / "2024/customers.csv",
+            "reference_date": None,
+        }
+    )
+    expected = build_features(batch.model_copy(update={"data": data})).table
+    found = segmenter.predict(expected).set_index(ID)
+    assert out.loc[found.index, "segment_id"].tolist() == found["segment_id"].tolist()
 
 
 def test_tune_summary_shows_the_pick_its_rivals_and_the_granularity_checks(

@@ -147,3 +147,146 @@ def test_corrupt_parquet(tmp_path: Path, write_spec: Callable[..., Path]) -> Non
     (tmp_path / "c.parquet").write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(DataError, match=r"c\.parquet: not a readable Parquet file"):
         read_customers(load_spec(write_spec(synthetic_spec("c.parquet"))))
+
+
+# --------------------------------------------------------------------------------------------
+# Real data as it comes: every fault at once, line items, returns, time zones, float ids
+
+
+def test_every_fault_is_listed_with_its_exact_count_and_first_row(
+    tx_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    body = (
+        "a,2020-01-01,5,1\n"
+        ",2020-01-02,-5,1\n"  # two reasons: counted under each
+        "b,2020-01-03,-1,1\n"
+        "b,someday,2,1\n"
+        ",2020-01-05,3,1\n"
+        "c,2020-01-06,-2,1\n"
+    )
+    spec = load_spec(tx_file(body))
+    with pytest.raises(DataError) as info:
+        read_customers(spec)
+    assert str(info.value).splitlines() == [
+        f"{tmp_path / 'tx.csv'}: bad rows for 3 reasons; fix them or set data.bad_rows: drop "
+        "to quarantine them:",
+        "  2 row(s) with missing id in column 'cust' (first at data row 2)",
+        "  3 row(s) with negative amount in column 'amount' (first at data row 2)",
+        "  1 row(s) with unparseable date in column 'day' (first at data row 4)",
+    ]
+    dropping = load_spec(tx_file(body, bad_rows="drop"))
+    intake = read_customers(dropping)
+    (report,) = intake.reports
+    assert report.rows_quarantined == 5 and report.rows_used == 1
+    assert report.quarantined == {
+        "missing id in column 'cust'": 2,
+        "unparseable date in column 'day'": 1,
+        "negative amount in column 'amount'": 3,
+    }
+    assert intake.quarantine["reason"].tolist()[0] == (
+        "missing id in column 'cust'; negative amount in column 'amount'"
+    )
+
+
+def test_time_zones_are_normalised_to_utc_and_naive_times_kept(
+    tx_file: Callable[..., Path],
+) -> None:
+    body = (
+        "a,2020-01-01T23:30:00-02:00,5,1\n"
+        "a,2020-01-02T10:00:00Z,5,1\n"
+        "b,2020-03-01 08:00:00+05:30,5,1\n"
+        "b,2020-03-02 08:00:00,5,1\n"
+    )
+    spec = load_spec(tx_file(body))
+    data = spec.data.model_copy(
+        update={
+            "transactions": spec.data.transactions.model_copy(update={"timestamp_format": None})
+        }
+    )
+    intake = read_customers(spec.model_copy(update={"data": data}))
+    assert intake.frame["day"].tolist() == [
+        pd.Timestamp("2020-01-02 01:30"),
+        pd.Timestamp("2020-01-02 10:00"),
+        pd.Timestamp("2020-03-01 02:30"),
+        pd.Timestamp("2020-03-02 08:00"),
+    ]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_integer_ids_held_as_floats_keep_their_integer_form(
+    tmp_path: Path, write_spec: Callable[..., Path], suffix: str
+) -> None:
+    frame = pd.DataFrame(
+        {"cust": [12346.0, 12347.0, None], "day": ["2020-01-01"] * 3, "amount": [1.0] * 3}
+    )
+    path = tmp_path / f"tx{suffix}"
+    frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path)
+    spec = tx_spec(path.name, bad_rows="drop")
+    del spec["data"]["transactions"]["quantity"]
+    intake = read_customers(load_spec(write_spec(spec)))
+    assert intake.frame["cust"].tolist() == ["12346", "12347"]
+    assert intake.reports[0].quarantined == {"missing id in column 'cust'": 1}
+
+
+LINES = (
+    "inv,cust,day,qty,price,country\n"
+    "1,a,2020-01-01,2,5.0,UK\n"
+    "1,a,2020-01-01,1,3.0,UK\n"
+    "C1,a,2020-01-02,-1,5.0,UK\n"
+    "2,a,2020-01-05,4,1.5,FR\n"
+    "3,b,2020-01-03,1,10.0,DE\n"
+    "C9,c,2020-01-04,-2,2.0,UK\n"
+)
+
+
+def _lines_spec(policy: str, **data: object) -> dict:
+    return {
+        "name": "lines",
+        "data": {
+            "source": "lines.csv",
+            "kind": "transactions",
+            "id_column": "cust",
+            "transactions": {
+                "timestamp": "day",
+                "amount": {"quantity": "qty", "unit_price": "price"},
+                "order_id": "inv",
+                "returns": {"policy": policy, "order_prefix": "C"},
+            },
+            "attributes": {"geographic": ["country"], "from_log": {"country": "latest"}},
+            **data,
+        },
+    }
+
+
+def test_line_amounts_and_returns_by_policy(
+    tmp_path: Path, write_spec: Callable[..., Path]
+) -> None:
+    (tmp_path / "lines.csv").write_text(LINES)
+    netting = read_customers(load_spec(write_spec(_lines_spec("net"))))
+    (report,) = netting.reports
+    assert netting.frame["qty x price"].tolist() == [10.0, 3.0, -5.0, 6.0, 10.0]
+    assert report.netted == 1
+    assert report.excluded == {"returns of customers without a purchase in the period": 1}
+    dropping = read_customers(load_spec(write_spec(_lines_spec("drop"))))
+    assert dropping.reports[0].quarantined == {
+        "return or cancellation line (data.transactions.returns.policy: drop)": 2
+    }
+    assert len(dropping.frame) == 4
+    with pytest.raises(DataError) as info:
+        read_customers(load_spec(write_spec(_lines_spec("fail"))))
+    assert str(info.value).splitlines()[1:] == [
+        "  2 row(s) with cancelled order in column 'inv' (prefix 'C') (first at data row 3)",
+        "  2 row(s) with negative quantity in column 'qty' (first at data row 3)",
+    ]
+
+
+def test_negative_unit_price_is_a_bad_row(tmp_path: Path, write_spec: Callable[..., Path]) -> None:
+    (tmp_path / "lines.csv").write_text(
+        LINES.replace("3,b,2020-01-03,1,10.0", "3,b,2020-01-03,1,-10.0")
+    )
+    with pytest.raises(
+        DataError,
+        match=r"1 row\(s\) with negative unit price in column 'price' "
+        r"\(first at data row 5\)",
+    ):
+        read_customers(load_spec(write_spec(_lines_spec("net"))))

@@ -21,6 +21,8 @@ from segml.features import (
 )
 from segml.spec import load_spec
 
+from . import lineitems
+from .lineitems import ID, line_items
 from .test_data import tx_spec
 
 TRANSACTIONS = """cust,day,amount,qty
@@ -244,3 +246,52 @@ def test_transform_features_falls_back_on_steps_it_does_not_know(
     for prep in (other_step.fit(train), weighted.fit(train)):
         expected = prep.transform(new)
         np.testing.assert_array_equal(transform_features(prep, new), expected, strict=True)
+
+
+def test_line_items_give_the_known_truth_per_customer(
+    tmp_path: Path, write_spec: Callable[..., Path]
+) -> None:
+    """Spend net of cancellations, orders, recency and the most frequent country, per customer
+    of the generated line-item log, as the generator drew them."""
+    log = line_items()
+    log.lines.to_csv(tmp_path / "lines.csv", index=False)
+    data = {"source": "lines.csv", **lineitems.SPEC_DATA, "reference_date": "2023-12-31"}
+    built = build_features(load_spec(write_spec({"name": "retail", "data": data})))
+    truth = log.truth.set_index(lineitems.ID)
+    table = built.table.set_index(lineitems.ID).loc[truth.index]
+    assert len(built.table) == len(truth), "every customer, and only those with an id"
+    np.testing.assert_allclose(table["monetary_total"], truth["spend"], atol=1e-9)
+    assert table["frequency"].tolist() == truth["orders"].tolist()
+    assert table["Country"].tolist() == truth["Country"].tolist()
+    recency = (pd.Timestamp("2023-12-31") - truth["last_day"]).dt.days
+    assert table["recency_days"].tolist() == recency.tolist()
+    assert "Country" in built.features and "Description" not in built.table
+    (report,) = built.intake.reports
+    guest_cancellations = (log.lines["Invoice"].str.startswith("C") & (log.lines[ID] == "")).sum()
+    assert report.netted == log.cancellation_lines - guest_cancellations
+    assert report.quarantined == {"missing id in column 'Customer ID'": log.guest_lines}
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [("most_frequent", ["FR", "DE"]), ("latest", ["UK", "DE"]), ("sum", [6.0, 2.0])],
+)
+def test_attributes_derived_from_the_log(
+    tmp_path: Path, write_spec: Callable[..., Path], how: str, expected: list
+) -> None:
+    (tmp_path / "tx.csv").write_text(
+        "cust,day,amount,qty,where,visits\n"
+        "a,2020-01-01,1,1,UK,1\n"
+        "a,2020-01-02,1,1,FR,2\n"
+        "a,2020-01-03,1,1,FR,\n"
+        "a,2020-01-04,1,1,UK,3\n"
+        "a,2020-01-05,1,1,FR,\n"
+        "a,2020-01-06,1,1,UK,\n"
+        "b,2020-01-01,1,1,DE,2\n"
+    )
+    column = "visits" if how == "sum" else "where"
+    spec = tx_spec("tx.csv")
+    spec["data"]["attributes"] = {"behavioural": [column], "from_log": {column: how}}
+    built = build_features(load_spec(write_spec(spec)))
+    assert built.table[column].tolist() == expected
+    assert column in built.features

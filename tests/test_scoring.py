@@ -23,13 +23,14 @@ from segml import tracking as keys
 from segml.cli import app
 from segml.errors import DataError
 from segml.features import build_features
-from segml.model import IS_NOVEL, SEGMENT_ID
+from segml.model import IS_NOVEL, SEGMENT_ID, Segmenter, log_segment_model
 from segml.monitoring import EMERGING_FIT_ROWS, EMERGING_ID
-from segml.scoring import MODEL_NAME, MODEL_VERSION, _input, output_schema, score
+from segml.registry import ModelRef
+from segml.scoring import MODEL_NAME, MODEL_VERSION, _input, output_schema, score, score_spark
 from segml.scoring._clean import trimmed_text
 from segml.scoring._collect import Sample
 from segml.scoring._ids import SeenIds, id_hashes
-from segml.spec import Spec
+from segml.spec import Spec, load_spec
 from segml.synthetic import (
     FEATURES,
     ID_COLUMN,
@@ -259,7 +260,11 @@ def _bad(tmp_path: Path, case: str) -> Path:
         ("missing column", r"in\.csv: missing model input column 'basket_index'"),
         ("missing id column", r"missing id column 'customer_id'"),
         ("not numbers", r"column 'engagement' does not hold numbers .*e\.g\. 'high'"),
-        ("bad cell", r"data row 3: non-numeric value in column 'engagement'; .*bad_rows: drop"),
+        (
+            "bad cell",
+            r"1 row\(s\) with non-numeric value in column 'engagement' \(first at data row 3\); "
+            r".*bad_rows: drop",
+        ),
         ("wrong type", r"column 'engagement' has type timestamp.*expects numbers"),
         ("header only", r"no customer to score \(the input has no data rows\)"),
         ("empty file", r"in\.csv: file is empty"),
@@ -306,7 +311,9 @@ def test_bad_rows_are_quarantined_and_counted(segmenters, tmp_path: Path) -> Non
     assert len(pd.read_parquet(out)) == 496
 
 
-def test_unseen_category_is_a_bad_row(tmp_path: Path) -> None:
+def test_unseen_category_is_scored_counted_and_drifts(tmp_path: Path) -> None:
+    """An unseen category is ignored by the encoder (as documented), counted per column, and
+    its share, like a jump in missing values, shows in the drift report."""
     train = synthetic_customers(1_000, seed=17)
     train["region"] = np.random.default_rng(0).choice(["north", "south"], size=len(train))
     spec = synthetic_spec("customers.csv")
@@ -315,14 +322,17 @@ def test_unseen_category_is_a_bad_row(tmp_path: Path) -> None:
     segmenter = fit_segmenter(tmp_path / "model", "kmeans", train, spec)
     batch = synthetic_customers(300, seed=18).assign(region="north")
     batch.loc[4, "region"] = "mars"
-    source = _batch(tmp_path, batch)
-    with pytest.raises(DataError, match=r"data row 5: unseen category in column 'region'"):
-        score(segmenter, source, tmp_path / "out.parquet")
-    summary = score(
-        segmenter, source, tmp_path / "out.parquet", spec=_with(segmenter.spec, bad_rows="drop")
-    )
-    assert summary.quarantined == {"unseen category in column 'region'": 1}
-    assert summary.report.features.set_index("feature").loc["region", "kind"] == "categorical"
+    batch.loc[100:207, "region"] = None  # 36% missing
+    summary = score(segmenter, _batch(tmp_path, batch), tmp_path / "out.parquet")
+    assert summary.rows_scored == 300 and summary.quarantined == {}
+    assert summary.unseen == {"region": 1}
+    assert summary.missing["region"] == 108
+    expected = segmenter.predict(batch.assign(region=batch["region"].fillna(np.nan)))
+    out = _in_batch_order(tmp_path / "out.parquet", batch)
+    np.testing.assert_array_equal(out[SEGMENT_ID], expected[SEGMENT_ID])
+    region = summary.report.features.set_index("feature").loc["region"]
+    assert region["kind"] == "categorical" and bool(region["drifted"])
+    assert region["psi"] > 1.0, "a third of the batch missing is a major shift"
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
@@ -536,7 +546,7 @@ def test_transaction_log_is_aggregated_as_at_training(tmp_path: Path) -> None:
     )
     late = int((tx["day"] > cutoff).sum())
     assert summary.rows_read == n and sum(summary.excluded.values()) == late
-    customers = build_features(segmenter.spec, cutoff.date()).table
+    customers = build_features(load_spec(tmp_path / "spec.yaml"), cutoff.date()).table
     expected = segmenter.predict(customers)
     assert summary.rows_scored == len(expected)
     out = _in_batch_order(tmp_path / "out.parquet", expected)
@@ -669,3 +679,154 @@ def test_killed_scoring_leaves_no_output_and_a_rerun_completes(registered, tmp_p
     assert rerun.exit_code == 0, rerun.output
     assert len(pd.read_parquet(out, columns=[SEGMENT_ID])) == 250_000
     assert not list(tmp_path.glob(".scores.parquet.*")), "the rerun removed the dead staging"
+
+
+def _log_model(tmp_path: Path) -> tuple[Segmenter, pd.DataFrame]:
+    """A transaction model whose customers' country comes from an attribute table, and its
+    log, which has a ``country`` column too (the country of each sale)."""
+    rng = np.random.default_rng(4)
+    n = 2_000
+    tx = pd.DataFrame(
+        {
+            ID_COLUMN: [f"{i}.0" for i in rng.integers(10_000, 10_300, size=n)],
+            "day": (pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365, n), "D")),
+            "amount": rng.gamma(2.0, 30.0, size=n).round(2),
+            "country": rng.choice(["UK", "FR"], size=n),
+        }
+    )
+    ids = sorted(tx[ID_COLUMN].unique())
+    table = pd.DataFrame({ID_COLUMN: ids, "country": rng.choice(["UK", "FR"], size=len(ids))})
+    table.to_csv(tmp_path / "customers.csv", index=False)
+    spec = {
+        "name": "tx",
+        "data": {
+            "source": "tx.csv",
+            "kind": "transactions",
+            "id_column": ID_COLUMN,
+            "transactions": {"timestamp": "day", "amount": "amount"},
+            "customers": "customers.csv",
+            "attributes": {"geographic": ["country"]},
+        },
+        "features": {"categorical": ["country"]},
+    }
+    return fit_segmenter(tmp_path, "kmeans", tx, spec, {"n_clusters": 3}), tx
+
+
+def test_the_spec_says_the_input_is_a_log_whatever_its_columns(tmp_path: Path) -> None:
+    """A log with a column named like a model feature is still a log; its ids are written as
+    the integers they are; the attribute table is this batch's, passed at scoring time."""
+    segmenter, tx = _log_model(tmp_path)
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    table = pd.read_csv(tmp_path / "customers.csv").assign(country="FR")
+    table.to_csv(batch / "customers.csv", index=False)
+    summary = score(
+        segmenter, tmp_path / "tx.csv", batch / "out.csv", customers=batch / "customers.csv"
+    )
+    assert summary.rows_read == len(tx) and summary.rows_scored == tx[ID_COLUMN].nunique()
+    out = pd.read_csv(batch / "out.csv", dtype={ID_COLUMN: str})
+    assert sorted(out[ID_COLUMN]) == sorted(i.removesuffix(".0") for i in tx[ID_COLUMN].unique())
+    drift = summary.report.features.set_index("feature")
+    assert bool(drift.loc["country", "drifted"]), "every customer in FR: the batch's table"
+
+
+def test_a_log_column_named_like_a_feature_does_not_make_it_a_customer_table(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(5)
+    n = 1_000
+    tx = pd.DataFrame(
+        {
+            ID_COLUMN: [f"C{i:03d}" for i in rng.integers(0, 200, size=n)],
+            "day": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365, n), "D"),
+            "amount": rng.gamma(2.0, 30.0, size=n).round(2),
+            "frequency": "weekly",  # a column of the log, not the model's feature
+        }
+    )
+    spec = {
+        "name": "tx",
+        "data": {
+            "source": "tx.csv",
+            "kind": "transactions",
+            "id_column": ID_COLUMN,
+            "transactions": {"timestamp": "day", "amount": "amount"},
+        },
+    }
+    segmenter = fit_segmenter(tmp_path, "kmeans", tx, spec, {"n_clusters": 3})
+    summary = score(segmenter, tmp_path / "tx.csv", tmp_path / "out.parquet")
+    assert summary.rows_read == n and summary.rows_scored == tx[ID_COLUMN].nunique()
+
+
+def test_a_log_model_without_its_attribute_table_is_refused(tmp_path: Path) -> None:
+    segmenter, _ = _log_model(tmp_path)
+    assert segmenter.spec.data.customers == Path("customers.csv"), "a name, never a path"
+    with pytest.raises(
+        DataError,
+        match=r"tx\.csv: the model needs this batch's attribute "
+        r"table \(columns country, by customer_id\); pass --customers PATH$",
+    ):
+        score(segmenter, tmp_path / "tx.csv", tmp_path / "out.csv")
+    with pytest.raises(DataError, match=r"--engine spark does not aggregate"):
+        score_spark(segmenter, tmp_path / "tx.csv", tmp_path / "out.parquet", model=ModelRef("m"))
+    assert not list(tmp_path.glob("out*"))
+
+
+def test_integer_ids_held_as_floats_are_written_as_integers(segmenters, tmp_path: Path) -> None:
+    frame = synthetic_customers(300, seed=19)
+    frame[ID_COLUMN] = [f"{12_346 + i}.0" for i in range(len(frame))]
+    summary = score(segmenters["kmeans"], _batch(tmp_path, frame, "in.csv"), tmp_path / "o.csv")
+    out = pd.read_csv(tmp_path / "o.csv", dtype={ID_COLUMN: str})
+    assert summary.rows_scored == 300
+    assert sorted(out[ID_COLUMN]) == [str(12_346 + i) for i in range(300)]
+
+
+def test_every_bad_row_of_every_file_is_counted(segmenters, tmp_path: Path) -> None:
+    """Under bad_rows: fail the streaming engine stops scoring at the first fault, but checks
+    every batch, so that the error counts each reason exactly."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for seed, name in enumerate(["a", "b"]):
+        frame = synthetic_customers(300, seed=40 + seed).astype({"engagement": object})
+        frame[ID_COLUMN] = [f"{name}{i}" for i in range(len(frame))]
+        frame.loc[[2, 7], "engagement"] = "oops"
+        frame.loc[5, ID_COLUMN] = "" if name == "b" else frame.loc[5, ID_COLUMN]
+        frame.to_csv(folder / f"{name}.csv", index=False)
+    with pytest.raises(DataError) as info:
+        score(segmenters["kmeans"], folder, tmp_path / "out.parquet")
+    assert str(info.value).splitlines() == [
+        f"{folder / 'a.csv'}: bad rows for 2 reasons; fix them or set data.bad_rows: drop to "
+        "quarantine them:",
+        "  4 row(s) with non-numeric value in column 'engagement' (first at data row 3)",
+        f"  1 row(s) with missing id in column 'customer_id' (first at data row 6 of "
+        f"{folder / 'b.csv'})",
+    ]
+    assert not (tmp_path / "out.parquet").exists()
+
+
+@pytest.mark.slow
+def test_the_pyfunc_model_takes_the_batch_attribute_table_as_a_parameter(
+    tmp_path: Path, tracking_uri: str
+) -> None:
+    segmenter, _ = _log_model(tmp_path)
+    table = build_features(load_spec(tmp_path / "spec.yaml")).table
+    client = keys.connect(tracking_uri)
+    run_id = client.create_run(keys.experiment_id(client, "pyfunc")).info.run_id
+    model = mlflow.pyfunc.load_model(log_segment_model(segmenter, table, run_id))
+    batch = pd.read_csv(tmp_path / "customers.csv").assign(country="FR")
+    batch.to_csv(tmp_path / "batch.csv", index=False)
+    rows = table.drop(columns=["country"])
+    found = model.predict(rows, params={"customers": str(tmp_path / "batch.csv")})
+    expected = segmenter.predict(rows.assign(country="FR"))
+    pd.testing.assert_frame_equal(found, expected)
+    plain = fit_segmenter(
+        tmp_path / "plain", "kmeans", synthetic_customers(300, seed=1), synthetic_spec("c.csv")
+    )
+    with pytest.raises(DataError, match=r"batch\.csv: this model takes no attribute table"):
+        plain.with_attributes(rows, tmp_path / "batch.csv")
+
+
+def test_an_attribute_table_for_a_model_without_one_is_refused(segmenters, tmp_path: Path) -> None:
+    source = _batch(tmp_path, synthetic_customers(100, seed=3))
+    with pytest.raises(DataError, match=r"c\.csv: this model takes no attribute table"):
+        score(segmenters["kmeans"], source, tmp_path / "o.csv", customers=tmp_path / "c.csv")
+    assert not (tmp_path / "o.csv").exists()

@@ -159,8 +159,17 @@ def test_bad_rows_are_quarantined_as_by_the_pandas_engine(
         _scores(tmp_path / "spark.parquet"), _scores(tmp_path / "pandas.parquet")
     )
 
-    with pytest.raises(DataError, match=r"in\.parquet: data row 4: non-numeric value in column"):
+    with pytest.raises(DataError) as by_pandas:
+        score(segmenter, source, tmp_path / "failed.parquet")
+    with pytest.raises(DataError) as by_spark:
         score_spark(segmenter, source, tmp_path / "failed.parquet", model=ref, master=MASTER)
+    assert str(by_spark.value) == str(by_pandas.value), "every reason, counted alike"
+    assert str(by_spark.value).splitlines()[1:] == [
+        "  1 row(s) with non-numeric value in column 'engagement' (first at data row 4)",
+        "  1 row(s) with non-finite value in column 'price_sensitivity' (first at data row 6)",
+        "  1 row(s) with missing id in column 'customer_id' (first at data row 8)",
+        "  1 row(s) with duplicate id in column 'customer_id' (first at data row 10)",
+    ]
     assert not (tmp_path / "failed.parquet").exists()
     frame["engagement"] = "high"  # found by the check of a file's first batch, in a worker
     with pytest.raises(DataError, match=r"column 'engagement' does not hold numbers"):

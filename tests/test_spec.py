@@ -73,3 +73,50 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     listing.write_text("- a\n- b\n")
     with pytest.raises(SpecError, match="a spec is a YAML mapping"):
         load_spec(listing)
+
+
+LOG = {
+    "kind": "transactions",
+    "transactions": {"timestamp": "day", "amount": "amount"},
+}
+BAD_LOG_SPECS = [
+    (
+        {"attributes": {"geographic": ["Country"]}},
+        r"data: Value error, attribute 'Country' has no source: derive it from the log "
+        r"\(attributes\.from_log: \{Country: most_frequent\}, or latest, sum, mean, min, max\) "
+        r"or name an attribute table in data\.customers",
+    ),
+    (
+        {"attributes": {"from_log": {"Country": "latest"}}},
+        r"attributes\.from_log: 'Country' is not a declared attribute",
+    ),
+    (
+        {"attributes": {"geographic": ["Country"], "from_log": {"Country": "median"}}},
+        r"data\.attributes\.from_log\.Country: Input should be 'most_frequent', 'latest', "
+        r"'sum', 'mean', 'min' or 'max' \(got 'median'\)",
+    ),
+    (
+        {"transactions": {**LOG["transactions"], "returns": {"order_prefix": "C"}}},
+        r"returns\.order_prefix needs an order_id column",
+    ),
+    (
+        {"transactions": {**LOG["transactions"], "returns": {"policy": "refund"}}},
+        r"data\.transactions\.returns\.policy: Input should be 'net', 'drop' or 'fail'",
+    ),
+    (
+        {"transactions": {"timestamp": "day", "amount": {"quantity": "q"}}},
+        r"data\.transactions\.amount\.LineAmount\.unit_price: Field required",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_LOG_SPECS)
+def test_bad_log_spec_names_file_and_key(
+    write_spec: Callable[..., Path], change: dict, message: str
+) -> None:
+    spec = synthetic_spec("tx.csv")
+    spec["data"] = {"source": "tx.csv", "id_column": "cust", **LOG, **change}
+    path = write_spec(spec)
+    with pytest.raises(SpecError, match=message) as info:
+        load_spec(path)
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)

@@ -66,6 +66,7 @@ def score(
     previous_candidates: pd.DataFrame | None = None,
     reference_date: dt.date | None = None,
     on_progress: ProgressFn | None = None,
+    customers: Path | None = None,
 ) -> ScoreSummary:
     """Score every customer of ``input_path`` and write ``output`` (Parquet or CSV) atomically.
 
@@ -91,17 +92,28 @@ def score(
         For transactions: features as of this day (default: the last purchase).
     on_progress : callable, optional
         Called after each batch with the rows read so far and the total (if known).
+    customers : Path, optional
+        For a transaction model trained with an attribute table (``data.customers``): this
+        batch's attribute table, joined by id (required then).
 
     Raises
     ------
     DataError
-        Unreadable input, a missing or mistyped column, a bad row under ``bad_rows: fail``,
-        or nothing left to score. No output is written then.
+        Unreadable input, a missing or mistyped column, bad rows under ``bad_rows: fail``,
+        a missing attribute table, or nothing left to score. No output is written then.
     """
     model = model or ModelRef("", segmenter.spec.model_name)
     engine = LocalEngine(reference_date, on_progress)
     return _score_with(
-        engine, segmenter, input_path, output, model, spec, previous, previous_candidates
+        engine,
+        segmenter,
+        input_path,
+        output,
+        model,
+        spec,
+        previous,
+        previous_candidates,
+        customers=customers,
     )
 
 
@@ -155,6 +167,8 @@ def _score_with(
     spec: Spec | None,
     previous: Path | None,
     previous_candidates: pd.DataFrame | None,
+    *,
+    customers: Path | None = None,
 ) -> ScoreSummary:
     """Drive ``engine`` through one scoring run (see :class:`Engine`) and sum it up."""
     started = time.perf_counter()
@@ -162,8 +176,11 @@ def _score_with(
     in_effect = spec or segmenter.spec
     files = tuple(input_files(input_path))
     signature = Signature.of(segmenter)
-    job = Job(segmenter, signature, in_effect, model, input_path, files, output, previous)
+    job = Job(
+        segmenter, signature, in_effect, model, input_path, files, output, previous, customers
+    )
     engine.check(job)
+    _check_attribute_table(segmenter, input_path, customers)
     output.parent.mkdir(parents=True, exist_ok=True)
     with staging_folder(output) as folder:
         try:
@@ -186,10 +203,12 @@ def _score_with(
         quarantine=quarantine,
         rows_read=staged.rows_read,
         rows_scored=staged.rows_scored,
+        rows_quarantined=staged.rows_quarantined,
         quarantined=staged.quarantined,
         excluded=staged.excluded,
         ignored_columns=staged.ignored_columns,
         missing=staged.missing,
+        unseen=staged.unseen,
         novel=len(collected.novel_hashes),
         seconds=time.perf_counter() - started,
         report=found,
@@ -197,6 +216,22 @@ def _score_with(
         min_report_size=in_effect.min_report_size,
         segment_names=segmenter.segment_names(),
     )
+
+
+def _check_attribute_table(segmenter: Segmenter, input_path: Path, customers: Path | None) -> None:
+    """Refuse an attribute table a model has no use for, or scoring without one it needs:
+    the model keeps which columns come from the table, never the training table's path."""
+    needed = segmenter.spec.data.table_attributes
+    if customers is not None and not needed:
+        raise DataError(
+            f"{customers}: this model takes no attribute table (--customers is for a model of a "
+            "transaction log trained with data.customers)"
+        )
+    if customers is None and needed:
+        raise DataError(
+            f"{input_path}: the model needs this batch's attribute table (columns "
+            f"{', '.join(needed)}, by {segmenter.id_column}); pass --customers PATH"
+        )
 
 
 def _why_nothing_scored(rows_read: int) -> str:
@@ -216,6 +251,7 @@ def run_scoring(
     reference_date: dt.date | None = None,
     on_progress: ProgressFn | None = None,
     spark_master: str | None = None,
+    customers: Path | None = None,
 ) -> tuple[ScoreSummary, str]:
     """Load the model, score (see :func:`score`) and log the scoring run; return both.
 
@@ -229,7 +265,17 @@ def run_scoring(
         engine: Engine = LocalEngine(reference_date, on_progress)
     else:
         engine = SparkEngine(spark_master)
-    summary = _score_with(engine, segmenter, input_path, output, ref, spec, previous, candidates)
+    summary = _score_with(
+        engine,
+        segmenter,
+        input_path,
+        output,
+        ref,
+        spec,
+        previous,
+        candidates,
+        customers=customers,
+    )
     return summary, _log(client, summary, experiment)
 
 

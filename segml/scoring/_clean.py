@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segml import _rows
+from segml._intake import NUMERIC_SHARE
 from segml._rows import Reasons
-from segml.data import NUMERIC_SHARE
 from segml.errors import DataError
 from segml.features import column_kinds
 from segml.model import Segmenter
@@ -143,6 +143,9 @@ class CleanBatch:
         The bad rows and why.
     missing : dict of str to ndarray
         Per column, True where a value is missing and will be imputed.
+    unseen : dict of str to ndarray
+        Per categorical column, True where a category is unknown to the model (the encoder
+        ignores it: the customer is scored on the other columns).
     """
 
     frame: pd.DataFrame
@@ -150,6 +153,7 @@ class CleanBatch:
     ids: pa.LargeStringArray
     reasons: Reasons
     missing: dict[str, np.ndarray]
+    unseen: dict[str, np.ndarray]
 
 
 def clean_batch(signature: Signature, table: pa.Table, path: Path, first: bool) -> CleanBatch:
@@ -157,13 +161,14 @@ def clean_batch(signature: Signature, table: pa.Table, path: Path, first: bool) 
     columns as a whole) and build the model's input from it."""
     reasons = Reasons(table.num_rows)
     id_column = signature.id_column
-    ids = trimmed_text(table[id_column])
+    ids = _rows.integer_ids(trimmed_text(table[id_column]))
     reasons.flag(pc.is_null(ids).to_numpy(zero_copy_only=False), _rows.missing_id(id_column))
     # The model sees its columns only; the ids stay in Arrow, because a round trip through
     # pandas strings (in and out of ``predict``) makes a Python object of every id. The numbers
     # go in one block, as pandas keeps them: no copy.
     block = np.empty((len(signature.numeric), table.num_rows))
     missing: dict[str, np.ndarray] = {}
+    unseen: dict[str, np.ndarray] = {}
     for row, column in enumerate(signature.numeric):
         values, unparsed = _numbers(table[column])
         block[row] = values
@@ -176,15 +181,16 @@ def clean_batch(signature: Signature, table: pa.Table, path: Path, first: bool) 
     for column in signature.categorical:
         text = trimmed_text(table[column])
         known = pc.is_in(text, value_set=signature.categories[column])
-        unseen = pc.and_(pc.is_valid(text), pc.invert(known)).to_numpy(zero_copy_only=False)
-        reasons.flag(unseen, _rows.unseen_category(column))
+        unseen[column] = pc.and_(pc.is_valid(text), pc.invert(known)).to_numpy(
+            zero_copy_only=False
+        )
         missing[column] = pc.is_null(text).to_numpy(zero_copy_only=False)
         # Text with NaN where missing: what every model's imputer takes for missing (older
         # models' only match NaN, and pandas' NA made them fail).
         frame[column] = text.to_pandas().astype("str")
     if first:
         _check_present(path, missing)
-    return CleanBatch(frame, block.T, ids, reasons, missing)
+    return CleanBatch(frame, block.T, ids, reasons, missing, unseen)
 
 
 def _check_present(path: Path, missing: dict[str, np.ndarray]) -> None:

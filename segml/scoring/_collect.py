@@ -17,6 +17,7 @@ import pyarrow as pa
 from pandas.api.extensions import ExtensionArray
 
 from segml.errors import DataError
+from segml.features import column_kinds, with_missing_category
 from segml.model import IS_NOVEL, SEGMENT_ID, Segmenter
 from segml.monitoring import (
     BatchReport,
@@ -257,6 +258,8 @@ def monitor(
     """
     settings, sample = spec.monitoring, collected.sample
     shares = segment_share_drift(segmenter.catalog, collected.counts)
-    features = input_drift(segmenter.reference, sample[segmenter.features], settings)
+    categorical = column_kinds(segmenter.preprocessor)[1]
+    batch = with_missing_category(sample[segmenter.features], categorical)
+    features = input_drift(segmenter.reference, batch, settings)
     found = alerts(emerging, shares, features, settings)
     return BatchReport(emerging, shares, features, collected.migration, found)

@@ -18,7 +18,8 @@ from segml.spec import Spec
 class Job:
     """One scoring run's inputs, settled before any engine starts.
 
-    ``spec`` is the spec in effect: the caller's, else the model's own.
+    ``spec`` is the spec in effect: the caller's, else the model's own. ``customers`` is the
+    batch's attribute table, for a transaction model that needs one.
     """
 
     segmenter: Segmenter
@@ -29,6 +30,7 @@ class Job:
     files: tuple[Path, ...]
     output: Path
     previous: Path | None
+    customers: Path | None = None
 
     @property
     def model_name(self) -> str:
@@ -42,10 +44,12 @@ class Staged:
 
     rows_read: int
     rows_scored: int
+    rows_quarantined: int
     quarantined: dict[str, int]
     excluded: dict[str, int]
     ignored_columns: tuple[str, ...]
     missing: dict[str, int]
+    unseen: dict[str, int]
 
 
 class Engine(Protocol):

@@ -15,7 +15,12 @@ from segml.spec import Monitoring
 
 @dataclass(frozen=True, slots=True)
 class ScoreSummary:
-    """What one scoring run read, wrote, set aside and found."""
+    """What one scoring run read, wrote, set aside and found.
+
+    ``quarantined`` counts rows per reason (a row with several reasons counts under each);
+    ``missing`` and ``unseen`` count, per column, the values imputed and the categories the
+    model never saw (ignored by its encoder).
+    """
 
     model: ModelRef
     model_name: str
@@ -24,10 +29,12 @@ class ScoreSummary:
     quarantine: Path | None
     rows_read: int
     rows_scored: int
+    rows_quarantined: int
     quarantined: dict[str, int]
     excluded: dict[str, int]
     ignored_columns: tuple[str, ...]
     missing: dict[str, int]
+    unseen: dict[str, int]
     novel: int
     seconds: float
     report: BatchReport
@@ -47,7 +54,7 @@ class ScoreSummary:
         values = {
             keys.SCORING_ROWS_READ: self.rows_read,
             keys.SCORING_ROWS_SCORED: self.rows_scored,
-            keys.SCORING_ROWS_QUARANTINED: sum(self.quarantined.values()),
+            keys.SCORING_ROWS_QUARANTINED: self.rows_quarantined,
             keys.SCORING_SECONDS: self.seconds,
             keys.SCORING_ROWS_PER_SECOND: self.rows_per_second,
             keys.SCORING_NOVEL_SHARE: self.novel / self.rows_scored,

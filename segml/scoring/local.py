@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from segml import _rows
-from segml._rows import Reasons
+from segml._rows import Fault, Reasons
 from segml.data import REASON_COLUMN, ROW_COLUMN, read_customers
 from segml.features import customer_table, select_columns
 from segml.model import Assignment, Segmenter
@@ -80,14 +80,19 @@ class LocalEngine:
             previous_assignment(job.previous, job.signature.id_column),
             self.on_progress,
         )
-        ignored, excluded = _feed(run, job.files, job.input_path, self.reference_date)
+        ignored, excluded = _feed(run, job, self.reference_date)
+        if run.faults:  # found in input order: the first names the file the error leads with
+            first = next(iter(run.faults.values()))
+            raise _rows.bad_rows_error(first.path or job.input_path, run.faults)
         return Staged(
             rows_read=run.rows_read,
             rows_scored=run.rows_scored,
+            rows_quarantined=run.rows_quarantined,
             quarantined=dict(run.quarantined),
             excluded=excluded,
             ignored_columns=ignored,
             missing=dict(run.missing),
+            unseen=dict(run.unseen),
         )
 
     def collect(self) -> Collected:
@@ -144,7 +149,10 @@ class _Run:
     rows_read: int = 0
     rows_scored: int = 0
     quarantined: Counter[str] = field(default_factory=Counter)
+    rows_quarantined: int = 0
+    faults: dict[str, Fault] = field(default_factory=dict)
     missing: Counter[str] = field(default_factory=Counter)
+    unseen: Counter[str] = field(default_factory=Counter)
     counts: Counter[int] = field(default_factory=Counter)
     seen: SeenIds = field(default_factory=SeenIds)
     sample: Sample = field(default_factory=lambda: Sample(SAMPLE_ROWS))
@@ -183,12 +191,15 @@ class _Run:
         clean, table = checked.clean, checked.table
         reasons = clean.reasons
         self.missing.update({c: np.count_nonzero(cells) for c, cells in clean.missing.items()})
+        self.unseen.update({c: np.count_nonzero(cells) for c, cells in clean.unseen.items()})
         if reasons.bad.any():
             self._set_aside(table, reasons, checked.path, checked.first_row)
         good = ~reasons.bad
-        if good.all():
+        # Under bad_rows: fail a fault stops the scoring; later batches are only checked, so
+        # that the error counts every fault.
+        if not self.faults and good.all():
             self._score(clean.frame, clean.numeric, clean.ids, checked.hashes)
-        elif good.any():
+        elif not self.faults and good.any():
             frame = clean.frame[good].reset_index(drop=True)
             ids = clean.ids.filter(pa.array(good))
             self._score(frame, clean.numeric[good], ids, checked.hashes[good])
@@ -208,16 +219,21 @@ class _Run:
         reasons.flag(mask, _rows.duplicate_id(self.signature.id_column))
 
     def _set_aside(self, table: pa.Table, reasons: Reasons, path: Path, first_row: int) -> None:
-        bad = np.flatnonzero(reasons.bad)
+        """Quarantine a batch's bad rows, or under ``bad_rows: fail`` count their faults."""
         if self.policy != "drop":
-            raise _rows.bad_rows_error(path, reasons.reason[bad[0]], first_row + bad[0] + 1)
+            for reason, fault in reasons.faults(first_row).items():
+                known, found = self.faults.get(reason), replace(fault, path=path)
+                self.faults[reason] = found if known is None else known.plus(found)
+            return
+        bad = np.flatnonzero(reasons.bad)
         rows = table.take(pa.array(bad)).to_pandas()
         rows.insert(0, SOURCE_COLUMN, str(path))
         rows.insert(0, REASON_COLUMN, reasons.reason[bad])
         rows.insert(0, ROW_COLUMN, first_row + bad + 1)
         exists = self.quarantine_path.exists()
         rows.to_csv(self.quarantine_path, mode="a", header=not exists, index=False)
-        self.quarantined.update(Counter(reasons.reason[bad].tolist()))
+        self.quarantined.update({r: f.count for r, f in reasons.faults().items()})
+        self.rows_quarantined += bad.size
 
     def _score(
         self, frame: pd.DataFrame, numeric: np.ndarray, ids: pa.Array, hashes: np.ndarray
@@ -311,19 +327,20 @@ class _Run:
 
 
 def _feed(
-    run: _Run, files: tuple[Path, ...], input_path: Path, reference_date: dt.date | None
+    run: _Run, job: Job, reference_date: dt.date | None
 ) -> tuple[tuple[str, ...], dict[str, int]]:
-    """Stream every input file through ``run``; return the ignored columns and exclusions."""
+    """Stream every input file through ``run``; return the ignored columns and exclusions.
+
+    The model's spec says what the input is: a transaction model's input is a log.
+    """
     spec = run.segmenter.spec
-    first_schema = file_schema(files[0], spec.data.delimiter)
-    if spec.data.kind == "transactions" and not set(run.segmenter.features) & set(
-        first_schema.names
-    ):
-        return (), _feed_transactions(run, input_path, reference_date)
-    run.expect(total_rows(files))
+    if spec.data.kind == "transactions":
+        return (), _feed_transactions(run, job, reference_date)
+    # Every file's columns first: an unreadable file is refused before any row is read.
+    schemas = {path: file_schema(path, spec.data.delimiter) for path in job.files}
+    run.expect(total_rows(job.files))
     ignored: dict[str, None] = {}
-    for path in files:
-        schema = file_schema(path, spec.data.delimiter)
+    for path, schema in schemas.items():
         ignored |= dict.fromkeys(run.signature.check(path, schema))
         for checked in prefetched(_checked_batches(run, path, schema, spec.data.delimiter)):
             run.take(checked)
@@ -340,13 +357,18 @@ def _checked_batches(
         offset += table.num_rows
 
 
-def _feed_transactions(
-    run: _Run, input_path: Path, reference_date: dt.date | None
-) -> dict[str, int]:
-    """Aggregate a transaction log per customer (as at training), then score the customers."""
+def _feed_transactions(run: _Run, job: Job, reference_date: dt.date | None) -> dict[str, int]:
+    """Aggregate a transaction log per customer (as at training), join the batch's attribute
+    table, then score the customers."""
     spec = run.segmenter.spec
+    input_path = job.input_path
     data = spec.data.model_copy(
-        update={"source": input_path, "bad_rows": run.policy, "reference_date": None}
+        update={
+            "source": input_path,
+            "customers": job.customers,
+            "bad_rows": run.policy,
+            "reference_date": None,
+        }
     )
     spec = spec.model_copy(update={"data": data})
     intake = read_customers(spec, reference_date)
@@ -355,6 +377,7 @@ def _feed_transactions(
         intake.quarantine.to_csv(run.quarantine_path, index=False)
     for report_ in intake.reports:
         run.quarantined.update(report_.quarantined)
+        run.rows_quarantined += report_.rows_quarantined
     customers = pa.Table.from_pandas(table[run.signature.columns], preserve_index=False)
     run.expect(customers.num_rows)
     for start in range(0, customers.num_rows, READ_ROWS):

@@ -74,7 +74,13 @@ class SparkEngine:
         self.members = pd.DataFrame()
 
     def check(self, job: Job) -> None:
-        """Refuse CSV input or output and a wrong file signature; start Spark."""
+        """Refuse a transaction model, CSV input or output and a wrong file signature; start
+        Spark."""
+        if job.segmenter.spec.data.kind == "transactions":
+            raise DataError(
+                f"{job.input_path}: the model scores a transaction log, which --engine spark "
+                "does not aggregate; use --engine pandas"
+            )
         for path in [job.output, *job.files]:
             if not is_parquet(path):
                 raise DataError(
@@ -104,10 +110,12 @@ class SparkEngine:
         return Staged(
             rows_read=stats["rows"],
             rows_scored=rows_scored,
+            rows_quarantined=stats["rows_quarantined"],
             quarantined=stats["quarantined"],
             excluded={},
             ignored_columns=self.ignored,
             missing=stats["missing"],
+            unseen=stats["unseen"],
         )
 
     def collect(self) -> Collected:
@@ -259,33 +267,66 @@ def _check_arrow_batch(
 
 
 def _stats(checked: Any, signature: Signature) -> dict[str, Any]:
-    """Rows read, quarantined per reason and missing (imputed) cells per column."""
+    """Rows read and quarantined, rows per reason, missing (imputed) cells and unseen
+    categories per column."""
     from pyspark.sql import functions as F
 
     features = [*signature.numeric, *signature.categorical]
+    unseen = {
+        c: F.count(
+            F.when(~F.col(CLEAN + c).isin(signature.categories[c].to_pylist()), F.lit(1))
+        ).alias(f"_unseen_{i}")
+        for i, c in enumerate(signature.categorical)
+    }
     counts = checked.agg(
-        F.count(F.lit(1)).alias("rows"), *(F.count(CLEAN + c).alias(c) for c in features)
+        F.count(F.lit(1)).alias("rows"),
+        F.count(REASON).alias("bad"),
+        *(F.count(CLEAN + c).alias(c) for c in features),
+        *unseen.values(),
     ).first()
-    reasons = checked.where(F.col(REASON).isNotNull()).groupBy(REASON).count().collect()
+    faults = _faults(checked).collect()
     return {
         "rows": int(counts["rows"]),
+        "rows_quarantined": int(counts["bad"]),
         "missing": {c: int(counts["rows"] - counts[c]) for c in features},
-        "quarantined": {r[REASON]: int(r["count"]) for r in reasons},
+        "unseen": {c: int(counts[f"_unseen_{i}"]) for i, c in enumerate(signature.categorical)},
+        "quarantined": {r["reason"]: int(r["count"]) for r in faults},
     }
+
+
+def _faults(checked: Any) -> Any:
+    """Per reason (a row's reasons split apart), its rows and its first row in input order."""
+    from pyspark.sql import functions as F
+
+    reasons = F.explode(F.split(F.col(REASON), re.escape(_rows.SEPARATOR))).alias("reason")
+    return (
+        checked.where(F.col(REASON).isNotNull())
+        .select(FILE, ROW, reasons)
+        .groupBy("reason")
+        .agg(F.count(F.lit(1)).alias("count"), F.min(F.struct(FILE, ROW)).alias("first"))
+    )
 
 
 def _set_aside(
     checked: Any, files: tuple[Path, ...], signature: Signature, policy: str
 ) -> pd.DataFrame:
-    """Fail on the first bad row in input order, or return them all as the quarantine table:
-    data row number, reason, source file and the row's input columns."""
+    """Fail with every reason, or return the bad rows as the quarantine table: data row
+    number, reasons, source file and the row's input columns."""
     from pyspark.sql import functions as F
 
-    bad = checked.where(F.col(REASON).isNotNull()).orderBy(FILE, ROW)
     if policy != "drop":
-        first = bad.select(FILE, ROW, REASON).first()
-        if first is not None:
-            raise _rows.bad_rows_error(files[first[FILE]], first[REASON], first[ROW] + 1)
+        found = sorted(_faults(checked).collect(), key=lambda r: tuple(r["first"]))
+        if found:
+            raise _rows.bad_rows_error(
+                files[found[0]["first"][FILE]],
+                {
+                    r["reason"]: _rows.Fault(
+                        int(r["count"]), r["first"][ROW] + 1, files[r["first"][FILE]]
+                    )
+                    for r in found
+                },
+            )
+    bad = checked.where(F.col(REASON).isNotNull()).orderBy(FILE, ROW)
     rows = bad.select(FILE, ROW, REASON, *signature.columns).toPandas()
     rows.insert(0, SOURCE_COLUMN, [str(files[i]) for i in rows.pop(FILE)])
     rows.insert(0, REASON_COLUMN, rows.pop(REASON))
