@@ -77,9 +77,12 @@ def to_space(dimensions: dict[str, Dimension], defaults: Space) -> Space:
 
 def _to_dimension(dim: Dimension, default: Any) -> Any:
     if isinstance(dim, Range):
+        # The family's first value to try stays when the spec's range still holds it.
+        start = getattr(default, "default", None)
+        start = start if start is not None and dim.low <= start <= dim.high else None
         if isinstance(default, IntRange) and dim.low.is_integer() and dim.high.is_integer():
-            return IntRange(int(dim.low), int(dim.high), dim.log)
-        return FloatRange(dim.low, dim.high, dim.log)
+            return IntRange(int(dim.low), int(dim.high), dim.log, start)
+        return FloatRange(dim.low, dim.high, dim.log, start)
     if isinstance(dim, Choices):
         return Choice(tuple(dim.choices))
     return dim
