@@ -55,7 +55,7 @@ ROLE_SCORING = "scoring"
 PARAM_FAMILY = "family"
 PREP_NAMESPACE = "prep"
 
-# Metrics, with the description the README's key table shows.
+# Metrics, with the description docs/mlflow-keys.md shows.
 QUALITY_SILHOUETTE = "quality.silhouette"
 QUALITY_DAVIES_BOULDIN = "quality.davies_bouldin"
 QUALITY_CALINSKI_HARABASZ = "quality.calinski_harabasz"
@@ -194,7 +194,7 @@ def artifact_root(tracking_uri: str) -> str | None:
 
 
 def key_table() -> str:
-    """The Markdown table of metric keys that the README shows."""
+    """The Markdown table of metric keys that docs/mlflow-keys.md shows."""
     rows = [f"| `{key}` | {text} |" for key, text in METRICS.items()]
     return "\n".join(["| metric key | meaning |", "| --- | --- |", *rows])
 
