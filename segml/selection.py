@@ -80,7 +80,7 @@ def scan_segment_counts(
     for name, space in spaces.items():
         k_param = FAMILIES[name].n_segments_param
         dim = space.get(k_param) if k_param is not None else None
-        if name not in CRITERIA or not isinstance(dim, IntRange):
+        if k_param is None or name not in CRITERIA or not isinstance(dim, IntRange):
             continue
         criterion = CRITERIA[name][0]
         for k in range(dim.low, dim.high + 1):

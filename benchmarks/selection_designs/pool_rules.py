@@ -15,8 +15,10 @@ def finalists(c):
     gm = c[(c.family == "gmm")]
     out["kmeans"] = km.loc[km.sil0.idxmax()]
     out["gmm"] = gm.loc[gm.bic.idxmin()]
-    for pool, sub in (("hdb", c[(c.family == "hdbscan") & (c.reducer == "none")]),
-                      ("hdb_umap", c[(c.family == "hdbscan") & (c.reducer != "none")])):
+    for pool, sub in (
+        ("hdb", c[(c.family == "hdbscan") & (c.reducer == "none")]),
+        ("hdb_umap", c[(c.family == "hdbscan") & (c.reducer != "none")]),
+    ):
         sub = sub[sub.dbcv.notna()]
         if len(sub):
             out[pool] = sub.loc[sub.dbcv.idxmax()]
@@ -43,6 +45,7 @@ def rule_factory():
     rules["all, sil0"] = lambda f: max(stable(f).values(), key=lambda r: r.sil0)
     for m in (0.1, 0.2, 0.3, 0.4, 0.5):
         for pools in (("hdb",), ("hdb", "hdb_umap")):
+
             def rule(f, m=m, pools=pools):
                 s = stable(f)
                 best = centroid_by(f, "dbcv")
@@ -52,6 +55,7 @@ def rule_factory():
                     if d.dbcv > best.dbcv + m:
                         return d
                 return best
+
             rules[f"centroid DBCV, density {'+'.join(pools)} margin {m}"] = rule
     return rules
 
@@ -60,7 +64,7 @@ def main():
     pools = pd.read_csv("pools.csv")
     base = pd.read_csv("../results/selection.csv").set_index("dataset")
     bcols = ["kmeans_silhouette_ari", "gmm_bic_ari", "hdbscan_default_ari"]
-    rows, picks = [], {}
+    picks = {}
     rules = rule_factory()
     names = [d for d in dict.fromkeys(pools.dataset)]
     for name in names:
@@ -71,12 +75,22 @@ def main():
     out = []
     for rule, chosen in picks.items():
         ari = pd.Series({n: r.ari for n, r in chosen.items()})
-        out.append(dict(rule=rule, mean_ari=ari.mean(),
-                        within=(ari >= best_base - 0.05).mean(),
-                        k2=np.mean([r.k == 2 for r in chosen.values()])))
+        out.append(
+            dict(
+                rule=rule,
+                mean_ari=ari.mean(),
+                within=(ari >= best_base - 0.05).mean(),
+                k2=np.mean([r.k == 2 for r in chosen.values()]),
+            )
+        )
     for c in bcols + ["segml_ari"]:
-        out.append(dict(rule=f"[{c}]", mean_ari=base.loc[names, c].mean(),
-                        within=(base.loc[names, c] >= best_base - 0.05).mean()))
+        out.append(
+            dict(
+                rule=f"[{c}]",
+                mean_ari=base.loc[names, c].mean(),
+                within=(base.loc[names, c] >= best_base - 0.05).mean(),
+            )
+        )
     print(f"{len(names)} datasets")
     print(pd.DataFrame(out).round(3).to_string(index=False))
     return picks, base, names
@@ -96,8 +110,10 @@ def table():
         row = {"dataset": name[:28], "kt": int(base.loc[name, "true_k"])}
         for p, r in f.items():
             row[p] = f"{r.k:>2} {r.ari:.2f} s{r.sil0:.2f} d{r.dbcv:+.2f} j{r.jaccard:.2f}"
-        row["km/gm/hd base"] = " ".join(f"{base.loc[name, c]:.2f}" for c in
-                                        ("kmeans_silhouette_ari", "gmm_bic_ari", "hdbscan_default_ari"))
+        row["km/gm/hd base"] = " ".join(
+            f"{base.loc[name, c]:.2f}"
+            for c in ("kmeans_silhouette_ari", "gmm_bic_ari", "hdbscan_default_ari")
+        )
         rows.append(row)
     print(pd.DataFrame(rows).to_string(index=False))
 
@@ -112,8 +128,10 @@ def finalists_gated(c):
         out["kmeans"] = km.loc[km.sil0.idxmax()]
     if len(gm):
         out["gmm"] = gm.loc[gm.bic.idxmin()]
-    for pool, sub in (("hdb", c[(c.family == "hdbscan") & (c.reducer == "none")]),
-                      ("umap", c[(c.family == "hdbscan") & (c.reducer != "none")])):
+    for pool, sub in (
+        ("hdb", c[(c.family == "hdbscan") & (c.reducer == "none")]),
+        ("umap", c[(c.family == "hdbscan") & (c.reducer != "none")]),
+    ):
         sub = sub[sub.dbcv.notna()]
         if len(sub):
             out[pool] = sub.loc[sub.dbcv.idxmax()]
@@ -132,11 +150,16 @@ def same_k_rules():
                 if p not in f or f[p].name == base.name:
                     continue
                 x = f[p]
-                ref = samek.loc[(name, int(x.k)), "km_dbcv"] if (name, int(x.k)) in samek.index else np.nan
+                ref = (
+                    samek.loc[(name, int(x.k)), "km_dbcv"]
+                    if (name, int(x.k)) in samek.index
+                    else np.nan
+                )
                 a = x.dbcv - ref
                 if np.isfinite(a) and a >= m and a > adv:
                     best, adv = x, a
             return best
+
         return rule
 
     for m in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6):

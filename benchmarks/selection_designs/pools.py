@@ -62,7 +62,13 @@ def centroid(X, kmax):
         p = {"n_clusters": k, "n_init": 3}
         yield "kmeans", p, Fit("kmeans", p), None
     for k in range(2, kmax + 1):
-        p = {"n_components": k, "covariance_type": cov, "reg_covar": 1e-4, "n_init": 1, "max_iter": 200}
+        p = {
+            "n_components": k,
+            "covariance_type": cov,
+            "reg_covar": 1e-4,
+            "n_init": 1,
+            "max_iter": 200,
+        }
         model = FAMILIES["gmm"].fit(X, p, SEED)
         yield "gmm", p, Fit("gmm", p), float(model.bic(X))
 
@@ -89,16 +95,37 @@ def main():
         cands = []
         for fam, p, fit, bic in centroid(X, kmax):
             labels = fit(X, SEED)
-            cands.append(dict(base, family=fam, reducer="none", params=json.dumps(p), bic=bic,
-                              labels=labels, fit=fit, space=X))
+            cands.append(
+                dict(
+                    base,
+                    family=fam,
+                    reducer="none",
+                    params=json.dumps(p),
+                    bic=bic,
+                    labels=labels,
+                    fit=fit,
+                    space=X,
+                )
+            )
         embeddings = {"none": X}
         for nn in (15, 50):
-            embeddings[f"umap{nn}"] = umap.UMAP(n_neighbors=nn, n_components=5, min_dist=0.0,
-                                               random_state=SEED, n_jobs=1).fit_transform(X)
+            embeddings[f"umap{nn}"] = umap.UMAP(
+                n_neighbors=nn, n_components=5, min_dist=0.0, random_state=SEED, n_jobs=1
+            ).fit_transform(X)
         for reducer, Z in embeddings.items():
             for p, fit in density(Z):
-                cands.append(dict(base, family="hdbscan", reducer=reducer, params=json.dumps(p),
-                                  bic=np.nan, labels=fit(Z, SEED), fit=fit, space=Z))
+                cands.append(
+                    dict(
+                        base,
+                        family="hdbscan",
+                        reducer=reducer,
+                        params=json.dumps(p),
+                        bic=np.nan,
+                        labels=fit(Z, SEED),
+                        fit=fit,
+                        space=Z,
+                    )
+                )
         for c in cands:
             labels = c["labels"]
             c["k"] = int(np.unique(labels[labels >= 0]).size)
@@ -117,9 +144,15 @@ def main():
             if measured and c["k"] >= 2:
                 c["dbcv"] = quality_metrics(X, c["labels"], with_dbcv=True).dbcv
             if measured and c["k"] >= 1:
-                c["jaccard"] = bootstrap_stability(c["space"], c["labels"], c["fit"], n_boot=10,
-                                                   seed=SEED, n_jobs=1,
-                                                   noise_is_group=True).jaccard_mean
+                c["jaccard"] = bootstrap_stability(
+                    c["space"],
+                    c["labels"],
+                    c["fit"],
+                    n_boot=10,
+                    seed=SEED,
+                    n_jobs=1,
+                    noise_is_group=True,
+                ).jaccard_mean
             rows.append({k: v for k, v in c.items() if k not in ("labels", "fit", "space")})
         print(data.name, round(time.time() - t, 1), flush=True)
         pd.DataFrame(rows).to_csv(Path(__file__).with_name("pools.csv"), index=False)

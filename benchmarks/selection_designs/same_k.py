@@ -2,26 +2,26 @@
 with DBCV and silhouette (noise 0), to compare other finalists with k-means at the same k.
 Writes same_k.csv here."""
 
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pools import SEED, bench, features, sil0
 
-from pools import bench, features, sil0, SEED
 from segml.families import FAMILIES
 from segml.metrics.quality import quality_metrics
 
 
 def main():
-    pools = pd.read_csv("pools.csv")
     api, work, rows = bench._segml(), Path(tempfile.mkdtemp()), []
     for data in bench.datasets():
         X = features(api, data, work)
         ks = range(2, bench.baseline_max_k(len(X)) + 1)
         for k in ks:
-            labels = np.asarray(FAMILIES["kmeans"].fit(X, {"n_clusters": int(k), "n_init": 3}, SEED).labels_)
+            labels = np.asarray(
+                FAMILIES["kmeans"].fit(X, {"n_clusters": int(k), "n_init": 3}, SEED).labels_
+            )
             q = quality_metrics(X, labels, with_dbcv=True)
             rows.append(dict(dataset=data.name, k=k, km_dbcv=q.dbcv, km_sil0=sil0(X, labels)))
         print(data.name, flush=True)

@@ -28,7 +28,9 @@ def test_one_segment_with_most_value_and_all_its_spread_is_under_segmentation() 
     lumped = np.where(rng.random(1_000) < 0.8, 0, 1)
     check = _by_name(granularity_checks(lumped, value, min_share=0.02))["under-segmentation"]
     assert not check.passed
-    assert check.detail.startswith("segment 0 holds 74.4% of the value; its customers' value spreads 0.99")
+    assert check.detail.startswith(
+        "segment 0 holds 74.4% of the value; its customers' value spreads 0.99"
+    )
     # Segments by value rank: the top segment holds most value but a narrow band of it.
     by_value = np.digitize(value, np.quantile(value, [0.5, 0.9]))
     check = _by_name(granularity_checks(by_value, value, min_share=0.02))["under-segmentation"]
