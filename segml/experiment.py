@@ -346,6 +346,7 @@ def _finalists_record(
         keys.QUALITY_BIC,
         keys.QUALITY_NOISE_SHARE,
         keys.STABILITY_JACCARD_MEAN,
+        keys.STABILITY_JACCARD_MIN,
         keys.BUSINESS_VALUE_R2,
     )
     finalists = []

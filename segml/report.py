@@ -99,6 +99,7 @@ def choice_text(choice: dict[str, Any], chosen: int) -> str:
             "DBCV": f[keys.QUALITY_DBCV],
             "k-means DBCV": f["kmeans_dbcv"],
             "Jaccard": f[keys.STABILITY_JACCARD_MEAN],
+            "min Jaccard": f[keys.STABILITY_JACCARD_MIN],
             "value R²": f[keys.BUSINESS_VALUE_R2],
         }
         for f in choice.get("finalists", [])

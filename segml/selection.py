@@ -196,8 +196,10 @@ def choose(
     Finalists whose mean bootstrap Jaccard is below ``min_stability`` drop out (all stay if
     none passes). The k-means finalist (k by silhouette) is the pick unless another finalist
     draws better segments than k-means does at that finalist's own number of segments: its DBCV
-    beats ``kmeans_dbcv(k)`` by ``CHALLENGER_MARGIN``; the largest such lead wins. Without a
-    k-means finalist, the largest lead wins, whatever its size (ties: earlier trial).
+    beats ``kmeans_dbcv(k)`` by ``CHALLENGER_MARGIN`` and every one of its segments is stable
+    (Jaccard at least ``min_stability``, what the review's stability gate asks); the largest
+    such lead wins. Without a k-means finalist, the largest lead wins, whatever its size (ties:
+    earlier trial).
     """
     stable = [
         r for r in remeasured if _finite(r.metrics[keys.STABILITY_JACCARD_MEAN]) >= min_stability
@@ -212,7 +214,13 @@ def choose(
     base = next((r for r in stable if r.family == "kmeans" and not reduced(r)), None)
     if base is None:
         return max(stable, key=lead)
-    challengers = [r for r in stable if r is not base and lead(r) >= CHALLENGER_MARGIN]
+    challengers = [
+        r
+        for r in stable
+        if r is not base
+        and lead(r) >= CHALLENGER_MARGIN
+        and _finite(r.metrics[keys.STABILITY_JACCARD_MIN]) >= min_stability
+    ]
     return max(challengers, key=lead) if challengers else base
 
 

@@ -25,6 +25,7 @@ def _trial(number: int, family: str, feasible: bool = True, reducer: str = "none
         keys.QUALITY_DBCV: metrics.get("dbcv", np.nan),
         keys.QUALITY_BIC: metrics.get("bic", np.nan),
         keys.STABILITY_JACCARD_MEAN: metrics.get("jaccard", 0.9),
+        keys.STABILITY_JACCARD_MIN: metrics.get("jaccard_min", 0.8),
         keys.BUSINESS_N_SEGMENTS: metrics.get("k", 3),
     }
     params = {keys.PARAM_FAMILY: family, keys.param_key(keys.PREP_NAMESPACE, "reducer"): reducer}
@@ -97,6 +98,10 @@ def test_kmeans_stays_unless_a_finalist_beats_kmeans_at_its_own_k() -> None:
     density = _trial(2, "hdbscan", dbcv=-0.5 + CHALLENGER_MARGIN + 0.05, k=2)
     assert choose([kmeans, gmm, density], 0.6, kmeans_dbcv) is density, (
         "a lower DBCV than the k-means finalist's, but far above 2-means'"
+    )
+    one_shaky_segment = _trial(2, "hdbscan", dbcv=0.9, k=2, jaccard_min=0.45)
+    assert choose([kmeans, one_shaky_segment], 0.6, kmeans_dbcv) is kmeans, (
+        "a challenger whose segment would fail the review's stability gate stays out"
     )
     shaky = _trial(2, "hdbscan", dbcv=0.9, k=2, jaccard=0.5)
     assert choose([kmeans, shaky], 0.6, kmeans_dbcv) is kmeans, "unstable: out"
