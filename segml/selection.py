@@ -47,6 +47,8 @@ class ScanPoint:
     criterion: str
     value: float
     params: dict[str, Any]
+    min_share: float
+    """The smallest segment's share of the customers."""
 
 
 def representative(space: Space) -> dict[str, Any]:
@@ -71,7 +73,7 @@ def scan_segment_counts(
     X: np.ndarray, spaces: dict[str, Space], *, sample_size: int, seed: int
 ) -> list[ScanPoint]:
     """Fit every number of segments of every family that takes one (no reducer) and score each
-    by the family's own criterion.
+    by the family's own criterion, noting its smallest segment's share.
 
     These fits are cheap next to a trial (no bootstrap, no reducer), and a sampler given a few
     dozen trials over every family leaves most values of k untried.
@@ -86,12 +88,13 @@ def scan_segment_counts(
         for k in range(dim.low, dim.high + 1):
             params = representative(space) | {k_param: k}
             model = FAMILIES[name].fit(X, params, seed)
+            labels = np.asarray(FAMILIES[name].assign(model, X).labels)
             if criterion == keys.QUALITY_BIC:
                 value = float(model.bic(X))
             else:
-                labels = np.asarray(model.labels_)
                 value = quality_metrics(X, labels, sample_size=sample_size, seed=seed).silhouette
-            points.append(ScanPoint(name, k, criterion, value, params))
+            share = np.bincount(labels, minlength=k).min() / len(labels)
+            points.append(ScanPoint(name, k, criterion, value, params, float(share)))
     return points
 
 
@@ -104,7 +107,8 @@ def first_trials(
     min_share: float,
 ) -> list[dict[str, Any]]:
     """The study parameters of the trials run before the sampler's: each scanned family's
-    ``SCAN_PER_FAMILY`` best numbers of segments, and each density family at
+    ``SCAN_PER_FAMILY`` best numbers of segments (those with no segment under ``min_share``
+    first, as the constraints would judge them), and each density family at
     ``DENSITY_SIZES`` multiples of the smallest segment the constraints allow (and at the middle
     one after the reducer, where the spec allows one). Without these, a sampler drawn to the
     families that score best early leaves the others barely tried."""
@@ -114,7 +118,7 @@ def first_trials(
         sign = CRITERIA[family][1]
         ranked = sorted(
             (p for p in points if p.family == family and np.isfinite(p.value)),
-            key=lambda p: (-sign * p.value, p.k),
+            key=lambda p: (p.min_share < min_share, -sign * p.value, p.k),
         )
         trials += [_study_params(family, p.params, plain) for p in ranked[:SCAN_PER_FAMILY]]
     smallest = max(min_share * n_customers, 1.0)

@@ -107,3 +107,22 @@ def test_kmeans_stays_unless_a_finalist_beats_kmeans_at_its_own_k() -> None:
     assert choose([kmeans, shaky], 0.6, kmeans_dbcv) is kmeans, "unstable: out"
     assert choose([shaky], 0.6, kmeans_dbcv) is shaky, "all unstable: the best of them"
     assert choose([gmm, density], 0.6, kmeans_dbcv) is density, "no k-means: the largest lead"
+
+
+def test_the_scan_puts_first_the_best_k_whose_segments_meet_min_share() -> None:
+    blobs, _ = make_blobs(600, centers=[[-8, -8], [8, -8], [-8, 8], [8, 8]], random_state=0)
+    X = np.vstack([blobs, [[60, 60], [61, 60], [60, 61]]])  # three far-out customers
+    limits = Constraints(min_segments=2, max_segments=6)
+    spaces = {"kmeans": default_space("kmeans", limits)}
+    scan = scan_segment_counts(X, spaces, sample_size=1_000, seed=0)
+    five = next(p for p in scan if p.k == 5)
+    assert five.min_share == 3 / 603, "k = 5 gives the far-out three a segment of their own"
+
+    def best_k(min_share: float) -> int:
+        first = first_trials(
+            scan, spaces, {"reducer": "none"}, n_customers=603, min_share=min_share
+        )
+        return first[0]["kmeans.n_clusters"]
+
+    assert best_k(0.0) == 5, "by silhouette alone"
+    assert best_k(0.02) == 4, "the constraints would refuse a segment of 0.5%"
