@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-fast demo ui screenshots lint format typecheck clean
+.PHONY: install test test-fast demo ui serve screenshots lint format typecheck clean
 
 install: $(STAMP)
 
@@ -42,6 +42,13 @@ demo: install
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
+
+# The champion as a REST endpoint: POST JSON to http://127.0.0.1:5001/invocations.
+# `mlflow models serve` starts uvicorn by name, so the venv's bin goes first on PATH.
+SERVE_MODEL ?= models:/cdnow_rfm@champion
+serve: install
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" \
+	  $(BIN)/mlflow models serve -m $(SERVE_MODEL) --env-manager local -p 5001
 
 # The README's MLflow UI images, from the demo's store (run `make demo` first; needs Debian's
 # chromium: apt-get install chromium).
