@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -365,17 +366,27 @@ def check_format(found: object) -> None:
         )
 
 
-def log_segment_model(segmenter: Segmenter, table: pd.DataFrame, run_id: str) -> str:
-    """Log ``segmenter`` as the pyfunc model ``model`` of ``run_id``; return its model URI."""
+def log_segment_model(
+    segmenter: Segmenter,
+    table: pd.DataFrame,
+    run_id: str,
+    pages: Mapping[str, str] | None = None,
+) -> str:
+    """Log ``segmenter`` as the pyfunc model ``model`` of ``run_id``, with ``pages`` (file name
+    to text, e.g. the segment report) among its artifacts; return its model URI."""
     example = input_example(segmenter, table)
     output = segmenter.predict(example)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
         path = Path(tmp) / "segmenter.joblib"
         joblib.dump(segmenter, path)
+        artifacts = {ARTIFACT_KEY: str(path)}
+        for name, text in (pages or {}).items():
+            (Path(tmp) / name).write_text(text, encoding="utf-8")
+            artifacts[Path(name).stem] = str(Path(tmp) / name)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
-            artifacts={ARTIFACT_KEY: str(path)},
+            artifacts=artifacts,
             code_paths=[str(Path(__file__).parent)],
             signature=ModelSignature(
                 _input_schema(segmenter, table),
