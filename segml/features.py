@@ -27,6 +27,9 @@ RFM_COLUMNS = (
     "interpurchase_days",
 )
 QUANTITY_COLUMN = "quantity_total"
+CLOCK_COLUMNS = ("recency_days", "tenure_days")
+"""Days counted up to the reference date: they grow as time passes even when no customer
+changes, so scoring the same customers later shifts them by construction."""
 MISSING_CATEGORY = "missing"
 """What a missing categorical value is imputed as (and counted as, in drift checks)."""
 MAX_CATEGORIES = 30

@@ -10,7 +10,7 @@ import pandas as pd
 
 from segml import tracking as keys
 from segml.model import NO_SEGMENT, SEGMENT_ID, SEGMENT_NAME
-from segml.monitoring import EMERGING_ID, migration_summary, psi_level
+from segml.monitoring import EMERGING_ID, EXPECTED, migration_summary, psi_level, unexpected
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -331,13 +331,10 @@ def _scoring_sections(summary: ScoreSummary) -> list[tuple[str, str | pd.DataFra
             f"{settings.psi_major}); chi-square {shares.chi2:.1f}, p = {shares.p_value:.3g}",
         ),
         ("Segment shares", _share_table(summary)),
-        (
-            "Feature drift",
-            found.features
-            if len(found.features)
-            else "not measured: the model keeps no training reference (re-tune it)",
-        ),
+        ("Feature drift", drift_text(summary)),
     ]
+    if len(found.features):
+        sections.append(("Feature drift per feature", found.features))
     if found.migration is not None:
         matched, share = migration_summary(found.migration)
         sections += [
@@ -345,6 +342,38 @@ def _scoring_sections(summary: ScoreSummary) -> list[tuple[str, str | pd.DataFra
             ("Migration counts (previous rows, new columns)", found.migration.reset_index()),
         ]
     return sections
+
+
+def drift_text(summary: ScoreSummary) -> str:
+    """What the feature drift means, beside the segment shares: features that move by
+    construction (days counted up to a later reference date) are named as such and left out
+    of the count, and a drift of features with steady shares is explained, not contradicted."""
+    features, shares = summary.report.features, summary.report.shares
+    if not len(features):
+        return "not measured: the model keeps no training reference (re-tune it)"
+    judged = unexpected(features)
+    drifted = judged.loc[judged["drifted"], "feature"].tolist()
+    text = f"{len(drifted)} of {len(judged)} features drifted" + (
+        f" ({', '.join(drifted)})" if drifted else ""
+    )
+    clock = features.loc[features[EXPECTED].astype(bool), "feature"].tolist()
+    if clock:
+        moved = [f for f in clock if features.set_index("feature").loc[f, "drifted"]]
+        text += (
+            f"; {', '.join(clock)} count days up to the reference date, so they move by "
+            f"construction when customers are scored later than at training (drifted: "
+            f"{', '.join(moved) or 'none'}), and are not counted"
+        )
+    settings = summary.settings
+    level = psi_level(pd.Series([shares.psi]), settings).iloc[0]
+    if level == "none":
+        held = f"segment shares held steady (PSI {shares.psi:.4f}, below {settings.psi_moderate})"
+    else:
+        held = f"segment shares shifted: {level} (PSI {shares.psi:.4f})"
+    return (
+        f"{text}. Meanwhile {held}: features describe the customers, shares the segments' "
+        "sizes, and customers can change within their segment without leaving it."
+    )
 
 
 def _scoring_overview(summary: ScoreSummary) -> str:
