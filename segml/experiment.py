@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import functools
 import time
 from collections import Counter
@@ -113,7 +114,13 @@ def tune(
     seed = spec.search.seed if seed is None else seed
     spaces = tuning.search_spaces(spec, families)
     budget = n_trials or spec.search.n_trials
-    name = study_name or spec.name
+    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    kept = studies.kept_storage(keys.resolve_tracking_uri(tracking_uri))
+    # A kept study gets a name of its own, so the next tune starts a new study, not resumes this.
+    defaulted = study_name is None and storage is None and kept is not None
+    name = f"{spec.name} {started}" if defaulted else (study_name or spec.name)
+    run_name = name if defaulted else f"{name} {started}"
+    storage = storage or kept
     digest = spec_digest(spec)
 
     built = build_features(spec)
@@ -130,7 +137,9 @@ def tune(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with contextlib.closing(coordinator(storage, name)) as peers:
-        worker = _join(tracking_uri, peers, spec, built, data, spaces, storage, name, digest)
+        worker = _join(
+            tracking_uri, peers, spec, built, data, spaces, storage, (name, run_name), digest
+        )
         deadline = time.monotonic() + (timeout or spec.search.timeout or np.inf)
         if _search(worker, evaluate_trial, budget, deadline, on_trial) is studies.Step.DONE:
             return _finalised(worker, name)
@@ -160,12 +169,13 @@ def _join(
     data: tuning.SearchData,
     spaces: dict[str, Space],
     storage: str | None,
-    name: str,
+    names: tuple[str, str],
     digest: str,
 ) -> _Worker:
-    """Under the study lock, connect to the tracking store and open the study and its parent
-    run (the first worker creates it, after the scan of segment counts; so, with a new store,
-    are its tables)."""
+    """Under the study lock, connect to the tracking store and open the study ``names[0]``
+    and its parent run ``names[1]`` (the first worker creates it, after the scan of segment
+    counts; so, with a new store, are its tables)."""
+    name, run_name = names
     objectives = tuning.objective_keys(data.value is not None)
     with peers.lock():
         client = keys.connect(tracking_uri)
@@ -186,7 +196,7 @@ def _join(
                 min_share=spec.constraints.min_share,
             )
             studies.enqueue(study, first)
-            parent = keys.study_run(client, experiment, name, digest, None, project)
+            parent = keys.study_run(client, experiment, (name, run_name), digest, None, project)
             _log_scan(client, parent, scan)
             study.set_user_attr(studies.PARENT_RUN_ATTR, parent)
             keys.log_dataset(
@@ -293,7 +303,7 @@ def _finalise(
         raise SpecError(
             f"{spec.path}: no trial completed ({cause}); widen search.families or the budget"
         )
-    keys.study_run(client, worker.experiment, name, worker.digest, parent)
+    keys.study_run(client, worker.experiment, (name, name), worker.digest, parent)
     remeasured = {r.number: _remeasure(r, data, spec) for r in selection.finalists(results)}
     reference = selection.kmeans_reference(
         data.X,

@@ -154,7 +154,8 @@ METRICS: Mapping[str, str] = {
     "same segment shares",
     DRIFT_FEATURE_PSI_MAX: "(scoring run) largest PSI of an input feature vs training",
     DRIFT_FEATURES_DRIFTED: "(scoring run) share of input features that drifted (Evidently's "
-    "default tests and distances)",
+    "default tests and distances), days counted to the reference date (recency, tenure) left "
+    "out: they move by construction",
     MIGRATION_CUSTOMERS: "(scoring run, --previous) customers in both the previous and this "
     "output",
     MIGRATION_SHARE: "(scoring run, --previous) share of those customers whose segment id changed",
@@ -297,20 +298,20 @@ def failed_on_error(client: MlflowClient, run_id: str) -> Iterator[None]:
 def study_run(
     client: MlflowClient,
     experiment: str,
-    study_name: str,
+    names: tuple[str, str],
     spec_digest: str,
     run_id: str | None,
     parent: str | None = None,
 ) -> str:
-    """The parent run of a study: ``run_id`` if given (a resumed study), else a new one named
-    after the study and when it started (``cdnow_rfm 2026-12-06 21:40:03``), nested under
-    ``parent`` (the ``mlflow run`` project run) if given."""
+    """The parent run of a study: ``run_id`` if given (a resumed study), else a new one for
+    the study ``names[0]`` named ``names[1]`` (distinct: ``cdnow_rfm 2026-12-06 21:40:03``),
+    nested under ``parent`` (the ``mlflow run`` project run) if given."""
     if run_id is not None:
         client.update_run(run_id, status="RUNNING")
         return run_id
-    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    study_name, run_name = names
     tags = {TAG_ROLE: ROLE_STUDY, TAG_STUDY: study_name, TAG_SPEC_DIGEST: spec_digest}
-    return new_run(client, experiment, f"{study_name} {started}", tags, parent)
+    return new_run(client, experiment, run_name, tags, parent)
 
 
 def start_trial(
