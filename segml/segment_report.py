@@ -43,6 +43,8 @@ class SegmentReport:
     ----------
     title : str
         What was segmented (model and customers).
+    customers : int
+        How many customers.
     segments : DataFrame
         One row per segment: id, name, customers, share, value columns, priority, rank,
         rule, precision and coverage; small segments blanked.
@@ -61,6 +63,7 @@ class SegmentReport:
     """
 
     title: str
+    customers: int
     segments: pd.DataFrame
     medians: pd.DataFrame
     percentiles: pd.DataFrame
@@ -93,7 +96,7 @@ def segment_report(
     numeric = table[features].select_dtypes("number")
     profile = feature_profile(numeric, ids)
     profile = profile[profile[SEGMENT_ID].isin(large[SEGMENT_ID])].reset_index(drop=True)
-    return SegmentReport(title, segments, medians, percentiles, profile, rules, value)
+    return SegmentReport(title, len(ids), segments, medians, percentiles, profile, rules, value)
 
 
 def _segment_table(
@@ -165,6 +168,7 @@ _FORMATS = {
     "priority": "{:.1%}",
     "precision": "{:.0%}",
     "coverage": "{:.0%}",
+    "rank": "{:.0f}",
 }
 _HEADERS = {
     "customers": "customers",
@@ -228,7 +232,9 @@ def _profile_html(segment_report: SegmentReport) -> str:
     styler = medians.reset_index().style.format(formats, na_rep="none", escape="html")
     styler = styler.hide(axis="index")
     if numeric:
-        shares = percentiles[numeric].to_numpy(dtype=float)
+        # a segment without any value of a feature gets the neutral colour, not the colour map's
+        # transparent "bad" one, under which its "none" would be white on white
+        shares = np.nan_to_num(percentiles[numeric].to_numpy(dtype=float), nan=0.5)
         styler = styler.background_gradient(
             cmap="RdBu_r", subset=numeric, gmap=shares, axis=None, vmin=0, vmax=1
         )
@@ -242,10 +248,9 @@ def _number_format(values: pd.Series) -> str:
 
 def _summary(segment_report: SegmentReport) -> str:
     rules = segment_report.rules
-    shown = segment_report.segments
     return (
-        f"{int(pd.to_numeric(shown['customers'], errors='coerce').sum()):,} customers in "
-        f"{len(shown)} segments. The membership rules (a decision tree of depth {rules.depth}) "
+        f"{segment_report.customers:,} customers in {len(segment_report.segments)} segments. "
+        f"The membership rules (a decision tree of depth {rules.depth}) "
         f"put {rules.fidelity:.0%} of customers in their own segment. Ranking: "
         f"{segment_report.priority_rule}."
     )
@@ -322,6 +327,9 @@ def profile_heatmap(segment_report: SegmentReport) -> Figure:
     shares = segment_report.percentiles.dropna(axis=1, how="all")
     fig = report.new_figure(2.5 + 1.1 * shares.shape[1], 1.2 + 0.45 * shares.shape[0])
     ax = fig.subplots()
+    if shares.empty:
+        ax.set_title("No numeric feature to profile")
+        return fig
     image = ax.imshow(shares.to_numpy(dtype=float), cmap="RdBu_r", vmin=0, vmax=1, aspect="auto")
     medians = segment_report.medians[shares.columns]
     for (r, c), value in np.ndenumerate(medians.to_numpy(dtype=float)):

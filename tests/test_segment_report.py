@@ -32,14 +32,14 @@ def cdnow_report(cdnow_model: tuple[Segmenter, pd.DataFrame]) -> SegmentReport:
 
 def test_rules_recover_threshold_segments_in_the_data_units() -> None:
     rng = np.random.default_rng(0)
-    orders, spend = rng.integers(0, 21, 3_000), rng.uniform(0, 10, 3_000)
+    orders, spend = rng.integers(0, 21, 3_000), rng.choice(np.arange(0, 10, 0.5), 3_000)
     ids = np.where(orders <= 10, 0, np.where(spend <= 5, 1, 2))
     rules = membership_rules(pd.DataFrame({"orders": orders, "spend": spend}), ids)
     assert rules.fidelity == 1.0 and rules.depth == 2
     assert rules.table["rule"].tolist() == [
-        "orders <= 10",
-        "orders >= 11 and spend <= 5",
-        "orders >= 11 and spend > 5",
+        "orders <= 10",  # counts read as counts: orders <= 10.5 is orders <= 10
+        "orders >= 11 and spend <= 5.25",
+        "orders >= 11 and spend > 5.25",
     ]
     assert (rules.table[["precision", "coverage"]] == 1.0).all().all()
 
