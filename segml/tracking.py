@@ -21,7 +21,7 @@ from mlflow.entities import DatasetInput, InputTag, LoggedModelInput, Metric, Pa
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_RUN_NAME
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ARTIFACTS_FOLDER = "mlartifacts"
@@ -337,12 +337,9 @@ def finish_trial(
         run_id,
         metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
         params=[Param(k, v) for k, v in flat_params(params).items()],
-        tags=[
-            RunTag(TAG_FAMILY, family),
-            RunTag(TAG_FEASIBLE, str(feasible).lower()),
-            RunTag(MLFLOW_RUN_NAME, f"trial-{number:04d}-{family}"),
-        ],
+        tags=[RunTag(TAG_FAMILY, family), RunTag(TAG_FEASIBLE, str(feasible).lower())],
     )
+    client.update_run(run_id, name=f"trial-{number:04d}-{family}")
     client.set_terminated(run_id)
 
 
