@@ -338,7 +338,7 @@ def natural_input(segmenter: Segmenter, frame: pd.DataFrame) -> pd.DataFrame:
         hint = f'; pass params={{"{CUSTOMERS_PARAM}": PATH}} for them' if attributes else ""
         raise DataError(f"model input lacks column(s) {', '.join(missing)}{hint}")
     numeric = column_kinds(segmenter.preprocessor)[0]
-    converted = {}
+    converted: dict[str, pd.Series] = {}
     for column in numeric:
         if frame[column].dtype.kind not in "fiub":
             try:

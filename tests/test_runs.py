@@ -3,20 +3,27 @@ marks on the trials, nesting under ``mlflow run``, and the Optuna study kept bes
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import mlflow
 import optuna
+import pandas as pd
 import pytest
 import yaml
 from mlflow.entities import Run
 
 from segml import tracking as keys
 from segml.experiment import TuneResult, tune
+from segml.model import Segmenter, log_segment_model
+from segml.registry import resolve_ref
+from segml.scoring import run_scoring
 from segml.spec import load_spec
 from segml.studies import KEPT_STORAGE
 from segml.synthetic import synthetic_customers, synthetic_spec
 from segml.tuning import objective_keys
+
+from .conftest import EXPERIMENTS
 
 SEARCH = {
     "seed": 3,
@@ -136,3 +143,29 @@ def test_mlflow_run_project_run_holds_exactly_one_study(
     assert [s.info.run_id for s in studies] == [result.parent_run_id]
     assert studies[0].data.tags[keys.TAG_PARENT] == project.run_id
     assert studies[0].info.experiment_id == project.experiment_id
+
+
+def test_a_scoring_run_logs_its_question_its_data_and_its_real_duration(
+    cdnow_model: tuple[Segmenter, pd.DataFrame], tmp_path: Path
+) -> None:
+    segmenter, table = cdnow_model
+    client = keys.connect(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(keys.experiment_id(client, "cdnow_rfm")).info.run_id
+    client.create_registered_model("cdnow_rfm")
+    client.create_model_version("cdnow_rfm", log_segment_model(segmenter, table, run_id), run_id)
+    source = EXPERIMENTS / "data" / "cdnow_master.txt"
+    summary, scoring = run_scoring(
+        client,
+        resolve_ref("models:/cdnow_rfm/1", client=client),
+        source,
+        tmp_path / "scores.parquet",
+        reference_date=dt.date(1998, 6, 30),
+    )
+    run = client.get_run(scoring)
+    params = run.data.params
+    assert params["reference_date"] == "1998-06-30" and params["input"] == str(source)
+    assert params["model"] == "cdnow_rfm v1" and params["engine"] == "pandas"
+    (data,) = run.inputs.dataset_inputs
+    assert data.dataset.name == "cdnow_master.txt as of 1998-06-30" and data.dataset.digest
+    assert all(run.data.tags.get(tag) for tag in CONTEXT_TAGS)
+    assert run.info.end_time - run.info.start_time >= summary.seconds * 1000 - 2

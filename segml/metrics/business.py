@@ -11,7 +11,7 @@ NOISE = -1
 
 OUTCOME_ROLES: dict[str, tuple[tuple[str, str], ...]] = {
     "revenue": (("revenue_share", "share"), ("revenue_mean", "mean")),
-    "monetary": (("monetary_mean", "mean"),),
+    "monetary": (("spend_mean", "mean"),),
     "clv": (("clv_mean", "mean"),),
     "conversion": (("conversion_rate", "mean"),),
     "repeat": (("repeat_rate", "mean"),),
@@ -19,6 +19,7 @@ OUTCOME_ROLES: dict[str, tuple[tuple[str, str], ...]] = {
     "churn": (("churn_rate", "mean"),),
 }
 """Outcome columns named after a role, and the ``(output column, statistic)`` pairs they give.
+(``monetary`` gives ``spend_mean``, not ``monetary_mean``, the feature of mean order value.)
 
 ``share`` is the segment's part of the column's total over all rows; ``mean`` is the segment
 mean (a rate for 0/1 columns). Columns with any other name give ``<name>_mean``.

@@ -119,7 +119,8 @@ def _design(features: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple[str, 
     those to its feature and category."""
     text = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
     numeric = features.drop(columns=text).astype("float64")
-    parts, dummies = [numeric], {}
+    parts: list[pd.DataFrame | pd.Series] = [numeric]
+    dummies: dict[str, tuple[str, str]] = {}
     for column in text:
         values = features[column].astype("string")
         for category in values.dropna().unique():

@@ -45,7 +45,7 @@ def test_segment_table_roles_and_missing_values() -> None:
     )  # fmt: skip
     table = segment_table(labels, outcomes)
     assert "is_noise" in table and not table["is_noise"].any()
-    np.testing.assert_allclose(table["monetary_mean"], [2.0, 5.0])  # NaN skipped
+    np.testing.assert_allclose(table["spend_mean"], [2.0, 5.0])  # NaN skipped
     np.testing.assert_allclose(table["clv_mean"], [2.0, 8.0])
     np.testing.assert_allclose(table["recency_mean"], [5.0, 1.0])
     np.testing.assert_allclose(table["repeat_rate"], [0.5, 1.0])
