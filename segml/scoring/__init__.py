@@ -289,11 +289,11 @@ def run_scoring(
     }
     name = tracking.dataset_name(input_path, reference_date)
     columns = pd.DataFrame(columns=[segmenter.id_column, *segmenter.features])
-    dataset = (columns, name, str(input_path), input_digest(input_files(input_path)))
+    dataset = (columns, name, str(input_path), _input_digest(input_files(input_path)))
     return summary, _log(client, summary, experiment, params, dataset, begun)
 
 
-def input_digest(files: list[Path]) -> str:
+def _input_digest(files: list[Path]) -> str:
     """A digest of the input files that changes when any of them does (their names, sizes
     and modification times: reading every byte of a large batch twice would cost as much
     as scoring it)."""
