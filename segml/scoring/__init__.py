@@ -288,7 +288,11 @@ def run_scoring(
         "engine": "pandas" if spark_master is None else f"spark {spark_master}",
     }
     name = tracking.dataset_name(input_path, reference_date)
-    columns = pd.DataFrame(columns=[segmenter.id_column, *segmenter.features])
+    signature = Signature.of(segmenter)  # the input's schema, without reading it again
+    columns = pd.DataFrame(
+        {c: pd.Series(dtype="float64") for c in signature.numeric}
+        | {c: pd.Series(dtype="string") for c in (signature.id_column, *signature.categorical)}
+    )
     dataset = (columns, name, str(input_path), _input_digest(input_files(input_path)))
     return summary, _log(client, summary, experiment, params, dataset, begun)
 
