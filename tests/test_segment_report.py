@@ -20,6 +20,7 @@ from segml.segment_report import (
 )
 
 RANK_QUANTILE = {"top 10%": 0.9, "top 25%": 0.75, "bottom 25%": 0.25}
+LEVELS = (("high", 1), ("low", -1))
 
 
 @pytest.fixture(scope="module")
@@ -97,13 +98,16 @@ def _check_word(word: str, profile: pd.DataFrame, table: pd.DataFrame) -> int:
     if word == "one-off":
         assert profile.loc["frequency", "median"] <= 1, word
         return 1
-    for column, (high, low) in _WORDS.items():
-        if word in (high.lower(), low.lower()):
-            sign = 1 if word == high.lower() else -1
-            base_median = table[column].median()
-            assert sign * (profile.loc[column, "mean"] - profile.loc[column, "overall_mean"]) > 0
-            assert sign * (profile.loc[column, "median"] - base_median) >= 0, word
-            return 1
+    words = {w.lower(): (c, 1) for c, (w, _) in _WORDS.items()}
+    words |= {w.lower(): (c, -1) for c, (_, w) in _WORDS.items()}
+    words |= {f"{level} {c}": (c, sign) for c in profile.index for level, sign in LEVELS}
+    if word in words:
+        column, sign = words[word]
+        mean, overall = profile.loc[column, "mean"], profile.loc[column, "overall_mean"]
+        assert sign * (mean - overall) > 0, (word, mean, overall)
+        median, base = profile.loc[column, "median"], table[column].median()
+        assert sign * (median - base) >= 0, (word, median, base)
+        return 1
     assert word == "typical", f"unknown word {word!r}"
     return 0
 
