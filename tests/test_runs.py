@@ -103,8 +103,8 @@ def test_trials_are_marked_pareto_and_exactly_one_chosen(
     trials = _trials(mlflow.MlflowClient(uri), first)
     chosen = [r for r in trials if r.data.tags[keys.TAG_CHOSEN] == "true"]
     assert len(chosen) == 1 and chosen[0].data.tags[keys.TAG_TRIAL] == str(first.chosen.number)
-    assert {r.data.tags[keys.TAG_PARETO] for r in trials} <= {"true", "false"}
-    assert chosen[0].data.tags[keys.TAG_PARETO] == "true" or not first.chosen.feasible
+    marks = [r.data.tags[keys.TAG_PARETO] for r in trials]
+    assert set(marks) <= {"true", "false"} and "true" in marks
 
 
 def test_the_study_run_logs_its_dataset_with_its_source(
