@@ -263,7 +263,9 @@ def _run(
     """Evaluate one claimed trial as a nested run that lasts as long as the trial does, and
     tell the study."""
     client = worker.client
-    run_id = keys.start_trial(client, worker.experiment, worker.parent, trial.number, worker.digest)
+    run_id = keys.start_trial(
+        client, worker.experiment, worker.parent, trial.number, worker.digest
+    )
     with keys.failed_on_error(client, run_id):
         try:
             result, _ = evaluate_trial(trial)

@@ -434,9 +434,7 @@ def review_html(review: Review) -> str:
         ("Under- and over-segmentation", report.table_html(_check_table(review.checks))),
     ]
     if review.champion is not None:
-        heatmap = report.migration_heatmap(
-            review.migration, review.names, review.challenger_names
-        )
+        heatmap = report.migration_heatmap(review.migration, review.names, review.challenger_names)
         sections += [
             ("Agreement", report.table_html(_agreement_table(review))),
             ("Champion segments", report.table_html(_fate_table(review))),

@@ -217,7 +217,9 @@ def _formatter(spec: str) -> Callable[[object], str]:
     """``spec`` for numbers; anything else (a blanked size, "<20") as it is."""
 
     def formatted(value: object) -> str:
-        if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
+        if isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+            value, bool
+        ):
             return spec.format(value)
         return str(value)
 
@@ -333,7 +335,9 @@ def profile_heatmap(segment_report: SegmentReport) -> Figure:
     image = ax.imshow(shares.to_numpy(dtype=float), cmap="RdBu_r", vmin=0, vmax=1, aspect="auto")
     medians = segment_report.medians[shares.columns]
     for (r, c), value in np.ndenumerate(medians.to_numpy(dtype=float)):
-        text = "none" if np.isnan(value) else f"{value:,.0f}" if abs(value) >= 10 else f"{value:.1f}"
+        text = (
+            "none" if np.isnan(value) else f"{value:,.0f}" if abs(value) >= 10 else f"{value:.1f}"
+        )
         ax.text(c, r, text, ha="center", va="center", fontsize="x-small")
     ax.set_xticks(range(shares.shape[1]), list(shares.columns), rotation=30, ha="right")
     ax.set_yticks(range(shares.shape[0]), list(shares.index))

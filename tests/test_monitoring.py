@@ -357,10 +357,16 @@ def test_features_that_move_with_the_reference_date_raise_no_alert() -> None:
     none = _emerging(np.empty((0, 2)), _space(rng))
     calm = share_drift(pd.Series({0: 500, 1: 500}), pd.Series({0: 490, 1: 510}))
     features = pd.DataFrame(
-        {"feature": ["recency_days", "frequency"], "drifted": [True, False], EXPECTED: [True, False]}
+        {
+            "feature": ["recency_days", "frequency"],
+            "drifted": [True, False],
+            EXPECTED: [True, False],
+        }
     )
     assert alerts(none, calm, features, SETTINGS) == ()
-    assert "1 of 1 features drifted" in alerts(none, calm, features.assign(drifted=True), SETTINGS)[0]
+    assert (
+        "1 of 1 features drifted" in alerts(none, calm, features.assign(drifted=True), SETTINGS)[0]
+    )
 
 
 def test_cdnow_scored_six_months_later_explains_its_drift(

@@ -71,7 +71,13 @@ def test_a_fresh_process_predicts_integer_ids_and_counts_by_alias(
         "model.predict(pd.read_parquet(sys.argv[1])).to_parquet(sys.argv[2])\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "in.parquet"), str(tmp_path / "out.parquet")],
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(tmp_path / "in.parquet"),
+            str(tmp_path / "out.parquet"),
+        ],
         capture_output=True,
         text=True,
         env=os.environ | {"MLFLOW_TRACKING_URI": store},

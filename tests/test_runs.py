@@ -60,7 +60,9 @@ def _trials(client: mlflow.MlflowClient, result: TuneResult) -> list[Run]:
     return list(found)
 
 
-def test_trial_runs_last_as_long_as_their_trials(tuned: tuple[TuneResult, TuneResult, str]) -> None:
+def test_trial_runs_last_as_long_as_their_trials(
+    tuned: tuple[TuneResult, TuneResult, str],
+) -> None:
     first, _, uri = tuned
     trials = _trials(mlflow.MlflowClient(uri), first)
     assert len(trials) == 3

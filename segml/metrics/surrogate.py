@@ -89,7 +89,9 @@ def _fit_tree(X: pd.DataFrame, ids: np.ndarray, seed: int) -> tuple[DecisionTree
     and its fidelity."""
     leaf_size = max(2, int(MIN_LEAF_SHARE * len(X)))
     for depth in DEPTHS:
-        tree = DecisionTreeClassifier(max_depth=depth, min_samples_leaf=leaf_size, random_state=seed)
+        tree = DecisionTreeClassifier(
+            max_depth=depth, min_samples_leaf=leaf_size, random_state=seed
+        )
         fidelity = float(np.mean(tree.fit(X, ids).predict(X) == ids))
         if fidelity >= TARGET_FIDELITY:
             break
