@@ -67,6 +67,8 @@ def _numeric_traits(
             word, strength = _rank_word(str(values.name), rank, member)
         else:
             strength = float((member.mean() - present.mean()) / present.std())
+            if (member.median() - present.median()) * strength <= 0:
+                continue  # a few customers move the mean; the typical member does not agree
             word = _mean_word(str(values.name), strength, member)
             strength = abs(strength)
         if word and strength >= NAME_MIN_EFFECT:

@@ -135,8 +135,9 @@ def _medians(
     """Per shown segment, each feature's median (or most common category) and, for numeric
     features, the share of all customers at or below it."""
     labels = [f"{s}: {names[s]}" for s in segments[SEGMENT_ID]]
-    medians = pd.DataFrame(index=pd.Index(labels, name=SEGMENT), columns=features, dtype=object)
-    percentiles = pd.DataFrame(index=medians.index, columns=features, dtype=float)
+    columns = list(features.columns)
+    medians = pd.DataFrame(index=pd.Index(labels, name=SEGMENT), columns=columns, dtype=object)
+    percentiles = pd.DataFrame(index=medians.index, columns=columns, dtype=float)
     for column in features:
         values = features[column]
         base = np.sort(values.dropna().to_numpy())

@@ -18,7 +18,7 @@ from sklearn.tree import DecisionTreeClassifier
 DEPTHS = (2, 3, 4, 5)
 """Tree depths tried, shallowest first: the first whose fidelity reaches ``TARGET_FIDELITY``
 gives the rules (else the deepest)."""
-TARGET_FIDELITY = 0.9
+TARGET_FIDELITY = 0.85
 MIN_LEAF_SHARE = 0.005
 """Smallest leaf, as a share of the customers: a rule never describes a handful of them."""
 MAX_TERMS = 3
@@ -192,19 +192,25 @@ def _conjunction(
             bound.low = max(bound.low, threshold)
         bound.missing &= bool(inner.missing_go_to_left[node]) == went_left
     words = [_condition(c, b, columns) for c, b in bounds.items()]
-    return " and ".join(words) or "everyone"
+    return " and ".join(w for w in words if w) or "everyone"
 
 
 def _condition(column: str, bound: _Bound, columns: _Columns) -> str:
     """One feature's requirement in words: ``frequency >= 2``, ``country = FR``,
-    ``(interpurchase_days > 90.5 or none)`` (none: the customer has no value)."""
+    ``(interpurchase_days > 90.5 or none)`` (none: the customer has no value), ``no
+    interpurchase_days``, ``interpurchase_days known``; "" when it requires nothing."""
     if column in columns.dummies:
         name, category = columns.dummies[column]
         return f"{name} = {category}" if bound.low >= 0.5 else f"{name} != {category}"
+    missing = bound.missing and column in columns.with_missing
+    if bound.low == np.inf:  # the tree's split of the missing from the known values
+        return f"no {column}"
     whole = column in columns.whole
     low = np.floor(bound.low) + 1 if whole else bound.low  # x > 1.5 is x >= 2 for counts
     high = np.floor(bound.high) if whole else bound.high
     has_low, has_high = bool(np.isfinite(low)), bool(np.isfinite(high))
+    if not (has_low or has_high):
+        return "" if missing else f"{column} known"
     if whole and has_low and has_high and low == high:
         text = f"{column} = {_number(low)}"
     elif has_low and has_high:
@@ -213,7 +219,7 @@ def _condition(column: str, bound: _Bound, columns: _Columns) -> str:
         text = f"{column} {'>=' if whole else '>'} {_number(low)}"
     else:
         text = f"{column} <= {_number(high)}"
-    return f"({text} or none)" if bound.missing and column in columns.with_missing else text
+    return f"({text} or none)" if missing else text
 
 
 def _disjunction(terms: list[str]) -> str:
