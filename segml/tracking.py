@@ -10,6 +10,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -382,7 +383,10 @@ def log_dataset(
 ) -> str:
     """Log ``table`` as the run's input dataset ``name`` read from ``source`` (its schema and
     digest, not the rows; ``digest`` overrides the one of ``table``); return the digest."""
-    dataset = from_pandas(table, source=source, name=name, digest=digest)
+    with warnings.catch_warnings():
+        # MLflow registers local files under two schemes and warns that it picked one of them
+        warnings.filterwarnings("ignore", "The specified dataset source", UserWarning)
+        dataset = from_pandas(table, source=source, name=name, digest=digest)
     tag = InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)
     client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [tag])])
     return dataset.digest
