@@ -30,6 +30,9 @@ QUANTITY_COLUMN = "quantity_total"
 CLOCK_COLUMNS = ("recency_days", "tenure_days")
 """Days counted up to the reference date: they grow as time passes even when no customer
 changes, so scoring the same customers later shifts them by construction."""
+CUMULATIVE_COLUMNS = ("frequency", "monetary_total", QUANTITY_COLUMN)
+"""Totals over every purchase up to the reference date: a later date can only add to them, so
+they drift when customers keep buying (counted as drift: how much they grow is news)."""
 MISSING_CATEGORY = "missing"
 """What a missing categorical value is imputed as (and counted as, in drift checks)."""
 MAX_CATEGORIES = 30

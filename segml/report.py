@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from segml import tracking as keys
+from segml.features import CUMULATIVE_COLUMNS
 from segml.model import NO_SEGMENT, SEGMENT_ID, SEGMENT_NAME
 from segml.monitoring import EMERGING_ID, EXPECTED, migration_summary, psi_level, unexpected
 
@@ -360,9 +361,15 @@ def drift_text(summary: ScoreSummary) -> str:
     if clock:
         moved = [f for f in clock if features.set_index("feature").loc[f, "drifted"]]
         text += (
-            f"; {', '.join(clock)} count days up to the reference date, so they move by "
-            f"construction when customers are scored later than at training (drifted: "
-            f"{', '.join(moved) or 'none'}), and are not counted"
+            f"; not counted: {', '.join(clock)} (days up to the reference date, which grow by "
+            f"construction when customers are scored later than at training; drifted: "
+            f"{', '.join(moved) or 'none'})"
+        )
+    totals = [f for f in drifted if f in CUMULATIVE_COLUMNS and clock]
+    if totals:
+        text += (
+            f"; {', '.join(totals)}: totals of every purchase up to the reference date, which "
+            "a later date can only add to"
         )
     settings = summary.settings
     level = psi_level(pd.Series([shares.psi]), settings).iloc[0]

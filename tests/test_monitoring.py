@@ -382,6 +382,6 @@ def test_cdnow_scored_six_months_later_explains_its_drift(
     assert not features.drop(index="recency_days")[EXPECTED].any()
     assert not any("recency_days" in alert for alert in later.report.alerts)
     text = drift_text(later)
-    assert "recency_days count days up to the reference date" in text
-    assert "(drifted: recency_days)" in text and "segment shares" in text
+    assert "not counted: recency_days (days up to the reference date" in text
+    assert "drifted: recency_days)" in text and "segment shares held steady" in text
     assert "recency_days" in scoring_markdown(later)
