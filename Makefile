@@ -48,9 +48,10 @@ ui: install
 # The champion as a REST endpoint: POST JSON to http://127.0.0.1:5001/invocations.
 # `mlflow models serve` starts uvicorn by name, so the venv's bin goes first on PATH.
 SERVE_MODEL ?= models:/cdnow_rfm@champion
+SERVE_PORT ?= 5001
 serve: install
 	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" \
-	  $(BIN)/mlflow models serve -m $(SERVE_MODEL) --env-manager local -p 5001
+	  $(BIN)/mlflow models serve -m $(SERVE_MODEL) --env-manager local -p $(SERVE_PORT)
 
 # The README's MLflow UI images, from the demo's store (run `make demo` first; needs Debian's
 # chromium: apt-get install chromium).

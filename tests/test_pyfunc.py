@@ -22,6 +22,8 @@ from mlflow.exceptions import MlflowException
 from segml import tracking as keys
 from segml.model import SEGMENT_ID, Segmenter, log_segment_model
 
+from .conftest import ROOT
+
 MODEL = "cdnow_rfm"
 CHAMPION_URI = f"models:/{MODEL}@champion"
 BIN = Path(sys.executable).parent
@@ -144,9 +146,11 @@ def test_mlflow_models_predict_reads_a_csv_of_integers(
 
 
 @pytest.mark.slow
-def test_mlflow_models_serve_answers_a_json_request(
+def test_make_serve_answers_a_json_request_without_an_activated_venv(
     store: str, cdnow_model: tuple[Segmenter, pd.DataFrame], tmp_path: Path
 ) -> None:
+    """``make serve`` as the README shows it, from a shell whose PATH lacks the venv's bin
+    (``mlflow models serve`` alone then fails: ``uvicorn: not found``)."""
     customers = natural_customers(cdnow_model[1], n=3)
     request = {"dataframe_split": json.loads(customers.to_json(orient="split", index=False))}
     with _Served(store, tmp_path / "serve.log") as url:
@@ -170,7 +174,7 @@ def _env(store: str) -> dict[str, str]:
 
 
 class _Served:
-    """``mlflow models serve`` of the champion on a free port, for a ``with`` block."""
+    """``make serve`` of the champion on a free port, for a ``with`` block."""
 
     def __init__(self, store: str, log: Path) -> None:
         with socket.socket() as probe:
@@ -179,13 +183,14 @@ class _Served:
         self.store, self.log = store, log
 
     def __enter__(self) -> str:
-        command = [str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION_URI]
-        command += ["-p", str(self.port), "--env-manager", "local"]
+        command = ["make", "-C", str(ROOT), "serve"]
+        command += [f"SERVE_MODEL={CHAMPION_URI}", f"SERVE_PORT={self.port}"]
+        path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != str(BIN))
+        env = os.environ | {"MLFLOW_TRACKING_URI": self.store, "PATH": path}
         with self.log.open("w") as out:
             self.process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, env=_env(self.store),
-                start_new_session=True,
-            )  # fmt: skip
+                command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
