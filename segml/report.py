@@ -198,13 +198,16 @@ def migration_heatmap(
                     color="white" if value > 0.6 else "black")  # fmt: skip
     ax.set_xticks(
         range(shares.shape[1]),
-        [f"{c}: {new_names.get(int(c), NO_SEGMENT if c < 0 else '-')}" for c in shares.columns],
+        [
+            f"{c}: {new_names.get(int(c), NO_SEGMENT if int(c) < 0 else '-')}"
+            for c in shares.columns
+        ],
         rotation=30,
         ha="right",
     )
     ax.set_yticks(
         range(shares.shape[0]),
-        [f"{r}: {names.get(int(r), NO_SEGMENT if r < 0 else '-')}" for r in shares.index],
+        [f"{r}: {names.get(int(r), NO_SEGMENT if int(r) < 0 else '-')}" for r in shares.index],
     )
     ax.set_xlabel("to segment (challenger)")
     ax.set_ylabel("from segment (champion)")

@@ -9,9 +9,9 @@ Segments smaller than the spec's ``min_report_size`` are listed with their size 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -206,7 +206,9 @@ def rule_table(segment_report: SegmentReport) -> pd.DataFrame:
 def _styled(frame: pd.DataFrame) -> str:
     """A compact HTML table: numbers formatted per column, priority drawn as a bar."""
     frame = frame.reset_index()
-    formats = {c: _formatter(f) for c, f in _FORMATS.items() if c in frame.columns}
+    formats: dict[Any, str | Callable[[object], str] | None] = {
+        c: _formatter(f) for c, f in _FORMATS.items() if c in frame.columns
+    }
     styler = frame.style.format(formats, na_rep="", escape="html").hide(axis="index")
     if "priority" in frame.columns:
         styler = styler.bar(subset=["priority"], color="#9ecae1", vmin=0)
@@ -230,8 +232,10 @@ def _formatter(spec: str) -> Callable[[object], str]:
 def _profile_html(segment_report: SegmentReport) -> str:
     """The medians table, each numeric cell coloured by where it falls among all customers."""
     medians, percentiles = segment_report.medians, segment_report.percentiles
-    numeric = [c for c in medians.columns if percentiles[c].notna().any()]
-    formats = {c: _number_format(medians[c]) for c in numeric}
+    numeric: list[Hashable] = [c for c in medians.columns if percentiles[c].notna().any()]
+    formats: dict[Any, str | Callable[[object], str] | None] = {
+        c: _number_format(medians[c]) for c in numeric
+    }
     styler = medians.reset_index().style.format(formats, na_rep="none", escape="html")
     styler = styler.hide(axis="index")
     if numeric:
@@ -311,10 +315,10 @@ def size_value_chart(segment_report: SegmentReport) -> Figure:
     ax = fig.subplots()
     y = table[column] if column else table["priority"]
     ax.scatter(table["share"], y, s=300 * table["priority"] / table["priority"].max(), alpha=0.6)
-    for _, row in table.iterrows():
+    for (_, row), value in zip(table.iterrows(), y, strict=True):
         ax.annotate(
             f"#{int(row['rank'])} {row[SEGMENT_ID]}: {row[SEGMENT_NAME]}",
-            (row["share"], y[row.name]),
+            (row["share"], value),
             fontsize="x-small",
             xytext=(4, 4),
             textcoords="offset points",

@@ -384,9 +384,10 @@ def log_dataset(
     """Log ``table`` as the run's input dataset ``name`` read from ``source`` (its schema and
     digest, not the rows; ``digest`` overrides the one of ``table``); return the digest."""
     with warnings.catch_warnings():
-        # MLflow registers local files under two schemes and warns that it picked one of them
+        # MLflow registers local files under two schemes and warns that it picked one of them;
+        # its `source` defaults to None, which its annotation leaves out
         warnings.filterwarnings("ignore", "The specified dataset source", UserWarning)
-        dataset = from_pandas(table, source=source, name=name, digest=digest)
+        dataset = from_pandas(table, source=source, name=name, digest=digest)  # type: ignore[arg-type]
     tag = InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)
     client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [tag])])
     return dataset.digest

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -312,7 +313,7 @@ def _log(
     client: MlflowClient,
     summary: ScoreSummary,
     experiment: str,
-    params: dict[str, object],
+    params: Mapping[str, object],
     dataset: tuple[pd.DataFrame, str, str, str],
     started: float,
 ) -> str:
