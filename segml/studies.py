@@ -8,6 +8,7 @@ liveness the functions here run under are :mod:`segml.workers`.
 from __future__ import annotations
 
 import enum
+import json
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -114,9 +115,18 @@ class Final:
         return cls(**{**record, "metrics": metrics})
 
     def save(self, study: optuna.Study) -> None:
-        """Store the record in the study (as JSON: NaN metrics become null)."""
+        """Store the record in the study (as JSON: NaN metrics become null, numpy scalars
+        Python ones, which a database or journal storage can write)."""
         metrics = {k: json_float(v) for k, v in self.metrics.items()}
-        study.set_user_attr(FINAL_ATTR, asdict(self) | {"metrics": metrics})
+        choice = json.loads(json.dumps(self.choice, default=_plain))
+        study.set_user_attr(FINAL_ATTR, asdict(self) | {"metrics": metrics, "choice": choice})
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar (a check's ``passed``, a count) as the Python value JSON can hold."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def reap_lost_trials(study: optuna.Study, worker: str, alive: Callable[[str], bool]) -> None:

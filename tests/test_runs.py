@@ -7,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -19,7 +20,7 @@ from segml.model import Segmenter, log_segment_model
 from segml.registry import resolve_ref
 from segml.scoring import run_scoring
 from segml.spec import load_spec
-from segml.studies import KEPT_STORAGE
+from segml.studies import KEPT_STORAGE, Final
 from segml.synthetic import synthetic_customers, synthetic_spec
 from segml.tuning import objective_keys
 
@@ -171,3 +172,12 @@ def test_a_scoring_run_logs_its_question_its_data_and_its_real_duration(
     assert data.dataset.name == "cdnow_master.txt as of 1998-06-30" and data.dataset.digest
     assert all(run.data.tags.get(tag) for tag in CONTEXT_TAGS)
     assert run.info.end_time - run.info.start_time >= summary.seconds * 1000 - 2
+
+
+def test_a_finalisation_record_with_numpy_values_is_kept_in_a_database(tmp_path: Path) -> None:
+    """The kept study is a database: the pick's checks (numpy booleans) must be JSON."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", directions=["maximize"])
+    checks = {"checks": [{"passed": np.bool_(True), "segments": np.int64(2)}]}
+    Final("worker", 3, 1, choice=checks).save(study)
+    record = Final.of(study)
+    assert record is not None and record.choice == {"checks": [{"passed": True, "segments": 2}]}
