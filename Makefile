@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test test-fast demo ui screenshots lint format typecheck clean
+.PHONY: install test test-fast demo ui serve screenshots lint format typecheck clean
 
 install: $(STAMP)
 
@@ -21,13 +21,15 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
-DEMO_SPEC := experiments/cdnow.yaml
+# The first demo tunes on 1997; once a store exists, the demo retrains on data up to mid-1998.
+DEMO_SPEC ?= $(if $(wildcard mlflow.db),experiments/cdnow_later.yaml,experiments/cdnow.yaml)
 DEMO_TRIALS ?= 30
 SEGML := $(BIN)/segml
 
 # The life of a segmentation on CDNOW: tune on 1997, review, promote, then score the same
-# customers as of mid-1998 as a batch job. Safe to re-run: a second run registers a new
-# challenger aligned to the champion and promotes it only if it passes review.
+# customers as of mid-1998 as a batch job. Run it again and the story goes on: it retrains on
+# the customers as of mid-1998, registers a challenger aligned to the champion, reviews it
+# (who moved between segments) and promotes it only if it passes.
 demo: install
 	$(SEGML) tune $(DEMO_SPEC) --n-trials $(DEMO_TRIALS)
 	@status=0; $(SEGML) review --data $(DEMO_SPEC) --out build/review || status=$$?; \
@@ -42,6 +44,14 @@ demo: install
 
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
+
+# The champion as a REST endpoint: POST JSON to http://127.0.0.1:5001/invocations.
+# `mlflow models serve` starts uvicorn by name, so the venv's bin goes first on PATH.
+SERVE_MODEL ?= models:/cdnow_rfm@champion
+SERVE_PORT ?= 5001
+serve: install
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" \
+	  $(BIN)/mlflow models serve -m $(SERVE_MODEL) --env-manager local -p $(SERVE_PORT)
 
 # The README's MLflow UI images, from the demo's store (run `make demo` first; needs Debian's
 # chromium: apt-get install chromium).

@@ -13,9 +13,10 @@ k-means also runs once behind UMAP at the smaller sizes. Every trial time is the
 
 A case is skipped, with the reason in the table, when the log-log fit of its smaller sizes
 predicts more than ``--budget`` seconds for one trial; the predicted figure is printed, never
-a measured one in its place. Tracking overhead is the median of ``TRACKING_CALLS`` calls of
-``tracking.log_trial`` (one nested run, one batched call) into a fresh SQLite store, with the
-params and metrics of a real trial. Prints a Markdown table and writes it to ``--output``.
+a measured one in its place. Tracking overhead is the median of ``TRACKING_CALLS`` trials'
+tracking (``tracking.start_trial`` when the trial starts, ``tracking.finish_trial`` when it
+ends) into a fresh SQLite store, with the params and metrics of a real trial. Prints a
+Markdown table and writes it to ``--output``.
 """
 
 from __future__ import annotations
@@ -151,15 +152,17 @@ def skip_reason(rows: Sequence[Row], case: Case, n: int, budget: float) -> str:
 
 
 def tracking_overhead(metrics: dict[str, float], params: dict[str, Any]) -> float:
-    """Median seconds of ``tracking.log_trial`` into a fresh embedded store."""
+    """Median seconds of a trial's tracking (``tracking.start_trial`` then
+    ``tracking.finish_trial``) into a fresh embedded store."""
     with tempfile.TemporaryDirectory() as tmp:
         client = keys.connect(f"sqlite:///{tmp}/mlflow.db")
         experiment = keys.experiment_id(client, "bench")
-        parent = keys.study_run(client, experiment, "bench", "digest", None)
+        parent = keys.study_run(client, experiment, ("bench", "bench"), "digest", None)
         seconds = []
         for number in range(TRACKING_CALLS):
             started = time.perf_counter()
-            keys.log_trial(client, experiment, parent, number, params, metrics, True, "digest")
+            run_id = keys.start_trial(client, experiment, parent, number, "digest")
+            keys.finish_trial(client, run_id, number, params, metrics, True)
             seconds.append(time.perf_counter() - started)
     return statistics.median(seconds)
 
@@ -195,7 +198,7 @@ def report(rows: Sequence[Row], tracking: float, loads: tuple[str, str]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
         *(table_row(row, rows) for row in rows),
         "",
-        f"Tracking overhead per trial (`tracking.log_trial` into SQLite, median of "
+        f"Tracking overhead per trial (`start_trial` + `finish_trial` into SQLite, median of "
         f"{TRACKING_CALLS} calls): {tracking * 1000:.0f} ms, {tracking / smallest:.1%} of the "
         "cheapest trial above.",
         "",

@@ -458,13 +458,17 @@ def review(
     summary; exits 3 when a gate fails. Without a champion, only the challenger's own
     gates (stability, smallest share) apply.
     """
+    import time
+
     from segml._io import atomic_path
     from segml.errors import GateFailed
     from segml.registry import CHAMPION, champion_version, resolve_ref
     from segml.reviewing import log_review, review_html, review_markdown
     from segml.reviewing import review as run_review
+    from segml.segment_report import segment_html
     from segml.tracking import connect
 
+    started = time.time()
     client = connect(tracking_uri)
     spec = data if data.suffix in {".yaml", ".yml"} else None
     named = model or (_model_name(model, spec) if spec else None)
@@ -475,15 +479,20 @@ def review(
     )
     champion_ref = resolve_ref(champion, name, client) if has_champion else None
     result = run_review(client, challenger_ref, champion_ref, data)
-    run_id = log_review(client, result, name)
+    run_id = log_review(client, result, name, started)
     markdown = review_markdown(result)
     typer.echo(markdown)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        for filename, text in (("review.md", markdown), ("review.html", review_html(result))):
+        pages = {
+            "review.md": markdown,
+            "review.html": review_html(result),
+            "segments.html": segment_html(result.segments),
+        }
+        for filename, text in pages.items():
             with atomic_path(out / filename) as tmp:
                 tmp.write_text(text, encoding="utf-8")
-        typer.echo(f"wrote {out / 'review.html'} and {out / 'review.md'}")
+        typer.echo(f"wrote {', '.join(str(out / f) for f in pages)}")
     typer.echo(f"review run: {run_id}; {challenger_ref.label} tagged {result.verdict}")
     if not result.passed:
         failed = ", ".join(g.name for g in result.gates if not g.passed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import functools
 import time
 from collections import Counter
@@ -31,6 +32,14 @@ from segml.features import (
 from segml.metrics import feature_profile, granularity_checks, segment_table
 from segml.model import Segmenter, build_segmenter, log_segment_model
 from segml.registry import ModelRef, align_to_champion, load_segmenter, register_run
+from segml.segment_report import (
+    SegmentReport,
+    profile_heatmap,
+    segment_html,
+    segment_markdown,
+    segment_report,
+    size_value_chart,
+)
 from segml.spec import Spec, spec_digest
 from segml.tuning import ProgressFn as ProgressFn
 from segml.workers import Coordinator, coordinator
@@ -105,7 +114,13 @@ def tune(
     seed = spec.search.seed if seed is None else seed
     spaces = tuning.search_spaces(spec, families)
     budget = n_trials or spec.search.n_trials
-    name = study_name or spec.name
+    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    kept = studies.kept_storage(keys.resolve_tracking_uri(tracking_uri))
+    # A kept study gets a name of its own, so the next tune starts a new study, not resumes this.
+    defaulted = study_name is None and storage is None and kept is not None
+    name = f"{spec.name} {started}" if defaulted else (study_name or spec.name)
+    run_name = name if defaulted else f"{name} {started}"
+    storage = storage or kept
     digest = spec_digest(spec)
 
     built = build_features(spec)
@@ -122,7 +137,9 @@ def tune(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with contextlib.closing(coordinator(storage, name)) as peers:
-        worker = _join(tracking_uri, peers, spec, built, data, spaces, storage, name, digest)
+        worker = _join(
+            tracking_uri, peers, spec, built, data, spaces, storage, (name, run_name), digest
+        )
         deadline = time.monotonic() + (timeout or spec.search.timeout or np.inf)
         if _search(worker, evaluate_trial, budget, deadline, on_trial) is studies.Step.DONE:
             return _finalised(worker, name)
@@ -152,19 +169,22 @@ def _join(
     data: tuning.SearchData,
     spaces: dict[str, Space],
     storage: str | None,
-    name: str,
+    names: tuple[str, str],
     digest: str,
 ) -> _Worker:
-    """Under the study lock, connect to the tracking store and open the study and its parent
-    run (the first worker creates it, after the scan of segment counts; so, with a new store,
-    are its tables)."""
+    """Under the study lock, connect to the tracking store and open the study ``names[0]``
+    and its parent run ``names[1]`` (the first worker creates it, after the scan of segment
+    counts; so, with a new store, are its tables)."""
+    name, run_name = names
     objectives = tuning.objective_keys(data.value is not None)
     with peers.lock():
         client = keys.connect(tracking_uri)
-        experiment = keys.experiment_id(client, spec.name)
+        experiment, project = keys.run_home(client, spec.name)
         study = studies.create_study(spec, objectives, storage, name, data.seed)
         parent = study.user_attrs.get(studies.PARENT_RUN_ATTR)
-        if parent is None:
+        if parent is not None:  # a resumed study: its trials join its run's experiment
+            experiment = client.get_run(parent).info.experiment_id
+        else:
             scan = selection.scan_segment_counts(
                 data.X, spaces, sample_size=spec.search.silhouette_sample, seed=data.seed
             )
@@ -176,10 +196,16 @@ def _join(
                 min_share=spec.constraints.min_share,
             )
             studies.enqueue(study, first)
-            parent = keys.study_run(client, experiment, name, digest, None)
+            parent = keys.study_run(client, experiment, (name, run_name), digest, None, project)
             _log_scan(client, parent, scan)
             study.set_user_attr(studies.PARENT_RUN_ATTR, parent)
-            keys.log_dataset(client, parent, built.table[built.features], spec.name)
+            keys.log_dataset(
+                client,
+                parent,
+                built.table[built.features],
+                keys.dataset_name(spec.data.source, spec.data.reference_date),
+                source=str(spec.data.source),
+            )
             if spec.path is not None:
                 client.log_artifact(parent, str(spec.path), "spec")
     return _Worker(client, experiment, parent, study, peers, digest)
@@ -234,25 +260,25 @@ def _run(
     budget: int,
     on_trial: ProgressFn | None,
 ) -> None:
-    """Evaluate one claimed trial, tell the study and log it as a nested run."""
-    try:
-        result, _ = evaluate_trial(trial)
-    except (ValueError, np.linalg.LinAlgError) as exc:
-        studies.record_error(trial, exc)
-        worker.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        return
-    studies.record_result(trial, result)
-    worker.study.tell(trial, list(result.objectives))
-    keys.log_trial(
-        worker.client,
-        worker.experiment,
-        worker.parent,
-        result.number,
-        result.params,
-        result.metrics,
-        result.feasible,
-        worker.digest,
+    """Evaluate one claimed trial as a nested run that lasts as long as the trial does, and
+    tell the study."""
+    client = worker.client
+    run_id = keys.start_trial(
+        client, worker.experiment, worker.parent, trial.number, worker.digest
     )
+    with keys.failed_on_error(client, run_id):
+        try:
+            result, _ = evaluate_trial(trial)
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            studies.record_error(trial, exc)
+            worker.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            client.set_terminated(run_id, "FAILED")
+            return
+        studies.record_result(trial, result)
+        worker.study.tell(trial, list(result.objectives))
+        keys.finish_trial(
+            client, run_id, result.number, result.params, result.metrics, result.feasible
+        )
     if on_trial is not None:
         on_trial(result, budget)
 
@@ -279,7 +305,7 @@ def _finalise(
         raise SpecError(
             f"{spec.path}: no trial completed ({cause}); widen search.families or the budget"
         )
-    keys.study_run(client, worker.experiment, name, worker.digest, parent)
+    keys.study_run(client, worker.experiment, (name, name), worker.digest, parent)
     remeasured = {r.number: _remeasure(r, data, spec) for r in selection.finalists(results)}
     reference = selection.kmeans_reference(
         data.X,
@@ -301,13 +327,26 @@ def _finalise(
     )
     segmenter = build_segmenter(spec, built.features, preprocessor, segmentation, built.table, Z)
     segmenter, alignment = align_to_champion(client, spec.model_name, segmenter, built.table)
-    _log_study(client, parent, spec, results, chosen, final, objectives, segmenter, built.table, Z)
+    ids = segmenter.segment_ids(segmenter.segmentation.labels)
+    segments = segment_report(
+        spec,
+        built.table,
+        segmenter.features,
+        ids,
+        segmenter.segment_names(),
+        f"{spec.model_name} on {len(built.table):,} customers ({data_period(spec, built)})",
+    )
+    front = _log_study(
+        client, parent, spec, results, chosen, final, objectives, segmenter, built.table, Z
+    )
+    keys.tag_trials(client, parent, _trial_marks(results, front, chosen))
+    _log_segments(client, parent, segments)
     _log_provenance(client, parent, spec, built, results, alignment)
-    model_uri = log_segment_model(segmenter, built.table, parent)
+    pages = {"segment_report.html": segment_html(segments)}
+    model_uri = log_segment_model(segmenter, built.table, parent, pages=pages)
     client.set_tag(parent, keys.TAG_MODEL_URI, model_uri)
     client.set_terminated(parent)
-    version = register_run(client, parent, segmenter)[1] if register else None
-    ids = segmenter.segment_ids(segmenter.segmentation.labels)
+    version = register_run(client, parent, segmenter, segments)[1] if register else None
     checks = [c.as_dict() for c in granularity_checks(ids, data.value, spec.constraints.min_share)]
     client.log_dict(parent, {"checks": checks}, "segments/checks.json")
     choice = {"finalists": weighed["finalists"], "checks": checks}
@@ -411,8 +450,9 @@ def _log_study(
     segmenter: Segmenter,
     table: Any,
     Z: np.ndarray,
-) -> None:
-    """The parent run: chosen params and final metrics, plots and per-segment tables."""
+) -> list[tuning.TrialResult]:
+    """The parent run: chosen params and final metrics, plots and per-segment tables; returns
+    the Pareto front of the feasible trials (of all, if none is feasible)."""
     keys.log_params(client, parent, chosen.params)
     keys.log_metrics(
         client,
@@ -457,6 +497,32 @@ def _log_study(
     client.log_table(
         parent, report.suppress_small(_sized(profile, business), k), "segments/profile.json"
     )
+    return front
+
+
+def _trial_marks(
+    results: list[tuning.TrialResult],
+    front: list[tuning.TrialResult],
+    chosen: tuning.TrialResult,
+) -> dict[int, dict[str, str]]:
+    """Per trial, whether it is on the Pareto front and whether it is the pick (as tags)."""
+    on_front = {r.number for r in front}
+    return {
+        r.number: {
+            keys.TAG_PARETO: str(r.number in on_front).lower(),
+            keys.TAG_CHOSEN: str(r.number == chosen.number).lower(),
+        }
+        for r in results
+    }
+
+
+def _log_segments(client: Any, parent: str, segments: SegmentReport) -> None:
+    """The segment report on the study run: HTML, Markdown, its table and charts."""
+    client.log_text(parent, segment_html(segments), "segments/report.html")
+    client.log_text(parent, segment_markdown(segments), "segments/report.md")
+    client.log_table(parent, segments.segments, "segments/report.json")
+    client.log_figure(parent, profile_heatmap(segments), "segments/profile.png")
+    client.log_figure(parent, size_value_chart(segments), "segments/size_value.png")
 
 
 def _log_provenance(

@@ -27,6 +27,12 @@ RFM_COLUMNS = (
     "interpurchase_days",
 )
 QUANTITY_COLUMN = "quantity_total"
+CLOCK_COLUMNS = ("recency_days", "tenure_days")
+"""Days counted up to the reference date: they grow as time passes even when no customer
+changes, so scoring the same customers later shifts them by construction."""
+CUMULATIVE_COLUMNS = ("frequency", "monetary_total", QUANTITY_COLUMN)
+"""Totals over every purchase up to the reference date: a later date can only add to them, so
+they drift when customers keep buying (counted as drift: how much they grow is news)."""
 MISSING_CATEGORY = "missing"
 """What a missing categorical value is imputed as (and counted as, in drift checks)."""
 MAX_CATEGORIES = 30
@@ -345,14 +351,16 @@ class SkewedLog1p(TransformerMixin, BaseEstimator):
 def outcome_frame(spec: Spec, table: pd.DataFrame) -> pd.DataFrame:
     """Business outcomes per customer, one column per role (revenue, clv, conversion, ...).
 
-    Transactions add what they imply: monetary (total spend), repeat (bought more than once)
-    and recency; customer tables contribute the spec's declared outcome columns.
+    Transactions add what they imply: revenue (total spend, unless declared; a declared revenue
+    keeps the spend as ``monetary``), repeat (bought more than once) and recency; customer
+    tables contribute the spec's declared outcome columns.
     """
     roles = {role: table[col] for role, col in spec.data.outcomes.columns().items()}
     if spec.data.kind == "transactions":
+        if "revenue" in roles:  # else revenue is the spend, and one name is enough for it
+            roles["monetary"] = table["monetary_total"]
         roles.setdefault("revenue", table["monetary_total"])
         roles |= {
-            "monetary": table["monetary_total"],
             "repeat": (table["frequency"] > 1).astype(float),
             "recency": table["recency_days"],
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -16,7 +17,7 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema, TensorSpec
-from mlflow.types.schema import ParamSchema, ParamSpec
+from mlflow.types.schema import AnyType, ParamSchema, ParamSpec
 
 from segml import __version__
 from segml._intake import clean_ids
@@ -318,7 +319,33 @@ class SegmentModel(PythonModel):
         customers = (params or {}).get(CUSTOMERS_PARAM)
         if customers:
             model_input = self.segmenter.with_attributes(model_input, Path(customers))
-        return self.segmenter.predict(model_input)
+        return self.segmenter.predict(natural_input(self.segmenter, model_input))
+
+
+def natural_input(segmenter: Segmenter, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` as the segmenter takes it: numeric features as numbers (the signature lets
+    integers, decimals and Python objects through; see ``_input_schema``).
+
+    Raises
+    ------
+    DataError
+        A missing id or feature column, or a numeric feature holding something else.
+    """
+    wanted = [segmenter.id_column, *segmenter.features]
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        attributes = set(missing) & set(segmenter.spec.data.table_attributes)
+        hint = f'; pass params={{"{CUSTOMERS_PARAM}": PATH}} for them' if attributes else ""
+        raise DataError(f"model input lacks column(s) {', '.join(missing)}{hint}")
+    numeric = column_kinds(segmenter.preprocessor)[0]
+    converted: dict[str, pd.Series] = {}
+    for column in numeric:
+        if frame[column].dtype.kind not in "fiub":
+            try:
+                converted[column] = pd.to_numeric(frame[column])
+            except (ValueError, TypeError) as exc:
+                raise DataError(f"model input column {column!r}: not a number ({exc})") from None
+    return frame.assign(**converted) if converted else frame
 
 
 def check_format(found: object) -> None:
@@ -339,17 +366,27 @@ def check_format(found: object) -> None:
         )
 
 
-def log_segment_model(segmenter: Segmenter, table: pd.DataFrame, run_id: str) -> str:
-    """Log ``segmenter`` as the pyfunc model ``model`` of ``run_id``; return its model URI."""
+def log_segment_model(
+    segmenter: Segmenter,
+    table: pd.DataFrame,
+    run_id: str,
+    pages: Mapping[str, str] | None = None,
+) -> str:
+    """Log ``segmenter`` as the pyfunc model ``model`` of ``run_id``, with ``pages`` (file name
+    to text, e.g. the segment report) among its artifacts; return its model URI."""
     example = input_example(segmenter, table)
     output = segmenter.predict(example)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
         path = Path(tmp) / "segmenter.joblib"
         joblib.dump(segmenter, path)
+        artifacts = {ARTIFACT_KEY: str(path)}
+        for name, text in (pages or {}).items():
+            (Path(tmp) / name).write_text(text, encoding="utf-8")
+            artifacts[Path(name).stem] = str(Path(tmp) / name)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
-            artifacts={ARTIFACT_KEY: str(path)},
+            artifacts=artifacts,
             code_paths=[str(Path(__file__).parent)],
             signature=ModelSignature(
                 _input_schema(segmenter, table),
@@ -364,21 +401,38 @@ def log_segment_model(segmenter: Segmenter, table: pd.DataFrame, run_id: str) ->
 
 
 def input_example(segmenter: Segmenter, table: pd.DataFrame) -> pd.DataFrame:
-    """A made-up customer (medians and most common categories): no real row leaves the data."""
-    row: dict[str, Any] = {segmenter.id_column: "example-customer"}
+    """A made-up customer, so no real row leaves the data: an id no training customer has, the
+    median of each numeric feature (whole where the column holds whole numbers, as counts do)
+    and the most common value of each other one."""
+    ids = table[segmenter.id_column]
+    made_up = int(ids.max()) + 1 if pd.api.types.is_integer_dtype(ids) else "example-customer"
+    row: dict[str, Any] = {segmenter.id_column: made_up}
     for column in segmenter.features:
         values = table[column]
-        row[column] = (
-            float(values.median()) if pd.api.types.is_numeric_dtype(values) else values.mode()[0]
-        )
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            row[column] = values.mode()[0]
+            continue
+        median = float(values.median())
+        present = values.dropna()
+        whole = bool((present == present.round()).all()) and not math.isnan(median)
+        row[column] = int(round(median)) if whole else round(median, 2)
     return pd.DataFrame([row])
 
 
 def _input_schema(segmenter: Segmenter, table: pd.DataFrame) -> Schema:
-    columns: list[ColSpec | TensorSpec] = [ColSpec("string", segmenter.id_column)]
+    """The id and the features, as customers' data holds them.
+
+    Ids and numeric features are ``Any``, converted by ``natural_input``: MLflow's ``double``
+    refuses 64-bit integers and its ``long`` refuses decimals, yet ids and counts are integers
+    as often as not. A transaction model's attribute-table columns are optional, because
+    ``params={"customers": PATH}`` may supply them; every other feature is required.
+    """
+    optional = set(segmenter.spec.data.table_attributes)
+    columns: list[ColSpec | TensorSpec] = [ColSpec(AnyType(), segmenter.id_column)]
     for column in segmenter.features:
-        kind = "double" if pd.api.types.is_numeric_dtype(table[column]) else "string"
-        columns.append(ColSpec(kind, column, required=False))
+        text = not pd.api.types.is_numeric_dtype(table[column])
+        kind = "string" if text else AnyType()
+        columns.append(ColSpec(kind, column, required=column not in optional))
     return Schema(columns)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -442,14 +443,23 @@ def psi_level(values: pd.Series, settings: Monitoring) -> pd.Series:
     return pd.Series(levels, index=values.index).where(values.notna())
 
 
+DRIFT_COLUMNS = ["feature", "kind", "method", "score", "threshold", "drifted", "psi", "shift"]
+EXPECTED = "expected"
+"""The drift-table column that marks features drifting by construction as time passes."""
+
+
 def input_drift(
-    reference: DriftReference | None, sample: pd.DataFrame, settings: Monitoring
+    reference: DriftReference | None,
+    sample: pd.DataFrame,
+    settings: Monitoring,
+    clock: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Per-feature drift of a sample of the batch against training (empty without a reference)."""
+    """Per-feature drift of a sample of the batch against training (empty without a
+    reference); ``expected`` marks the ``clock`` features, which move with the reference date
+    (:data:`segml.features.CLOCK_COLUMNS`) and so drift whenever customers are scored later
+    than training's day, whatever they do."""
     if reference is None:
-        return pd.DataFrame(
-            columns=["feature", "kind", "method", "score", "threshold", "drifted", "psi", "shift"]
-        )
+        return pd.DataFrame(columns=[*DRIFT_COLUMNS, EXPECTED])
     drift = feature_drift(
         reference,
         sample,
@@ -457,7 +467,16 @@ def input_drift(
         p_value=settings.p_value,
         distance=settings.distance,
     )
-    return drift.assign(shift=psi_level(drift["psi"], settings))
+    return drift.assign(
+        shift=psi_level(drift["psi"], settings), **{EXPECTED: drift["feature"].isin(clock)}
+    )
+
+
+def unexpected(features: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a drift table whose drift would mean a change (not marked ``expected``)."""
+    if EXPECTED not in features.columns:
+        return features
+    return features[~features[EXPECTED].astype(bool)]
 
 
 class MigrationCounter:
@@ -517,12 +536,13 @@ def alerts(
         found.append(f"{len(emerging.table)} emerging-segment candidate(s): {listed}")
     if shares.psi >= settings.psi_major:
         found.append(f"segment-share PSI {shares.psi:.3f} >= {settings.psi_major}")
-    if len(features):
-        drifted = features[features["drifted"]]
-        share = len(drifted) / len(features)
+    judged = unexpected(features)
+    if len(judged):
+        drifted = judged[judged["drifted"]]
+        share = len(drifted) / len(judged)
         if share >= settings.drift_share:
             found.append(
-                f"{len(drifted)} of {len(features)} features drifted "
+                f"{len(drifted)} of {len(judged)} features drifted "
                 f"(>= {settings.drift_share:.0%}): {', '.join(drifted['feature'])}"
             )
     return tuple(found)

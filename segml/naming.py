@@ -5,7 +5,9 @@ a heavy-tailed value column (spend, basket, quantity) described by rank, where t
 median customer falls in the base ("top 10% spend"), because a standardised mean of such a
 column is carried by a few very large customers (other heavy-tailed columns are judged by
 rank too, and named by their words: "recent", "slow repeat"); or another numeric column's
-standardised mean difference. A column that is missing for most of a segment names nothing
+standardised mean difference, when the segment's median lies on the same side of the base's
+(reports show medians: a name must not contradict them). A column that is missing for most of
+a segment names nothing
 (one-off buyers have no inter-purchase interval, so a segment of them is never called "fast
 repeat").
 """
@@ -67,6 +69,8 @@ def _numeric_traits(
             word, strength = _rank_word(str(values.name), rank, member)
         else:
             strength = float((member.mean() - present.mean()) / present.std())
+            if (member.median() - present.median()) * strength <= 0:
+                continue  # a few customers move the mean; the typical member does not agree
             word = _mean_word(str(values.name), strength, member)
             strength = abs(strength)
         if word and strength >= NAME_MIN_EFFECT:

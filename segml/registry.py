@@ -22,6 +22,7 @@ from segml import tracking as keys
 from segml.alignment import Alignment, align_labels
 from segml.errors import GateFailed, ModelFormatError, RegistryError, SegmlWarning
 from segml.model import SEGMENT_ID, SEGMENT_NAME, Segmenter
+from segml.segment_report import SegmentReport, rule_table, value_table
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -172,11 +173,17 @@ CARD_METRICS = (
 """The metrics a version's model card and tags show."""
 
 
-def model_card(run: Run, segmenter: Segmenter) -> str:
-    """The version description: data, period, search, chosen params, metrics, segments."""
+def model_card(
+    run: Run, segmenter: Segmenter, link: str, segments: SegmentReport | None = None
+) -> str:
+    """The version description: data, period, search, chosen params, metrics, a link to the
+    tuning run (``link``) and the segments (with their value and rules, given ``segments``)."""
     spec, tags, metrics = segmenter.spec, run.data.tags, run.data.metrics
     shown = {k: metrics[k] for k in CARD_METRICS if k in metrics}
     catalog = report.suppress_small(segmenter.catalog, spec.min_report_size)
+    if segments is not None:
+        catalog = value_table(segments).join(rule_table(segments)).reset_index()
+        catalog = catalog.drop(columns=[c for c in catalog.columns if c.startswith("spend_")])
     lines = [
         f"**{spec.question or spec.name}**",
         "",
@@ -186,19 +193,22 @@ def model_card(run: Run, segmenter: Segmenter) -> str:
         f"- Search: {tags.get(keys.TAG_FAMILIES_TRIED, '?')} trials; chosen "
         f"`{segmenter.segmentation.family}` "
         + ", ".join(f"{k}={v}" for k, v in sorted(run.data.params.items())),
-        "- Metrics: " + ", ".join(f"{k}={v:.3g}" for k, v in shown.items()),
-        f"- Tuning run: `{run.info.run_id}`; aligned to: {tags.get(keys.TAG_ALIGNED_TO, 'none')}",
+        "- Metrics: " + ", ".join(f"{k}={report.number(v)}" for k, v in shown.items()),
+        f"- Tuning run: [{run.info.run_name or run.info.run_id}]({link}); aligned to: "
+        f"{tags.get(keys.TAG_ALIGNED_TO, 'none')}",
+        "- Segment report: `segments/report.html` on the tuning run, "
+        "`artifacts/segment_report.html` in the model",
         "",
         report.markdown_table(catalog),
     ]
     return "\n".join(lines)
 
 
-def version_tags(run: Run, tracking_uri: str) -> dict[str, str]:
-    """Key metrics, spec digest, family and a link to the tuning run."""
-    info, data = run.info, run.data
-    link = f"{tracking_uri}#/experiments/{info.experiment_id}/runs/{info.run_id}"
-    return {k: f"{data.metrics[k]:.4g}" for k in CARD_METRICS if k in data.metrics} | {
+def version_tags(run: Run, link: str) -> dict[str, str]:
+    """Key metrics (rounded as every report rounds them), spec digest, family and ``link``,
+    the tuning run's page."""
+    data = run.data
+    return {k: report.number(data.metrics[k]) for k in CARD_METRICS if k in data.metrics} | {
         keys.TAG_SPEC_DIGEST: data.tags.get(keys.TAG_SPEC_DIGEST, ""),
         keys.TAG_FAMILY: data.tags.get(keys.TAG_FAMILY, ""),
         keys.TAG_RUN_LINK: link,
@@ -206,14 +216,19 @@ def version_tags(run: Run, tracking_uri: str) -> dict[str, str]:
 
 
 def register_run(
-    client: MlflowClient, run_id: str, segmenter: Segmenter | None = None
+    client: MlflowClient,
+    run_id: str,
+    segmenter: Segmenter | None = None,
+    segments: SegmentReport | None = None,
 ) -> tuple[str, str]:
-    """Register a tuning run's model under its spec's model name; return (name, version)."""
+    """Register a tuning run's model under its spec's model name; return (name, version).
+    ``segments``, the run's segment report, puts value and rules in the model card."""
     segmenter = segmenter or load_segmenter(ModelRef(_model_uri(client, run_id)))
     run = client.get_run(run_id)
     name = segmenter.spec.model_name
-    card = model_card(run, segmenter)
-    return name, register(client, name, run_id, card, version_tags(run, client.tracking_uri))
+    link = keys.run_link(client.tracking_uri, run.info.experiment_id, run_id)
+    card = model_card(run, segmenter, link, segments)
+    return name, register(client, name, run_id, card, version_tags(run, link))
 
 
 def _model_uri(client: MlflowClient, run_id: str) -> str:

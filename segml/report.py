@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 
 from segml import tracking as keys
+from segml.features import CUMULATIVE_COLUMNS
 from segml.model import NO_SEGMENT, SEGMENT_ID, SEGMENT_NAME
-from segml.monitoring import EMERGING_ID, migration_summary, psi_level
+from segml.monitoring import EMERGING_ID, EXPECTED, migration_summary, psi_level, unexpected
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 EMBEDDING_SAMPLE = 5_000
 
 
-def _figure(width: float = 7.0, height: float = 4.5) -> Figure:
+def new_figure(width: float = 7.0, height: float = 4.5) -> Figure:
+    """An empty figure, with matplotlib imported (headless) only now."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -40,7 +42,7 @@ def pareto_plot(
 
     Undefined metrics appear at their worst value, as the study saw them.
     """
-    fig = _figure()
+    fig = new_figure()
     ax = fig.subplots()
     for label, group, style in (
         ("infeasible", [r for r in results if not r.feasible], {"marker": "x", "color": "0.6"}),
@@ -72,7 +74,7 @@ def pareto_plot(
 
 def history_plot(results: Sequence[TrialResult], objectives: Sequence[str]) -> Figure:
     """Each objective per trial, with the best feasible value so far."""
-    fig = _figure(7.0, 2.2 * len(objectives))
+    fig = new_figure(7.0, 2.2 * len(objectives))
     axes = np.atleast_1d(fig.subplots(len(objectives), 1, sharex=True))
     ordered = sorted(results, key=lambda r: r.number)
     numbers = [r.number for r in ordered]
@@ -119,7 +121,7 @@ def choice_text(choice: dict[str, Any], chosen: int) -> str:
 def scan_plot(scan: pd.DataFrame) -> Figure:
     """Each scanned family's criterion against the number of segments (BIC: lower is better)."""
     families = list(dict.fromkeys(scan["family"]))
-    fig = _figure(7.0, 2.2 * len(families))
+    fig = new_figure(7.0, 2.2 * len(families))
     axes = np.atleast_1d(fig.subplots(len(families), 1, sharex=True))
     for ax, family in zip(axes, families, strict=True):
         rows = scan[scan["family"] == family]
@@ -137,7 +139,7 @@ def embedding_plot(Z: np.ndarray, ids: np.ndarray, names: dict[int, str], seed: 
     rng = np.random.default_rng(seed)
     take = rng.choice(len(Z), size=min(EMBEDDING_SAMPLE, len(Z)), replace=False)
     points = Z[take] if Z.shape[1] == 2 else PCA(2, random_state=seed).fit_transform(Z[take])
-    fig = _figure(7.0, 5.5)
+    fig = new_figure(7.0, 5.5)
     ax = fig.subplots()
     for segment in sorted(np.unique(ids[take])):
         mask = ids[take] == segment
@@ -158,7 +160,7 @@ def embedding_plot(Z: np.ndarray, ids: np.ndarray, names: dict[int, str], seed: 
 
 def size_chart(catalog: pd.DataFrame) -> Figure:
     """Share of customers per segment."""
-    fig = _figure(7.0, 0.5 + 0.45 * len(catalog))
+    fig = new_figure(7.0, 0.5 + 0.45 * len(catalog))
     ax = fig.subplots()
     labels = [
         f"{i}: {n}" for i, n in zip(catalog["segment_id"], catalog["segment_name"], strict=True)
@@ -181,18 +183,33 @@ def suppress_small(table: pd.DataFrame, k: int, size_column: str = "customers") 
     return masked
 
 
-def migration_heatmap(counts: pd.DataFrame, names: dict[int, str]) -> Figure:
-    """Row shares of a migration matrix: where each old segment's customers went."""
+def migration_heatmap(
+    counts: pd.DataFrame, names: dict[int, str], new_names: dict[int, str] | None = None
+) -> Figure:
+    """Row shares of a migration matrix: where each old segment's customers went; rows named
+    by ``names``, columns by ``new_names`` (default: ``names``)."""
+    new_names = names if new_names is None else new_names
     shares = counts.div(counts.sum(axis=1).replace(0, 1), axis=0)
-    fig = _figure(1.5 + 0.8 * shares.shape[1], 1.2 + 0.5 * shares.shape[0])
+    fig = new_figure(3.5 + 1.1 * shares.shape[1], 2.5 + 0.5 * shares.shape[0])
     ax = fig.subplots()
     image = ax.imshow(shares.to_numpy(dtype=float), cmap="Blues", vmin=0, vmax=1, aspect="auto")
     for (r, c), value in np.ndenumerate(shares.to_numpy(dtype=float)):
         if value >= 0.01:
             ax.text(c, r, f"{value:.0%}", ha="center", va="center", fontsize="x-small",
                     color="white" if value > 0.6 else "black")  # fmt: skip
-    ax.set_xticks(range(shares.shape[1]), [str(c) for c in shares.columns])
-    ax.set_yticks(range(shares.shape[0]), [f"{r}: {names.get(int(r), '-')}" for r in shares.index])
+    ax.set_xticks(
+        range(shares.shape[1]),
+        [
+            f"{c}: {new_names.get(int(c), NO_SEGMENT if int(c) < 0 else '-')}"
+            for c in shares.columns
+        ],
+        rotation=30,
+        ha="right",
+    )
+    ax.set_yticks(
+        range(shares.shape[0]),
+        [f"{r}: {names.get(int(r), NO_SEGMENT if int(r) < 0 else '-')}" for r in shares.index],
+    )
     ax.set_xlabel("to segment (challenger)")
     ax.set_ylabel("from segment (champion)")
     ax.set_title("Where each champion segment's customers went")
@@ -200,14 +217,27 @@ def migration_heatmap(counts: pd.DataFrame, names: dict[int, str]) -> Figure:
     return fig
 
 
-def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
+DIGITS = 3
+"""Decimals every table, card and tag shows a measured value with (one rounding everywhere:
+a silhouette reads the same in the review as on the model version)."""
+
+
+def number(value: float, digits: int = DIGITS) -> str:
+    """A measured value as every report shows it: ``digits`` decimals (trailing zeros
+    dropped), large values to ``digits`` significant digits."""
+    if abs(value) >= 1e4:
+        return f"{value:.{digits}g}"
+    return f"{round(value, digits)}"
+
+
+def markdown_table(frame: pd.DataFrame, digits: int = DIGITS) -> str:
     """A GitHub-flavoured Markdown table (floats rounded, missing values blank)."""
 
     def cell(value: object) -> str:
         if value is None or (isinstance(value, float) and np.isnan(value)):
             return ""
         if isinstance(value, float):
-            return f"{value:.{digits}g}" if abs(value) >= 1e4 else f"{round(value, digits)}"
+            return number(value, digits)
         return str(value).replace("|", "\\|")
 
     header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
@@ -239,9 +269,9 @@ def html_page(title: str, sections: Sequence[tuple[str, str]]) -> str:
     )
 
 
-def table_html(frame: pd.DataFrame, digits: int = 3) -> str:
-    """A DataFrame as an HTML table with rounded floats."""
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}g}", na_rep="")
+def table_html(frame: pd.DataFrame, digits: int = DIGITS) -> str:
+    """A DataFrame as an HTML table with floats rounded as ``number`` rounds them."""
+    return frame.to_html(index=False, float_format=lambda v: number(v, digits), na_rep="")
 
 
 _PAGE_STYLE = (
@@ -306,13 +336,10 @@ def _scoring_sections(summary: ScoreSummary) -> list[tuple[str, str | pd.DataFra
             f"{settings.psi_major}); chi-square {shares.chi2:.1f}, p = {shares.p_value:.3g}",
         ),
         ("Segment shares", _share_table(summary)),
-        (
-            "Feature drift",
-            found.features
-            if len(found.features)
-            else "not measured: the model keeps no training reference (re-tune it)",
-        ),
+        ("Feature drift", drift_text(summary)),
     ]
+    if len(found.features):
+        sections.append(("Feature drift per feature", found.features))
     if found.migration is not None:
         matched, share = migration_summary(found.migration)
         sections += [
@@ -320,6 +347,44 @@ def _scoring_sections(summary: ScoreSummary) -> list[tuple[str, str | pd.DataFra
             ("Migration counts (previous rows, new columns)", found.migration.reset_index()),
         ]
     return sections
+
+
+def drift_text(summary: ScoreSummary) -> str:
+    """What the feature drift means, beside the segment shares: features that move by
+    construction (days counted up to a later reference date) are named as such and left out
+    of the count, and a drift of features with steady shares is explained, not contradicted."""
+    features, shares = summary.report.features, summary.report.shares
+    if not len(features):
+        return "not measured: the model keeps no training reference (re-tune it)"
+    judged = unexpected(features)
+    drifted = judged.loc[judged["drifted"], "feature"].tolist()
+    text = f"{len(drifted)} of {len(judged)} features drifted" + (
+        f" ({', '.join(drifted)})" if drifted else ""
+    )
+    clock = features.loc[features[EXPECTED].astype(bool), "feature"].tolist()
+    if clock:
+        moved = [f for f in clock if features.set_index("feature").loc[f, "drifted"]]
+        text += (
+            f"; not counted: {', '.join(clock)} (days up to the reference date, which grow by "
+            f"construction when customers are scored later than at training; drifted: "
+            f"{', '.join(moved) or 'none'})"
+        )
+    totals = [f for f in drifted if f in CUMULATIVE_COLUMNS and clock]
+    if totals:
+        text += (
+            f"; {', '.join(totals)}: totals of every purchase up to the reference date, which "
+            "a later date can only add to"
+        )
+    settings = summary.settings
+    level = psi_level(pd.Series([shares.psi]), settings).iloc[0]
+    if level == "none":
+        held = f"segment shares held steady (PSI {shares.psi:.4f}, below {settings.psi_moderate})"
+    else:
+        held = f"segment shares shifted: {level} (PSI {shares.psi:.4f})"
+    return (
+        f"{text}. Meanwhile {held}: features describe the customers, shares the segments' "
+        "sizes, and customers can change within their segment without leaving it."
+    )
 
 
 def _scoring_overview(summary: ScoreSummary) -> str:

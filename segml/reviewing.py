@@ -30,8 +30,16 @@ from segml.metrics import (
     segment_table,
     transitions,
 )
-from segml.model import SEGMENT_ID, SEGMENT_NAME, Segmenter
+from segml.model import NO_SEGMENT, SEGMENT_ID, SEGMENT_NAME, Segmenter
 from segml.registry import ModelRef, load_segmenter
+from segml.segment_report import (
+    SegmentReport,
+    rule_table,
+    segment_html,
+    segment_report,
+    segment_sections,
+    value_table,
+)
 from segml.spec import Gates, Spec, load_spec
 
 SIDE_METRICS = (
@@ -76,6 +84,13 @@ class Review:
     gates: list[Gate]
     names: dict[int, str]
     checks: list[Check]
+    challenger_names: dict[int, str]
+    segments: SegmentReport
+    """The challenger's segment report on the reviewed customers."""
+    spec: Spec
+    """The spec whose data was reviewed (gates, source, reference date)."""
+    dataset: pd.DataFrame
+    """The reviewed customers' features (logged as the review run's dataset)."""
 
     @property
     def passed(self) -> bool:
@@ -125,6 +140,14 @@ def review(
     spec, table = review_data(challenger, data)
     new_ids, new_side = _score(client, challenger_ref, challenger, spec, table)
     names = challenger.segment_names()
+    segments = segment_report(
+        spec,
+        table,
+        challenger.features,
+        new_ids,
+        names,
+        f"{challenger_ref.label} on {len(table):,} reviewed customers",
+    )
     side = {keys.CHALLENGER_PREFIX + k: v for k, v in new_side.items()}
     outcomes = outcome_frame(spec, table)
     business = {keys.CHALLENGER_PREFIX: segment_table(new_ids, outcomes)}
@@ -162,6 +185,10 @@ def review(
         gates,
         names,
         granularity_checks(new_ids, value_outcome(spec, table), spec.constraints.min_share),
+        challenger.segment_names(),
+        segments,
+        spec,
+        table[challenger.features],
     )
 
 
@@ -261,24 +288,48 @@ def business_table(tables: dict[str, pd.DataFrame], k: int) -> pd.DataFrame:
     return report.suppress_small(table.reset_index(drop=True), k, SIZE_COLUMN)
 
 
-def log_review(client: MlflowClient, review: Review, experiment_name: str) -> str:
-    """A review run (tag ``segml.role=review``) with metrics and reports; the challenger
+def review_params(review: Review) -> dict[str, object]:
+    """What a review run was asked: the models, the data and the gates in effect."""
+    data, gates = review.spec.data, review.spec.gates
+    return {
+        "challenger": review.challenger.label,
+        "champion": review.champion.label if review.champion else "none",
+        "data.source": str(data.source),
+        "data.reference_date": data.reference_date,
+    } | {f"gates.{key}": value for key, value in gates.model_dump().items()}
+
+
+def log_review(
+    client: MlflowClient, review: Review, experiment_name: str, started: float | None = None
+) -> str:
+    """A review run (tag ``segml.role=review``) that started at ``started`` (``time.time()``;
+    default now) with parameters, the reviewed data, metrics and reports; the challenger
     version is tagged with the verdict and the run. Returns the run id."""
-    experiment = keys.experiment_id(client, experiment_name)
+    experiment, project = keys.run_home(client, experiment_name)
     champion = review.champion.label if review.champion else "none"
-    run_id = client.create_run(
-        experiment,
-        run_name=f"review {review.challenger.label} vs {champion}",
-        tags={
-            keys.TAG_ROLE: keys.ROLE_REVIEW,
-            keys.TAG_CHALLENGER: review.challenger.label,
-            keys.TAG_CHAMPION: champion,
-            keys.TAG_VERDICT: review.verdict,
-        },
-    ).info.run_id
+    tags = {
+        keys.TAG_ROLE: keys.ROLE_REVIEW,
+        keys.TAG_CHALLENGER: review.challenger.label,
+        keys.TAG_CHAMPION: champion,
+        keys.TAG_VERDICT: review.verdict,
+    }
+    name = f"review {review.challenger.label} vs {champion}"
+    run_id = keys.new_run(client, experiment, name, tags, project, started)
+    data = review.spec.data
+    keys.log_dataset(
+        client,
+        run_id,
+        review.dataset,
+        keys.dataset_name(data.source, data.reference_date),
+        source=str(data.source),
+        context="review",
+    )
+    keys.log_params(client, run_id, review_params(review))
     keys.log_metrics(client, run_id, review.metrics)
     client.log_text(run_id, review_markdown(review), "review/review.md")
     client.log_text(run_id, review_html(review), "review/review.html")
+    client.log_text(run_id, segment_html(review.segments), "review/segments.html")
+    client.log_text(run_id, review.business.to_csv(index=False), "review/business.csv")
     if not review.migration.empty:
         client.log_text(run_id, review.migration.to_csv(), "review/migration.csv")
     if review.challenger.name and review.challenger.version:
@@ -322,11 +373,55 @@ def review_markdown(review: Review) -> str:
             f"New segments: {', '.join(map(str, review.new_segments)) or 'none'}",
             "",
             "## Migration (customers, champion rows to challenger columns)",
-            report.markdown_table(review.migration.reset_index()),
+            report.markdown_table(migration_table(review)),
         ]
-    summary = review.business[[c for c in review.business.columns if not c.endswith("is_noise")]]
-    lines += ["", "## Business metrics per segment", report.markdown_table(summary)]
+    lines += [
+        "",
+        "## Segments per model",
+        report.markdown_table(compact_business(review)),
+        "",
+        "## The challenger's segments: value and priority",
+        f"{review.segments.priority_rule}.",
+        "",
+        report.markdown_table(value_table(review.segments).reset_index()),
+        "",
+        "## Who is in each of the challenger's segments",
+        f"The rules put {review.segments.rules.fidelity:.0%} of customers in their own segment.",
+        "",
+        report.markdown_table(rule_table(review.segments).reset_index()),
+    ]
     return "\n".join(lines) + "\n"
+
+
+def migration_table(review: Review) -> pd.DataFrame:
+    """Customers per (champion segment, challenger segment), both labelled ``id: name``."""
+    counts = review.migration
+    rows = [_label(int(i), review.names) for i in counts.index]
+    columns = [_label(int(c), review.challenger_names) for c in counts.columns]
+    table = pd.DataFrame(counts.to_numpy(), index=rows, columns=columns)
+    return table.rename_axis("champion \\ challenger").reset_index()
+
+
+def _label(segment: int, names: dict[int, str]) -> str:
+    return f"{segment}: {names.get(segment, NO_SEGMENT if segment < 0 else '-')}"
+
+
+COMPACT_COLUMNS = ("customers", "share", "revenue_share")
+"""The per-segment figures the review shows for each model (``review/business.csv`` has all)."""
+
+
+def compact_business(review: Review) -> pd.DataFrame:
+    """Per segment id: its name and, per model, customers, share and revenue share."""
+    table = review.business
+    shown = [
+        f"{prefix}{c}"
+        for c in COMPACT_COLUMNS
+        for prefix in (keys.CHAMPION_PREFIX, keys.CHALLENGER_PREFIX)
+        if f"{prefix}{c}" in table.columns
+    ]
+    names = review.names | review.challenger_names
+    segments = table[SEGMENT_ID].map(lambda segment: _label(int(segment), names))
+    return table[shown].assign(segment=segments)[["segment", *shown]]
 
 
 def review_html(review: Review) -> str:
@@ -339,15 +434,16 @@ def review_html(review: Review) -> str:
         ("Under- and over-segmentation", report.table_html(_check_table(review.checks))),
     ]
     if review.champion is not None:
-        heatmap = report.migration_heatmap(review.migration, review.names)
+        heatmap = report.migration_heatmap(review.migration, review.names, review.challenger_names)
         sections += [
             ("Agreement", report.table_html(_agreement_table(review))),
             ("Champion segments", report.table_html(_fate_table(review))),
             ("New segments", f"<p>{', '.join(map(str, review.new_segments)) or 'none'}</p>"),
             ("Migration", report.figure_html(heatmap)),
-            ("Migration counts", report.table_html(review.migration.reset_index())),
+            ("Migration counts", report.table_html(migration_table(review))),
         ]
-    sections.append(("Business metrics per segment", report.table_html(review.business)))
+    sections.append(("Segments per model", report.table_html(compact_business(review))))
+    sections += segment_sections(review.segments)
     champion = review.champion.label if review.champion else "no champion"
     return report.html_page(f"Review: {review.challenger.label} vs {champion}", sections)
 

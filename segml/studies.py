@@ -8,8 +8,11 @@ liveness the functions here run under are :mod:`segml.workers`.
 from __future__ import annotations
 
 import enum
+import json
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +30,7 @@ WORKER_ATTR = "segml.worker"
 ERROR_ATTR = "segml.error"
 WORKERS_ATTR = "segml.n_workers"
 FINAL_ATTR = "segml.final"
+KEPT_STORAGE = "optuna.db"
 
 
 def create_study(
@@ -43,12 +47,26 @@ def create_study(
         directions=["maximize"] * len(objectives),
         load_if_exists=True,
     )
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, and stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(objectives))  # optuna-dashboard shows these names
     index = int(study.user_attrs.get(WORKERS_ATTR, 0))
     study.set_user_attr(WORKERS_ATTR, index + 1)
     study.sampler = optuna.samplers.TPESampler(
         seed=seed + index, n_startup_trials=min(10, max(3, spec.search.n_trials // 3))
     )
     return study
+
+
+def kept_storage(tracking_uri: str) -> str | None:
+    """Where a study is kept when no storage is given: ``optuna.db`` beside an embedded
+    MLflow store (``sqlite:///mlflow.db``), for ``optuna-dashboard`` and for resuming with
+    ``--study``; None (in memory) beside a tracking server."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    folder = Path(tracking_uri.removeprefix(prefix)).resolve().parent
+    return f"{prefix}{folder / KEPT_STORAGE}"
 
 
 def journal_path(url: str) -> str | None:
@@ -97,9 +115,18 @@ class Final:
         return cls(**{**record, "metrics": metrics})
 
     def save(self, study: optuna.Study) -> None:
-        """Store the record in the study (as JSON: NaN metrics become null)."""
+        """Store the record in the study (as JSON: NaN metrics become null, numpy scalars
+        Python ones, which a database or journal storage can write)."""
         metrics = {k: json_float(v) for k, v in self.metrics.items()}
-        study.set_user_attr(FINAL_ATTR, asdict(self) | {"metrics": metrics})
+        choice = json.loads(json.dumps(self.choice, default=_plain))
+        study.set_user_attr(FINAL_ATTR, asdict(self) | {"metrics": metrics, "choice": choice})
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar (a check's ``passed``, a count) as the Python value JSON can hold."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def reap_lost_trials(study: optuna.Study, worker: str, alive: Callable[[str], bool]) -> None:

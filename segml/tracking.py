@@ -10,6 +10,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag, LoggedModelInput, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -32,6 +34,8 @@ TAG_FAMILY = "segml.family"
 TAG_STUDY = "segml.study"
 TAG_TRIAL = "segml.trial"
 TAG_FEASIBLE = "segml.feasible"
+TAG_PARETO = "segml.pareto"
+TAG_CHOSEN = "segml.chosen"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_MODEL_URI = "segml.model_uri"
 TAG_FAMILIES_TRIED = "segml.families_tried"
@@ -50,6 +54,12 @@ ROLE_STUDY = "study"
 ROLE_TRIAL = "trial"
 ROLE_REVIEW = "review"
 ROLE_SCORING = "scoring"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""Opens segml's experiments in the MLflow UI's model-training view, not the GenAI one."""
+PROJECT_RUN_ENV = "MLFLOW_RUN_ID"
+"""Set by ``mlflow run``: the project's run, under which segml nests its study, review or
+scoring run (in the project run's experiment)."""
 
 # Parameters: `family`, `<family>.<param>`, `prep.<param>`
 PARAM_FAMILY = "family"
@@ -145,7 +155,8 @@ METRICS: Mapping[str, str] = {
     "same segment shares",
     DRIFT_FEATURE_PSI_MAX: "(scoring run) largest PSI of an input feature vs training",
     DRIFT_FEATURES_DRIFTED: "(scoring run) share of input features that drifted (Evidently's "
-    "default tests and distances)",
+    "default tests and distances), days counted to the reference date (recency, tenure) left "
+    "out: they move by construction",
     MIGRATION_CUSTOMERS: "(scoring run, --previous) customers in both the previous and this "
     "output",
     MIGRATION_SHARE: "(scoring run, --previous) share of those customers whose segment id changed",
@@ -218,15 +229,59 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     """The id of experiment ``name``, created (artifacts beside an embedded store) if missing."""
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if EXPERIMENT_KIND_TAG not in found.tags:
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return found.experiment_id
     location = artifact_root(client.tracking_uri)
     try:
-        return client.create_experiment(name, artifact_location=location and f"{location}/{name}")
+        return client.create_experiment(
+            name,
+            artifact_location=location and f"{location}/{name}",
+            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+        )
     except MlflowException as exc:  # another process created it since we looked
         created = client.get_experiment_by_name(name)
         if created is None or exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
         return created.experiment_id
+
+
+def run_home(client: MlflowClient, experiment_name: str) -> tuple[str, str | None]:
+    """Where a study, review or scoring run goes: the experiment ``experiment_name``, or, under
+    ``mlflow run``, the project run's experiment with the project run as its parent."""
+    project = os.environ.get(PROJECT_RUN_ENV)
+    if project:
+        try:
+            return client.get_run(project).info.experiment_id, project
+        except MlflowException:
+            pass  # a run of another store: nothing to nest under here
+    return experiment_id(client, experiment_name), None
+
+
+def new_run(
+    client: MlflowClient,
+    experiment: str,
+    name: str,
+    tags: Mapping[str, str],
+    parent: str | None = None,
+    started: float | None = None,
+) -> str:
+    """A run started now (or at ``started``, a ``time.time()``), with the tags a fluent
+    ``mlflow.start_run`` gives (user, source, git commit) besides ``tags``; nested under
+    ``parent`` if given. Returns its id."""
+    own = dict(tags) | ({TAG_PARENT: parent} if parent else {})
+    start = None if started is None else int(started * 1000)
+    run = client.create_run(experiment, start_time=start, run_name=name, tags=resolve_tags(own))
+    return run.info.run_id
+
+
+def run_link(tracking_uri: str, experiment: str, run_id: str) -> str:
+    """A link to a run's page: absolute for a tracking server, else relative to the MLflow UI
+    that serves the store (``#/experiments/...``, which the UI's Markdown opens)."""
+    page = f"#/experiments/{experiment}/runs/{run_id}"
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"{tracking_uri.rstrip('/')}/{page}"
+    return page
 
 
 @contextlib.contextmanager
@@ -242,52 +297,66 @@ def failed_on_error(client: MlflowClient, run_id: str) -> Iterator[None]:
 
 
 def study_run(
-    client: MlflowClient, experiment: str, study_name: str, spec_digest: str, run_id: str | None
+    client: MlflowClient,
+    experiment: str,
+    names: tuple[str, str],
+    spec_digest: str,
+    run_id: str | None,
+    parent: str | None = None,
 ) -> str:
-    """The parent run of a study: ``run_id`` if given (a resumed study), else a new one."""
+    """The parent run of a study: ``run_id`` if given (a resumed study), else a new one for
+    the study ``names[0]`` named ``names[1]`` (distinct: ``cdnow_rfm 2026-12-06 21:40:03``),
+    nested under ``parent`` (the ``mlflow run`` project run) if given."""
     if run_id is not None:
         client.update_run(run_id, status="RUNNING")
         return run_id
-    run = client.create_run(
-        experiment,
-        run_name=study_name,
-        tags={TAG_ROLE: ROLE_STUDY, TAG_STUDY: study_name, TAG_SPEC_DIGEST: spec_digest},
-    )
-    return run.info.run_id
+    study_name, run_name = names
+    tags = {TAG_ROLE: ROLE_STUDY, TAG_STUDY: study_name, TAG_SPEC_DIGEST: spec_digest}
+    return new_run(client, experiment, run_name, tags, parent)
 
 
-def log_trial(
+def start_trial(
+    client: MlflowClient, experiment: str, parent_run_id: str, number: int, spec_digest: str
+) -> str:
+    """The nested run of trial ``number``, started as the trial starts; returns its id."""
+    tags = {TAG_ROLE: ROLE_TRIAL, TAG_TRIAL: str(number), TAG_SPEC_DIGEST: spec_digest}
+    return new_run(client, experiment, f"trial-{number:04d}", tags, parent_run_id)
+
+
+def finish_trial(
     client: MlflowClient,
-    experiment: str,
-    parent_run_id: str,
+    run_id: str,
     number: int,
     params: Mapping[str, Any],
     metrics: Mapping[str, float],
     feasible: bool,
-    spec_digest: str,
-) -> str:
-    """One nested run per trial, written in one batched call; returns its run id."""
+) -> None:
+    """Log a trial's outcome in one batched call (its name gains the family) and end its run."""
     family = str(params[PARAM_FAMILY])
-    run = client.create_run(
-        experiment,
-        run_name=f"trial-{number:04d}-{family}",
-        tags={TAG_PARENT: parent_run_id},
-    )
     now = int(time.time() * 1000)
     client.log_batch(
-        run.info.run_id,
+        run_id,
         metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
         params=[Param(k, v) for k, v in flat_params(params).items()],
-        tags=[
-            RunTag(TAG_ROLE, ROLE_TRIAL),
-            RunTag(TAG_FAMILY, family),
-            RunTag(TAG_TRIAL, str(number)),
-            RunTag(TAG_FEASIBLE, str(feasible).lower()),
-            RunTag(TAG_SPEC_DIGEST, spec_digest),
-        ],
+        tags=[RunTag(TAG_FAMILY, family), RunTag(TAG_FEASIBLE, str(feasible).lower())],
     )
-    client.set_terminated(run.info.run_id)
-    return run.info.run_id
+    client.update_run(run_id, name=f"trial-{number:04d}-{family}")
+    client.set_terminated(run_id)
+
+
+def tag_trials(
+    client: MlflowClient, parent_run_id: str, tags: Mapping[int, Mapping[str, str]]
+) -> None:
+    """Set ``tags[number]`` on the run of each trial ``number`` of the study ``parent_run_id``."""
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    runs = client.search_runs(
+        [experiment], filter_string=f"tags.`{TAG_PARENT}` = '{parent_run_id}'", max_results=50_000
+    )
+    for run in runs:
+        number = run.data.tags.get(TAG_TRIAL)
+        if number is not None and int(number) in tags:
+            batch = [RunTag(k, v) for k, v in tags[int(number)].items()]
+            client.log_batch(run.info.run_id, tags=batch)
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float]) -> None:
@@ -302,12 +371,32 @@ def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> 
     client.log_batch(run_id, params=[Param(k, v) for k, v in flat_params(params).items()])
 
 
-def log_dataset(client: MlflowClient, run_id: str, table: pd.DataFrame, name: str) -> str:
-    """Log the training table as the run's input dataset (schema and digest, not the rows)."""
-    dataset = from_pandas(table, name=name)
-    context = InputTag(key=MLFLOW_DATASET_CONTEXT, value="training")
-    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [context])])
+def log_dataset(
+    client: MlflowClient,
+    run_id: str,
+    table: pd.DataFrame,
+    name: str,
+    *,
+    source: str | None = None,
+    context: str = "training",
+    digest: str | None = None,
+) -> str:
+    """Log ``table`` as the run's input dataset ``name`` read from ``source`` (its schema and
+    digest, not the rows; ``digest`` overrides the one of ``table``); return the digest."""
+    with warnings.catch_warnings():
+        # MLflow registers local files under two schemes and warns that it picked one of them;
+        # its `source` defaults to None, which its annotation leaves out
+        warnings.filterwarnings("ignore", "The specified dataset source", UserWarning)
+        dataset = from_pandas(table, source=source, name=name, digest=digest)  # type: ignore[arg-type]
+    tag = InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), [tag])])
     return dataset.digest
+
+
+def dataset_name(source: str | Path, reference_date: object = None) -> str:
+    """A dataset's name: its file, and the day its features are computed as of."""
+    name = Path(source).name
+    return f"{name} as of {reference_date}" if reference_date else name
 
 
 def previous_candidates(
@@ -347,21 +436,27 @@ def log_scoring_run(
     metrics: Mapping[str, float],
     tables: Mapping[str, pd.DataFrame],
     texts: Mapping[str, str],
+    params: Mapping[str, Any],
+    dataset: tuple[pd.DataFrame, str, str, str],
+    started: float,
 ) -> str:
-    """A scoring run (tag ``segml.role=scoring``) of model ``label``, with its metrics, tables
-    (``<name>.json``) and texts (by file name) under ``scoring/``.
+    """A scoring run (tag ``segml.role=scoring``) of model ``label`` that started at
+    ``started`` (``time.time()``), with its parameters, metrics, tables (``<name>.json``)
+    and texts (by file name) under ``scoring/``.
 
     ``model`` is the registered (name, version), if any: that version's logged model is linked
-    as the run's input model. Returns the run id.
+    as the run's input model. ``dataset`` is (columns, name, source, digest) of the input.
+    Returns the run id.
     """
-    run_id = client.create_run(
-        experiment_id(client, experiment_name),
-        run_name=f"score {label}",
-        tags={TAG_ROLE: ROLE_SCORING, TAG_SCORED_MODEL: label, TAG_FAMILY: family},
-    ).info.run_id
+    experiment, parent = run_home(client, experiment_name)
+    tags = {TAG_ROLE: ROLE_SCORING, TAG_SCORED_MODEL: label, TAG_FAMILY: family}
+    run_id = new_run(client, experiment, f"score {label}", tags, parent, started)
     model_id = _logged_model_id(client, *model)
     if model_id:
         client.log_inputs(run_id, models=[LoggedModelInput(model_id)])
+    frame, name, source, digest = dataset
+    log_dataset(client, run_id, frame, name, source=source, context="scoring", digest=digest)
+    log_params(client, run_id, params)
     log_metrics(client, run_id, metrics)
     for name, table in tables.items():
         client.log_table(run_id, table, f"{SCORING_ARTIFACTS}/{name}.json")

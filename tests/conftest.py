@@ -14,8 +14,9 @@ import yaml
 
 from segml import tracking as keys
 from segml.model import Segmenter, log_segment_model
+from segml.spec import load_spec
 from segml.synthetic import synthetic_customers, synthetic_spec
-from tests.models import PARAMS, fit_segmenter
+from tests.models import PARAMS, fit_segmenter, fit_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
@@ -62,6 +63,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="session")
 def cdnow_spec() -> Path:
     return EXPERIMENTS / "cdnow.yaml"
+
+
+@pytest.fixture(scope="session")
+def cdnow_model(cdnow_spec: Path) -> tuple[Segmenter, pd.DataFrame]:
+    """k-means with 6 segments fitted on the bundled CDNOW log as of 1997, and its customers."""
+    return fit_spec(load_spec(cdnow_spec), "kmeans", {"n_clusters": 6})
 
 
 @pytest.fixture(scope="session")

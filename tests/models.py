@@ -11,7 +11,7 @@ import yaml
 from segml.families.segmentation import fit_segmentation
 from segml.features import build_features, build_preprocessor
 from segml.model import Segmenter, build_segmenter
-from segml.spec import load_spec
+from segml.spec import Spec, load_spec
 
 PARAMS: dict[str, dict[str, Any]] = {
     "kmeans": {"n_clusters": 5},
@@ -27,9 +27,14 @@ def fit_segmenter(
     folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / spec["data"]["source"], index=False)
     (folder / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
-    loaded = load_spec(folder / "spec.yaml")
-    built = build_features(loaded)
-    preprocessor = build_preprocessor(loaded, built.table).fit(built.table)
+    return fit_spec(load_spec(folder / "spec.yaml"), family, params or PARAMS[family])[0]
+
+
+def fit_spec(spec: Spec, family: str, params: dict[str, Any]) -> tuple[Segmenter, pd.DataFrame]:
+    """A segmenter fitted directly on a spec's data, and the customer table it was fitted on."""
+    built = build_features(spec)
+    preprocessor = build_preprocessor(spec, built.table).fit(built.table)
     X = preprocessor.transform(built.table)
-    segmentation = fit_segmentation(X, family, params or PARAMS[family], {}, 0)
-    return build_segmenter(loaded, built.features, preprocessor, segmentation, built.table, X)
+    segmentation = fit_segmentation(X, family, params, {}, 0)
+    segmenter = build_segmenter(spec, built.features, preprocessor, segmentation, built.table, X)
+    return segmenter, built.table

@@ -8,7 +8,7 @@ import pytest
 
 from segml.data import read_customers
 from segml.families import FAMILIES, REDUCTION_SPACE
-from segml.spec import Constraints, FeatureSpec, Gates, load_spec
+from segml.spec import Constraints, FeatureSpec, Gates, Spec, load_spec
 from segml.tracking import key_table
 from segml.tuning import search_spaces, to_space
 
@@ -51,3 +51,20 @@ def test_reference_spec_shows_every_default() -> None:
 
 def test_docs_document_every_metric_key() -> None:
     assert key_table() in (ROOT / "docs" / "mlflow-keys.md").read_text(encoding="utf-8")
+
+
+def test_the_second_demo_asks_the_cdnow_question_again_six_months_on() -> None:
+    """``make demo`` retrains on ``cdnow_later.yaml`` once a store exists: the same experiment,
+    model and search on a later period, so the review compares like with like."""
+    first, later = (
+        load_spec(EXPERIMENTS / "cdnow.yaml"),
+        load_spec(EXPERIMENTS / "cdnow_later.yaml"),
+    )
+    assert (later.name, later.model_name) == (first.name, first.model_name)
+    assert str(later.data.reference_date) == "1998-06-30" > str(first.data.reference_date)
+
+    def settings(spec: Spec) -> tuple:
+        data = spec.data.model_copy(update={"reference_date": None})
+        return (data, spec.features, spec.search, spec.constraints, spec.gates)
+
+    assert settings(later) == settings(first)

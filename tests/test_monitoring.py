@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,9 +23,10 @@ from segml.metrics.drift import (
     share_drift,
     wasserstein,
 )
-from segml.model import TrainingTail, training_tail
+from segml.model import Segmenter, TrainingTail, training_tail
 from segml.monitoring import (
     EMERGING_FIT_ROWS,
+    EXPECTED,
     MigrationCounter,
     _cohesive_strength,
     _nearest_fitted,
@@ -34,6 +37,8 @@ from segml.monitoring import (
     min_candidate_size,
     segment_space,
 )
+from segml.report import drift_text, scoring_markdown
+from segml.scoring import score
 from segml.spec import Monitoring, load_spec
 
 from .conftest import EXPERIMENTS
@@ -345,3 +350,38 @@ def test_the_clustering_is_fitted_on_what_the_smallest_candidate_needs() -> None
     assert fit_rows(39_134, 5_000) == 1_957
     assert fit_rows(3_000_000, 50_000) == EMERGING_FIT_ROWS
     assert fit_rows(800, 100) == 800, "small batches: every novel customer"
+
+
+def test_features_that_move_with_the_reference_date_raise_no_alert() -> None:
+    rng = np.random.default_rng(6)
+    none = _emerging(np.empty((0, 2)), _space(rng))
+    calm = share_drift(pd.Series({0: 500, 1: 500}), pd.Series({0: 490, 1: 510}))
+    features = pd.DataFrame(
+        {
+            "feature": ["recency_days", "frequency"],
+            "drifted": [True, False],
+            EXPECTED: [True, False],
+        }
+    )
+    assert alerts(none, calm, features, SETTINGS) == ()
+    assert (
+        "1 of 1 features drifted" in alerts(none, calm, features.assign(drifted=True), SETTINGS)[0]
+    )
+
+
+def test_cdnow_scored_six_months_later_explains_its_drift(
+    cdnow_model: tuple[Segmenter, pd.DataFrame], tmp_path: Path
+) -> None:
+    """The same customers as of mid-1998: recency grows for everyone who did not buy again,
+    and the summary says so instead of counting it as drift."""
+    segmenter = cdnow_model[0]
+    source = EXPERIMENTS / "data" / "cdnow_master.txt"
+    later = score(segmenter, source, tmp_path / "s.parquet", reference_date=dt.date(1998, 6, 30))
+    features = later.report.features.set_index("feature")
+    assert features.loc["recency_days", EXPECTED] and features.loc["recency_days", "drifted"]
+    assert not features.drop(index="recency_days")[EXPECTED].any()
+    assert not any("recency_days" in alert for alert in later.report.alerts)
+    text = drift_text(later)
+    assert "not counted: recency_days (days up to the reference date" in text
+    assert "drifted: recency_days)" in text and "segment shares held steady" in text
+    assert "recency_days" in scoring_markdown(later)

@@ -94,7 +94,7 @@ def test_second_tune_is_challenger_with_aligned_ids(store: dict) -> None:
 
 def test_version_carries_model_card_and_tags(store: dict) -> None:
     version = _client(store).get_model_version(MODEL, "2")
-    assert "customers" in version.description and "segment_id" in version.description
+    assert "customers" in version.description and "| segment |" in version.description
     assert version.tags[keys.TAG_SPEC_DIGEST]
     assert float(version.tags[keys.STABILITY_JACCARD_MIN]) > 0.5
     assert store["second"].parent_run_id in version.tags[keys.TAG_RUN_LINK]
@@ -166,3 +166,31 @@ def test_export_is_a_self_contained_model_folder(store: dict, tmp_path: Path) ->
     assert segmenter.spec.model_name == MODEL
     again = _cli(store["uri"], "export", "champion", str(target), "--model", MODEL)
     assert again.exit_code == 0
+
+
+def test_review_names_the_migration_and_logs_its_question_and_data(store: dict) -> None:
+    client = _client(store)
+    run = client.get_run(client.get_model_version(MODEL, "2").tags[keys.TAG_REVIEW_RUN])
+    params = run.data.params
+    assert params["gates.max_migration_share"] == "0.3" and params["champion"] == f"{MODEL} v1"
+    (data,) = run.inputs.dataset_inputs
+    assert data.dataset.name == "customers.csv" and data.dataset.digest
+    assert run.data.tags.get("mlflow.user") and run.data.tags.get("mlflow.source.name")
+    names = load_segmenter(ModelRef(f"models:/{MODEL}/2")).segment_names()
+    markdown = (store["review_dir"] / "review.md").read_text()
+    header = markdown.split("## Migration (customers", 1)[1].splitlines()[1]
+    assert header.startswith("| champion \\ challenger | ")
+    assert all(f"{i}: {name}" in header for i, name in names.items())
+    html = (store["review_dir"] / "review.html").read_text()
+    assert "<th></th>" not in html and "to_segment" not in html
+    segments = (store["review_dir"] / "segments.html").read_text()
+    assert "precision" in segments and all(name in segments for name in names.values())
+
+
+def test_model_card_links_its_run_and_states_value_and_rules(store: dict) -> None:
+    version = _client(store).get_model_version(MODEL, "2")
+    run = store["second"]
+    assert f"](#/experiments/{run.experiment_id}/runs/{run.parent_run_id})" in version.description
+    assert "| rule |" in version.description and "| priority |" in version.description
+    silhouette = version.tags[keys.QUALITY_SILHOUETTE]
+    assert len(silhouette.split(".")[1]) <= 3, "rounded as every report rounds"

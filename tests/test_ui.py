@@ -6,8 +6,11 @@ made here: a tiny tune, registered and promoted.
 
 from __future__ import annotations
 
+import getpass
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mlflow
@@ -59,6 +62,8 @@ class Store:
     trial_ids: list[str]
     trial_names: list[str]
     url: str
+    study_id: str
+    chosen_id: str
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +95,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     trials = client.search_runs(
         [study.info.experiment_id], f"tags.`{keys.TAG_ROLE}` = '{keys.ROLE_TRIAL}'"
     )
+    chosen = [run for run in trials if run.data.tags.get(keys.TAG_CHOSEN) == "true"]
     with mlflow_server(uri, tmp / keys.ARTIFACTS_FOLDER, tmp / "server.log") as url:
         yield Store(
             study.info.experiment_id,
@@ -97,6 +103,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
             [run.info.run_id for run in trials],
             [run.info.run_name for run in trials],
             url,
+            study.info.run_id,
+            chosen[0].info.run_id,
         )
 
 
@@ -127,3 +135,19 @@ def test_registered_model_shows_champion_alias_on_its_version(store: Store, page
     show_model(page, store.url, MODEL)
     row = page.get_by_role("row").filter(has_text="Version 1")
     assert f"@ {CHAMPION}" in " ".join(row.inner_text().split())  # the UI writes "@\xa0champion"
+
+
+def test_the_chosen_trial_page_shows_its_user_source_and_mark(store: Store, page: Page) -> None:
+    page.goto(f"{store.url}/#/experiments/{store.experiment_id}/runs/{store.chosen_id}")
+    page.get_by_text(keys.TAG_CHOSEN).first.wait_for()
+    text = page.inner_text("body")
+    assert f"Created by\n{getpass.getuser()}" in text, text
+    assert f"Source\n{Path(sys.argv[0]).name}" in text, text  # this process ran the tune
+
+
+def test_the_segment_report_renders_in_the_artifact_viewer(store: Store, page: Page) -> None:
+    run = f"{store.url}/#/experiments/{store.experiment_id}/runs/{store.study_id}"
+    page.goto(f"{run}/artifacts/segments/report.html")
+    frame = page.frame_locator("iframe").first
+    frame.get_by_text("Who is in each segment").wait_for()
+    assert frame.get_by_text("precision").first.is_visible()

@@ -11,7 +11,7 @@ NOISE = -1
 
 OUTCOME_ROLES: dict[str, tuple[tuple[str, str], ...]] = {
     "revenue": (("revenue_share", "share"), ("revenue_mean", "mean")),
-    "monetary": (("monetary_mean", "mean"),),
+    "monetary": (("spend_mean", "mean"),),
     "clv": (("clv_mean", "mean"),),
     "conversion": (("conversion_rate", "mean"),),
     "repeat": (("repeat_rate", "mean"),),
@@ -19,6 +19,7 @@ OUTCOME_ROLES: dict[str, tuple[tuple[str, str], ...]] = {
     "churn": (("churn_rate", "mean"),),
 }
 """Outcome columns named after a role, and the ``(output column, statistic)`` pairs they give.
+(``monetary`` gives ``spend_mean``, not ``monetary_mean``, the feature of mean order value.)
 
 ``share`` is the segment's part of the column's total over all rows; ``mean`` is the segment
 mean (a rate for 0/1 columns). Columns with any other name give ``<name>_mean``.
@@ -135,7 +136,10 @@ def _eta_squared(labels: np.ndarray, value: np.ndarray) -> float:
 
 
 def feature_profile(X_df: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
-    """Each segment's mean of each feature, as a lift and in standard deviations.
+    """Each segment's mean and median of each feature, as a lift and in standard deviations.
+
+    Missing values are left out of every statistic (one-off buyers have no inter-purchase
+    interval), so a feature missing for some customers still has a mean per segment.
 
     Parameters
     ----------
@@ -148,31 +152,39 @@ def feature_profile(X_df: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        Long format, one row per (segment, feature): ``segment_id, feature, mean,
-        overall_mean, lift, std_diff``. ``lift`` = segment mean / overall mean (all rows);
-        it is NaN where the overall mean is within ``LIFT_MIN_MEAN`` overall standard
-        deviations of zero (centred or standardised features), where a ratio is meaningless.
-        ``std_diff`` = (segment mean - overall mean) / overall standard deviation (ddof=0),
-        defined for every feature (0 for a constant one); read it where ``lift`` is NaN.
+        Long format, one row per (segment, feature): ``segment_id, feature, mean, median,
+        present, overall_mean, lift, std_diff``. ``present`` is the share of the segment with
+        a value. ``lift`` = segment mean / overall mean (all rows); it is NaN where the
+        overall mean is within ``LIFT_MIN_MEAN`` overall standard deviations of zero (centred
+        or standardised features), where a ratio is meaningless. ``std_diff`` = (segment mean
+        - overall mean) / overall standard deviation (ddof=0), defined wherever the segment
+        has a value (0 for a constant feature); read it where ``lift`` is NaN. A segment
+        without any value of a feature has NaN statistics for it.
     """
     labels = np.asarray(labels)
     _check_rows(X_df, labels)
     values = X_df.to_numpy(dtype=float)
+    known = ~np.isnan(values)
     ids, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     sums = np.zeros((ids.size, values.shape[1]))
-    np.add.at(sums, inverse, values)
-    means = sums / counts[:, None]
-    overall = values.mean(axis=0)
-    spread = values.std(axis=0)
+    present = np.zeros_like(sums)
+    np.add.at(sums, inverse, np.where(known, values, 0.0))
+    np.add.at(present, inverse, known)
+    medians = X_df.reset_index(drop=True).astype(float).groupby(inverse).median().to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
+        means = sums / present
+        overall = np.nanmean(values, axis=0) if values.size else np.full(values.shape[1], np.nan)
+        spread = np.nanstd(values, axis=0) if values.size else np.full(values.shape[1], np.nan)
         lift = np.where(np.abs(overall) >= LIFT_MIN_MEAN * spread, means / overall, np.nan)
-        std_diff = np.where(spread > 0, (means - overall) / spread, 0.0)
+        std_diff = np.where(spread > 0, (means - overall) / spread, np.where(present, 0.0, np.nan))
     n_seg, n_feat = means.shape
     return pd.DataFrame(
         {
             "segment_id": np.repeat(ids, n_feat),
             "feature": np.tile(np.asarray(X_df.columns, dtype=object), n_seg),
             "mean": means.ravel(),
+            "median": medians.ravel(),
+            "present": (present / counts[:, None]).ravel(),
             "overall_mean": np.tile(overall, n_seg),
             "lift": lift.ravel(),
             "std_diff": std_diff.ravel(),

@@ -9,7 +9,9 @@ its output beside the target and renames it into place only when complete.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -257,6 +259,7 @@ def run_scoring(
 
     With ``spark_master`` the Spark engine scores (:func:`score_spark`).
     """
+    begun = time.time()
     segmenter = load_segmenter(ref)
     experiment = segmenter.spec.name
     label = ref.label or segmenter.spec.model_name
@@ -276,11 +279,46 @@ def run_scoring(
         candidates,
         customers=customers,
     )
-    return summary, _log(client, summary, experiment)
+    params = {
+        "model": label,
+        "input": str(input_path),
+        "output": str(output),
+        "reference_date": reference_date,
+        "previous": previous,
+        "customers": customers,
+        "engine": "pandas" if spark_master is None else f"spark {spark_master}",
+    }
+    name = tracking.dataset_name(input_path, reference_date)
+    signature = Signature.of(segmenter)  # the input's schema, without reading it again
+    columns = pd.DataFrame(
+        {c: pd.Series(dtype="float64") for c in signature.numeric}
+        | {c: pd.Series(dtype="string") for c in (signature.id_column, *signature.categorical)}
+    )
+    dataset = (columns, name, str(input_path), _input_digest(input_files(input_path)))
+    return summary, _log(client, summary, experiment, params, dataset, begun)
 
 
-def _log(client: MlflowClient, summary: ScoreSummary, experiment: str) -> str:
-    """Log the scoring run: metrics, tables, the migration and the summaries."""
+def _input_digest(files: list[Path]) -> str:
+    """A digest of the input files that changes when any of them does (their names, sizes
+    and modification times: reading every byte of a large batch twice would cost as much
+    as scoring it)."""
+    found = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        found.update(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return found.hexdigest()[:8]
+
+
+def _log(
+    client: MlflowClient,
+    summary: ScoreSummary,
+    experiment: str,
+    params: Mapping[str, object],
+    dataset: tuple[pd.DataFrame, str, str, str],
+    started: float,
+) -> str:
+    """Log the scoring run: parameters, input, metrics, tables, the migration and the
+    summaries."""
     texts = {}
     if summary.report.migration is not None:
         texts["migration.csv"] = summary.report.migration.reset_index().to_csv(index=False)
@@ -295,4 +333,7 @@ def _log(client: MlflowClient, summary: ScoreSummary, experiment: str) -> str:
         metrics=summary.metrics(),
         tables=report.scoring_tables(summary),
         texts=texts,
+        params=params,
+        dataset=dataset,
+        started=started,
     )

@@ -17,7 +17,7 @@ import pyarrow as pa
 from pandas.api.extensions import ExtensionArray
 
 from segml.errors import DataError
-from segml.features import column_kinds, with_missing_category
+from segml.features import CLOCK_COLUMNS, column_kinds, with_missing_category
 from segml.model import IS_NOVEL, SEGMENT_ID, Segmenter
 from segml.monitoring import (
     BatchReport,
@@ -260,6 +260,7 @@ def monitor(
     shares = segment_share_drift(segmenter.catalog, collected.counts)
     categorical = column_kinds(segmenter.preprocessor)[1]
     batch = with_missing_category(sample[segmenter.features], categorical)
-    features = input_drift(segmenter.reference, batch, settings)
+    clock = [c for c in CLOCK_COLUMNS if segmenter.spec.data.kind == "transactions"]
+    features = input_drift(segmenter.reference, batch, settings, clock)
     found = alerts(emerging, shares, features, settings)
     return BatchReport(emerging, shares, features, collected.migration, found)

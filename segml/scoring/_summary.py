@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from segml import tracking as keys
-from segml.monitoring import BatchReport, migration_summary
+from segml.monitoring import BatchReport, migration_summary, unexpected
 from segml.registry import ModelRef
 from segml.spec import Monitoring
 
@@ -64,7 +64,9 @@ class ScoreSummary:
             keys.DRIFT_SHARE_PSI: shares.psi,
             keys.DRIFT_SHARE_P_VALUE: shares.p_value,
             keys.DRIFT_FEATURE_PSI_MAX: features["psi"].max() if len(features) else np.nan,
-            keys.DRIFT_FEATURES_DRIFTED: features["drifted"].mean() if len(features) else np.nan,
+            keys.DRIFT_FEATURES_DRIFTED: (
+                judged["drifted"].mean() if len(judged := unexpected(features)) else np.nan
+            ),
         }
         if self.report.migration is not None:
             matched, share = migration_summary(self.report.migration)

@@ -45,7 +45,7 @@ def test_segment_table_roles_and_missing_values() -> None:
     )  # fmt: skip
     table = segment_table(labels, outcomes)
     assert "is_noise" in table and not table["is_noise"].any()
-    np.testing.assert_allclose(table["monetary_mean"], [2.0, 5.0])  # NaN skipped
+    np.testing.assert_allclose(table["spend_mean"], [2.0, 5.0])  # NaN skipped
     np.testing.assert_allclose(table["clv_mean"], [2.0, 8.0])
     np.testing.assert_allclose(table["recency_mean"], [5.0, 1.0])
     np.testing.assert_allclose(table["repeat_rate"], [0.5, 1.0])
@@ -104,7 +104,7 @@ def test_feature_profile_by_hand() -> None:
     )
     profile = feature_profile(X, LABELS)
     assert list(profile.columns) == [
-        "segment_id", "feature", "mean", "overall_mean", "lift", "std_diff"
+        "segment_id", "feature", "mean", "median", "present", "overall_mean", "lift", "std_diff"
     ]  # fmt: skip
     assert profile["segment_id"].tolist() == [-1] * 3 + [0] * 3 + [1] * 3
     row = profile.set_index(["segment_id", "feature"])
@@ -116,3 +116,14 @@ def test_feature_profile_by_hand() -> None:
     assert np.isnan(row.loc[(1, "centred"), "lift"])
     assert row.loc[(1, "centred"), "std_diff"] == pytest.approx(1.0)
     assert row.loc[(0, "flat"), "lift"] == 1.0 and row.loc[(0, "flat"), "std_diff"] == 0.0
+
+
+def test_feature_profile_leaves_missing_values_out() -> None:
+    """One-off buyers have no inter-purchase interval: the means are over those who do."""
+    X = pd.DataFrame({"interpurchase_days": [np.nan, 30.0, np.nan, 10.0, 20.0, np.nan]})
+    row = feature_profile(X, LABELS).set_index("segment_id")
+    assert row.loc[0, "mean"] == 30.0 and row.loc[0, "present"] == 0.5
+    assert row.loc[1, "mean"] == 15.0 and row.loc[1, "median"] == 15.0
+    assert row.loc[0, "overall_mean"] == 20.0
+    assert row.loc[1, "std_diff"] == pytest.approx(-5.0 / np.std([30.0, 10.0, 20.0]))
+    assert np.isnan(row.loc[-1, "mean"]) and row.loc[-1, "present"] == 0.0
