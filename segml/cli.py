@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import functools
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -232,12 +233,17 @@ def tune(
             on_trial=advance,
             register=not no_register,
         )
-    chosen = result.chosen
+    chosen, final = result.chosen, result.final_metrics
+    value_r2 = final[keys.BUSINESS_VALUE_R2]
+    separation = (
+        f"{keys.BUSINESS_VALUE_R2} {value_r2:.3f}"
+        if math.isfinite(value_r2)
+        else "unknown: declare a CLV or revenue outcome"
+    )
     typer.echo(
         f"study {result.study_name}: {result.n_trials} trials, {result.n_feasible} feasible; "
         f"chose trial {chosen.number} ({chosen.family}, "
-        f"{result.final_metrics[keys.BUSINESS_N_SEGMENTS]:.0f} segments, value separation "
-        f"{keys.BUSINESS_VALUE_R2} {result.final_metrics[keys.BUSINESS_VALUE_R2]:.3f})"
+        f"{final[keys.BUSINESS_N_SEGMENTS]:.0f} segments, value separation {separation})"
     )
     typer.echo(choice_text(result.choice, chosen.number))
     for key, value in sorted(result.final_metrics.items()):
