@@ -4,6 +4,9 @@ marks on the trials, nesting under ``mlflow run``, and the Optuna study kept bes
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -24,7 +27,7 @@ from segml.studies import KEPT_STORAGE, Final
 from segml.synthetic import synthetic_customers, synthetic_spec
 from segml.tuning import objective_keys
 
-from .conftest import EXPERIMENTS
+from .conftest import EXPERIMENTS, ROOT
 
 SEARCH = {
     "seed": 3,
@@ -146,6 +149,38 @@ def test_mlflow_run_project_run_holds_exactly_one_study(
     assert [s.info.run_id for s in studies] == [result.parent_run_id]
     assert studies[0].data.tags[keys.TAG_PARENT] == project.run_id
     assert studies[0].info.experiment_id == project.experiment_id
+
+
+@pytest.mark.slow
+def test_mlflow_run_command_leaves_one_study_under_the_project_run(
+    spec_path: Path, tmp_path: Path
+) -> None:
+    """The real ``mlflow run . -e tune`` (local environment): one study, nested under the
+    project's run, in the experiment the command names; nothing in Default."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env.pop(keys.PROJECT_RUN_ENV, None)
+    command = [str(bin_dir / "mlflow"), "run", str(ROOT), "-e", "tune", "--env-manager", "local"]
+    params = ["-P", f"spec={spec_path}", "-P", "n_trials=2", "-P", "families=kmeans"]
+    done = subprocess.run(
+        [*command, *params, "--experiment-name", "runs"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    client = keys.connect(uri)
+    experiments = {e.name: e.experiment_id for e in client.search_experiments()}
+    runs = client.search_runs(list(experiments.values()))
+    studies = [r for r in runs if r.data.tags.get(keys.TAG_ROLE) == keys.ROLE_STUDY]
+    projects = [r for r in runs if keys.TAG_ROLE not in r.data.tags]
+    assert len(studies) == 1 and len(projects) == 1
+    assert studies[0].data.tags[keys.TAG_PARENT] == projects[0].info.run_id
+    assert studies[0].info.experiment_id == experiments["runs"]
+    assert not client.search_runs([experiments.get("Default", "0")])
 
 
 def test_a_scoring_run_logs_its_question_its_data_and_its_real_duration(
