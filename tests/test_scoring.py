@@ -520,26 +520,36 @@ def test_candidate_seen_in_the_previous_run(segmenters, tmp_path: Path) -> None:
     assert not first.report.emerging.table["seen_before"].any()
 
 
-def test_transaction_log_is_aggregated_as_at_training(tmp_path: Path) -> None:
-    rng = np.random.default_rng(3)
-    n = 3_000
-    tx = pd.DataFrame(
+def _log(rng: np.random.Generator, n: int, ids: list[str]) -> pd.DataFrame:
+    """``n`` purchases in 2024 by ``ids``, with gamma-distributed amounts."""
+    return pd.DataFrame(
         {
-            ID_COLUMN: [f"C{i:04d}" for i in rng.integers(0, 400, size=n)],
+            ID_COLUMN: ids,
             "day": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365, n), "D"),
             "amount": rng.gamma(2.0, 30.0, size=n).round(2),
         }
     )
-    spec = {
+
+
+def _log_spec(**data: object) -> dict:
+    """A transactions spec over ``_log``'s columns in tx.csv; ``data`` adds to its data."""
+    return {
         "name": "tx",
         "data": {
             "source": "tx.csv",
             "kind": "transactions",
             "id_column": ID_COLUMN,
             "transactions": {"timestamp": "day", "amount": "amount"},
+            **data,
         },
     }
-    segmenter = fit_segmenter(tmp_path, "kmeans", tx, spec, {"n_clusters": 3})
+
+
+def test_transaction_log_is_aggregated_as_at_training(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    n = 3_000
+    tx = _log(rng, n, [f"C{i:04d}" for i in rng.integers(0, 400, size=n)])
+    segmenter = fit_segmenter(tmp_path, "kmeans", tx, _log_spec(), {"n_clusters": 3})
     cutoff = pd.Timestamp("2024-10-31")
     summary = score(
         segmenter, tmp_path / "tx.csv", tmp_path / "out.parquet", reference_date=cutoff.date()
@@ -686,29 +696,13 @@ def _log_model(tmp_path: Path) -> tuple[Segmenter, pd.DataFrame]:
     log, which has a ``country`` column too (the country of each sale)."""
     rng = np.random.default_rng(4)
     n = 2_000
-    tx = pd.DataFrame(
-        {
-            ID_COLUMN: [f"{i}.0" for i in rng.integers(10_000, 10_300, size=n)],
-            "day": (pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365, n), "D")),
-            "amount": rng.gamma(2.0, 30.0, size=n).round(2),
-            "country": rng.choice(["UK", "FR"], size=n),
-        }
-    )
+    tx = _log(rng, n, [f"{i}.0" for i in rng.integers(10_000, 10_300, size=n)])
+    tx["country"] = rng.choice(["UK", "FR"], size=n)
     ids = sorted(tx[ID_COLUMN].unique())
     table = pd.DataFrame({ID_COLUMN: ids, "country": rng.choice(["UK", "FR"], size=len(ids))})
     table.to_csv(tmp_path / "customers.csv", index=False)
-    spec = {
-        "name": "tx",
-        "data": {
-            "source": "tx.csv",
-            "kind": "transactions",
-            "id_column": ID_COLUMN,
-            "transactions": {"timestamp": "day", "amount": "amount"},
-            "customers": "customers.csv",
-            "attributes": {"geographic": ["country"]},
-        },
-        "features": {"categorical": ["country"]},
-    }
+    spec = _log_spec(customers="customers.csv", attributes={"geographic": ["country"]})
+    spec["features"] = {"categorical": ["country"]}
     return fit_segmenter(tmp_path, "kmeans", tx, spec, {"n_clusters": 3}), tx
 
 
@@ -735,24 +729,9 @@ def test_a_log_column_named_like_a_feature_does_not_make_it_a_customer_table(
 ) -> None:
     rng = np.random.default_rng(5)
     n = 1_000
-    tx = pd.DataFrame(
-        {
-            ID_COLUMN: [f"C{i:03d}" for i in rng.integers(0, 200, size=n)],
-            "day": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365, n), "D"),
-            "amount": rng.gamma(2.0, 30.0, size=n).round(2),
-            "frequency": "weekly",  # a column of the log, not the model's feature
-        }
-    )
-    spec = {
-        "name": "tx",
-        "data": {
-            "source": "tx.csv",
-            "kind": "transactions",
-            "id_column": ID_COLUMN,
-            "transactions": {"timestamp": "day", "amount": "amount"},
-        },
-    }
-    segmenter = fit_segmenter(tmp_path, "kmeans", tx, spec, {"n_clusters": 3})
+    tx = _log(rng, n, [f"C{i:03d}" for i in rng.integers(0, 200, size=n)])
+    tx["frequency"] = "weekly"  # a column of the log, not the model's feature
+    segmenter = fit_segmenter(tmp_path, "kmeans", tx, _log_spec(), {"n_clusters": 3})
     summary = score(segmenter, tmp_path / "tx.csv", tmp_path / "out.parquet")
     assert summary.rows_read == n and summary.rows_scored == tx[ID_COLUMN].nunique()
 
