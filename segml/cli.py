@@ -240,9 +240,16 @@ def tune(
         if math.isfinite(value_r2)
         else "unknown: declare a CLV or revenue outcome"
     )
+    fitted = int(final.get(keys.STUDY_SAMPLE_SIZE, 0))
+    customers = len(result.segmenter.segmentation.labels)
+    sampled = (
+        f" on a seeded sample of {fitted:,} of {customers:,} customers (search.sample_size)"
+        if 0 < fitted < customers
+        else ""
+    )
     typer.echo(
-        f"study {result.study_name}: {result.n_trials} trials, {result.n_feasible} feasible; "
-        f"chose trial {chosen.number} ({chosen.family}, "
+        f"study {result.study_name}: {result.n_trials} trials{sampled}, "
+        f"{result.n_feasible} feasible; chose trial {chosen.number} ({chosen.family}, "
         f"{final[keys.BUSINESS_N_SEGMENTS]:.0f} segments, value separation {separation})"
     )
     typer.echo(choice_text(result.choice, chosen.number))

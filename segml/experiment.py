@@ -20,7 +20,7 @@ from segml import report, selection, studies, tuning
 from segml import tracking as keys
 from segml.alignment import Alignment
 from segml.errors import SpecError
-from segml.families import Space
+from segml.families import FAMILIES, Space
 from segml.families.segmentation import Segmentation, fit_segmentation
 from segml.features import (
     FeatureSet,
@@ -125,7 +125,7 @@ def tune(
 
     built = build_features(spec)
     preprocessor, X = search_matrix(spec, built)
-    data = tuning.SearchData(X, value_outcome(spec, built.table), seed)
+    data = tuning.search_data(X, value_outcome(spec, built.table), seed, spec.search.sample_size)
     objectives = tuning.objective_keys(data.value is not None)
     evaluate_trial = functools.partial(
         tuning.run_trial,
@@ -317,14 +317,10 @@ def _finalise(
         [r for r, _ in remeasured.values()], spec.constraints.min_stability, reference
     )
     chosen = next(r for r in results if r.number == picked.number)
-    final, segmentation = picked.metrics, remeasured[picked.number][1]
+    final = picked.metrics | {keys.STUDY_SAMPLE_SIZE: float(len(data.X))}
+    segmentation, Z = _of_everyone(remeasured[picked.number][1], data)
     weighed = _finalists_record(remeasured, picked, reference)
     client.log_dict(parent, weighed, "study/finalists.json")
-    Z = (
-        segmentation.embed(data.X)
-        if segmentation.reducer is None
-        else segmentation.reducer.embedding_
-    )
     segmenter = build_segmenter(spec, built.features, preprocessor, segmentation, built.table, Z)
     segmenter, alignment = align_to_champion(client, spec.model_name, segmenter, built.table)
     ids = segmenter.segment_ids(segmenter.segmentation.labels)
@@ -347,7 +343,8 @@ def _finalise(
     client.set_tag(parent, keys.TAG_MODEL_URI, model_uri)
     client.set_terminated(parent)
     version = register_run(client, parent, segmenter, segments)[1] if register else None
-    checks = [c.as_dict() for c in granularity_checks(ids, data.value, spec.constraints.min_share)]
+    value = data.customers.value
+    checks = [c.as_dict() for c in granularity_checks(ids, value, spec.constraints.min_share)]
     client.log_dict(parent, {"checks": checks}, "segments/checks.json")
     choice = {"finalists": weighed["finalists"], "checks": checks}
     record = studies.Final(
@@ -369,6 +366,17 @@ def _remeasure(
         segmentation, data, spec, spec.search.bootstrap_final, seed, with_dbcv=True
     )
     return dataclasses.replace(result, metrics=final), segmentation
+
+
+def _of_everyone(segmentation: Segmentation, data: tuning.SearchData) -> tuple[Segmentation, Any]:
+    """The pick with every customer's segment as its labels, and every customer in the
+    clusterer's space: the fit's own, or, after a fit on a sample, the model's assignment."""
+    if data.everyone is None:
+        reducer = segmentation.reducer
+        return segmentation, data.X if reducer is None else reducer.embedding_
+    Z = segmentation.embed(data.everyone.X)
+    labels = FAMILIES[segmentation.family].assign(segmentation.estimator, Z).labels
+    return dataclasses.replace(segmentation, labels=labels), Z
 
 
 def _finalists_record(

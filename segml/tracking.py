@@ -87,6 +87,7 @@ COST_TRIAL_SECONDS = "cost.trial_seconds"
 STUDY_N_TRIALS = "study.n_trials"
 STUDY_N_FEASIBLE = "study.n_feasible"
 STUDY_BEST_TRIAL = "study.best_trial"
+STUDY_SAMPLE_SIZE = "study.sample_size"
 REVIEW_ARI = "review.ari"
 REVIEW_AMI = "review.ami"
 REVIEW_MIGRATION_SHARE = "review.migration_share"
@@ -134,6 +135,8 @@ METRICS: Mapping[str, str] = {
     STUDY_N_TRIALS: "(parent run) completed trials in the study",
     STUDY_N_FEASIBLE: "(parent run) trials that met the spec's constraints",
     STUDY_BEST_TRIAL: "(parent run) number of the chosen trial",
+    STUDY_SAMPLE_SIZE: "(parent run) customers the trials fitted on: all, or the seeded "
+    "`search.sample_size` sample (shares and value separation count all customers)",
     REVIEW_ARI: "(review run) ARI between champion and challenger on the same customers",
     REVIEW_AMI: "(review run) adjusted mutual information between the two assignments",
     REVIEW_MIGRATION_SHARE: "(review run) share of customers whose segment id changes",

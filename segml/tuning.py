@@ -17,6 +17,7 @@ import optuna
 from segml import tracking as keys
 from segml.errors import DataError
 from segml.families import FAMILIES, REDUCTION_SPACE, Choice, FloatRange, IntRange, Space, suggest
+from segml.families.hdbscan import knn_tree, neighbours
 from segml.families.segmentation import Segmentation, fit_segmentation
 from segml.metrics import bootstrap_stability, business_metrics, quality_metrics
 from segml.spec import Choices, Constraints, Dimension, Range, Spec
@@ -53,12 +54,53 @@ class TrialResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Customers:
+    """Every customer's features and value outcome (if any), when trials fit on a sample."""
+
+    X: np.ndarray
+    value: np.ndarray | None
+
+
+@dataclass(frozen=True, slots=True)
 class SearchData:
-    """What every trial needs: the feature matrix and the value outcome (if any)."""
+    """What every trial needs: the rows it fits on and their value outcome (if any), and, when
+    those rows are a sample, ``everyone``, whom the business metrics count."""
 
     X: np.ndarray
     value: np.ndarray | None
     seed: int
+    everyone: Customers | None = None
+
+    @property
+    def customers(self) -> Customers:
+        """Every customer: ``everyone``, or the rows trials fit on when they are all."""
+        return self.everyone or Customers(self.X, self.value)
+
+
+def search_data(
+    X: np.ndarray, value: np.ndarray | None, seed: int, sample_size: int
+) -> SearchData:
+    """The search's data: up to ``sample_size`` customers, all of them; beyond, a seeded sample
+    of ``sample_size`` (in the customers' order), with every customer kept as ``everyone``."""
+    if len(X) <= sample_size:
+        return SearchData(X, value, seed)
+    rows = np.sort(np.random.default_rng(seed).choice(len(X), size=sample_size, replace=False))
+    sampled_value = None if value is None else value[rows]
+    return SearchData(X[rows], sampled_value, seed, Customers(X, value))
+
+
+def everyone_labels(segmentation: Segmentation, data: SearchData) -> np.ndarray:
+    """Every customer's segment (-1: none): the training labels, or, when the segmentation was
+    fitted on a sample, the model's own assignment of every customer; after a reducer, the
+    segment of the nearest sampled customer."""
+    if data.everyone is None:
+        return segmentation.labels
+    if segmentation.reducer is None:
+        return segmentation.assign(data.everyone.X).labels
+    # UMAP's transform places a customer among its nearest fitted neighbours, and takes minutes
+    # per million customers (benchmarks/results/scale.md): too slow for every trial.
+    nearest = neighbours(knn_tree(data.X), data.everyone.X, 1)[1][:, 0]
+    return segmentation.labels[nearest]
 
 
 def objective_keys(has_value: bool) -> tuple[str, ...]:
@@ -164,7 +206,9 @@ def evaluate(
     Every trial is measured on one yardstick: quality in the preprocessed feature space (not a
     reducer's embedding), with customers left without a segment counted, and stability by
     refitting the whole pipeline (the reducer too) on each resample, so that a reducer cannot
-    manufacture either. DBCV is computed for density families and with ``with_dbcv``.
+    manufacture either. DBCV is computed for density families and with ``with_dbcv``. On a
+    sample, quality and stability are the sample's, and the shares (noise included) and value
+    separation every customer's (:func:`everyone_labels`).
     """
     labels = segmentation.labels
     quality = quality_metrics(
@@ -174,13 +218,16 @@ def evaluate(
         seed=seed,
         with_dbcv=with_dbcv or FAMILIES[segmentation.family].n_segments_param is None,
     )
-    business = business_metrics(labels, data.value)
+    business, noise_share = business_metrics(labels, data.value), quality.noise_share
+    if data.everyone is not None:
+        business = business_metrics(everyone_labels(segmentation, data), data.everyone.value)
+        noise_share = business.noise_share
     metrics = {
         keys.QUALITY_SILHOUETTE: quality.silhouette,
         keys.QUALITY_DAVIES_BOULDIN: quality.davies_bouldin,
         keys.QUALITY_CALINSKI_HARABASZ: quality.calinski_harabasz,
         keys.QUALITY_DBCV: quality.dbcv,
-        keys.QUALITY_NOISE_SHARE: quality.noise_share,
+        keys.QUALITY_NOISE_SHARE: noise_share,
         keys.QUALITY_BIC: _bic(segmentation, data.X),
         keys.BUSINESS_N_SEGMENTS: float(business.n_segments),
         keys.BUSINESS_MIN_SHARE: business.min_share,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -19,9 +20,15 @@ from sklearn.metrics import adjusted_rand_score
 
 from segml import tracking as keys
 from segml.experiment import tune
+from segml.families.segmentation import fit_segmentation
 from segml.spec import load_spec
-from segml.synthetic import TRUTH_COLUMN, structure_free_customers, synthetic_spec
-from segml.tuning import TrialResult, pareto_front
+from segml.synthetic import (
+    TRUTH_COLUMN,
+    structure_free_customers,
+    synthetic_customers,
+    synthetic_spec,
+)
+from segml.tuning import TrialResult, pareto_front, search_data
 
 NO_UMAP = {"reduction": {"reducer": "none"}}
 TRIAL_METRICS = {
@@ -220,3 +227,29 @@ def test_failed_finalisation_marks_the_parent_failed_and_a_rerun_finishes(
     assert rerun.parent_run_id == parent.info.run_id
     assert rerun.n_trials == 3 and rerun.model_version == "1"
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+
+
+def test_data_up_to_the_sample_size_is_searched_whole() -> None:
+    X, value = np.arange(20.0).reshape(10, 2), np.arange(10.0)
+    whole = search_data(X, value, seed=0, sample_size=10)
+    assert whole.X is X and whole.value is value and whole.everyone is None
+    sampled = search_data(X, value, seed=0, sample_size=4)
+    assert sampled.X.shape == (4, 2) and sampled.customers.X is X
+    assert (sampled.value == sampled.X[:, 0] / 2).all(), "each row keeps its own value"
+
+
+def test_a_study_on_a_sample_picks_and_assigns_as_a_fit_on_everyone(
+    tmp_path: Path, write_spec: Callable[..., Path], tracking_uri: str
+) -> None:
+    table = synthetic_customers(3_000, seed=2)
+    spec = _spec(tmp_path, write_spec, table, sample_size=1_000)
+    result = tune(spec, n_trials=2, families=["kmeans"], register=False)
+    assert result.final_metrics[keys.STUDY_SAMPLE_SIZE] == 1_000
+    assert result.chosen.params[keys.param_key("kmeans", "n_clusters")] == 5
+    labels = result.segmenter.segmentation.labels
+    X = result.segmenter.preprocess(table)
+    everyone = fit_segmentation(X, "kmeans", {"n_clusters": 5}, {}, seed=3)
+    assert adjusted_rand_score(everyone.labels, labels) >= 0.99
+    assert adjusted_rand_score(table[TRUTH_COLUMN], labels) >= 0.99
+    shares = np.bincount(labels) / len(table)  # shares count every customer, not the sample
+    assert result.final_metrics[keys.BUSINESS_MIN_SHARE] == pytest.approx(shares.min())

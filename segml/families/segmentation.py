@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from segml.families import FAMILIES, fit_reducer
+from segml.families import FAMILIES, Assigned, fit_reducer
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,11 @@ class Segmentation:
     def embed(self, X: np.ndarray) -> np.ndarray:
         """Map preprocessed features into the space the clusterer saw."""
         return X if self.reducer is None else self.reducer.transform(X)
+
+    def assign(self, X: np.ndarray) -> Assigned:
+        """Segment (-1: none), confidence and novelty of rows of preprocessed features, by the
+        family's own assignment after the reducer's transform."""
+        return FAMILIES[self.family].assign(self.estimator, self.embed(X))
 
 
 def fit_segmentation(
