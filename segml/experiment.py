@@ -318,7 +318,11 @@ def _finalise(
     )
     chosen = next(r for r in results if r.number == picked.number)
     final = picked.metrics | {keys.STUDY_SAMPLE_SIZE: float(len(data.X))}
-    segmentation, Z = _of_everyone(remeasured[picked.number][1], data)
+    segmentation = remeasured[picked.number][1]
+    if data.everyone is not None:
+        seed = tuning.trial_seed(data.seed, picked.number)
+        segmentation, final[keys.STUDY_REFIT_ARI] = tuning.confirm(segmentation, data, seed)
+    segmentation, Z = _of_everyone(segmentation, data)
     weighed = _finalists_record(remeasured, picked, reference)
     client.log_dict(parent, weighed, "study/finalists.json")
     segmenter = build_segmenter(spec, built.features, preprocessor, segmentation, built.table, Z)

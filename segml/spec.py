@@ -225,7 +225,7 @@ class SearchSpec(_Frozen):
     silhouette_sample: int = Field(5_000, ge=100)
     bootstrap_search: int = Field(5, ge=2)
     bootstrap_final: int = Field(20, ge=2)
-    sample_size: int = Field(20_000, ge=1_000)
+    sample_size: int = Field(10_000, ge=1_000)
     """Above this many customers, trials, the scan and the pick fit and are measured on a seeded
     sample of this size (their bootstraps resample it: m out of n), and segment shares and value
     separation count every customer, assigned by the fitted model."""

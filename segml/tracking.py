@@ -88,6 +88,7 @@ STUDY_N_TRIALS = "study.n_trials"
 STUDY_N_FEASIBLE = "study.n_feasible"
 STUDY_BEST_TRIAL = "study.best_trial"
 STUDY_SAMPLE_SIZE = "study.sample_size"
+STUDY_REFIT_ARI = "study.refit_ari"
 REVIEW_ARI = "review.ari"
 REVIEW_AMI = "review.ami"
 REVIEW_MIGRATION_SHARE = "review.migration_share"
@@ -137,6 +138,8 @@ METRICS: Mapping[str, str] = {
     STUDY_BEST_TRIAL: "(parent run) number of the chosen trial",
     STUDY_SAMPLE_SIZE: "(parent run) customers the trials fitted on: all, or the seeded "
     "`search.sample_size` sample (shares and value separation count all customers)",
+    STUDY_REFIT_ARI: "(parent run, sampled studies) ARI between the pick and its refit on a "
+    "4 times larger sample; below 0.95 the refit is the model",
     REVIEW_ARI: "(review run) ARI between champion and challenger on the same customers",
     REVIEW_AMI: "(review run) adjusted mutual information between the two assignments",
     REVIEW_MIGRATION_SHARE: "(review run) share of customers whose segment id changes",

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import numpy as np
 import optuna
+from sklearn.metrics import adjusted_rand_score
 
 from segml import tracking as keys
 from segml.errors import DataError
@@ -29,6 +30,10 @@ STABILITY_KEYS = (
     keys.STABILITY_N_DISSOLVED,
     keys.STABILITY_N_STABLE,
 )
+CONFIRM_FACTOR = 4
+"""Above ``search.sample_size``, the pick is refitted on this many times as many customers."""
+CONFIRM_ARI = 0.95
+"""Agreement (ARI) with that refit below which the refit replaces the sample's fit."""
 WORST = {
     keys.QUALITY_SILHOUETTE: -1.0,
     keys.STABILITY_JACCARD_MEAN: 0.0,
@@ -87,6 +92,35 @@ def search_data(
     rows = np.sort(np.random.default_rng(seed).choice(len(X), size=sample_size, replace=False))
     sampled_value = None if value is None else value[rows]
     return SearchData(X[rows], sampled_value, seed, Customers(X, value))
+
+
+def scaled(family: str, params: dict[str, Any], factor: float) -> dict[str, Any]:
+    """``params`` for a fit on ``factor`` times as many customers: those counted in customers
+    (``Family.count_params``) scaled, so that they mean the same."""
+    counted = FAMILIES[family].count_params
+    return {
+        k: max(1, round(v * factor)) if k in counted and v is not None else v
+        for k, v in params.items()
+    }
+
+
+def confirm(segmentation: Segmentation, data: SearchData, seed: int) -> tuple[Segmentation, float]:
+    """The pick, fitted on the search's sample, checked against the same configuration refitted
+    on a seeded sample ``CONFIRM_FACTOR`` times larger (all customers, if fewer).
+
+    Returns the sample's fit when the two assign the larger sample's customers alike (ARI at
+    least ``CONFIRM_ARI``), else the larger fit: more customers changed the answer. With it,
+    their ARI.
+    """
+    everyone = data.customers.X
+    size = min(len(everyone), CONFIRM_FACTOR * len(data.X))
+    rng = np.random.default_rng(seed + 1)
+    X = everyone[np.sort(rng.choice(len(everyone), size=size, replace=False))]
+    family = segmentation.family
+    params = scaled(family, segmentation.params, size / len(data.X))
+    larger = fit_segmentation(X, family, params, segmentation.reduction, seed)
+    agreement = float(adjusted_rand_score(larger.labels, segmentation.assign(X).labels))
+    return (segmentation if agreement >= CONFIRM_ARI else larger), agreement
 
 
 def everyone_labels(segmentation: Segmentation, data: SearchData) -> np.ndarray:

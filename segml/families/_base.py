@@ -105,6 +105,9 @@ class Family(Protocol):
     default_space: Space
     n_segments_param: str | None
     """The parameter that sets the number of segments (None: the family finds it)."""
+    count_params: tuple[str, ...]
+    """Parameters counted in customers (a density family's smallest segment and
+    neighbourhood): a fit on more customers scales them to mean the same."""
 
     def fit(self, X: np.ndarray, params: dict[str, Any], seed: int) -> Any:
         """Fit the clusterer on ``X`` and return the fitted estimator."""

@@ -52,6 +52,7 @@ class GMMFamily:
     name: str = "gmm"
     default_space: Space = field(default_factory=_default_space)
     n_segments_param: str | None = "n_components"
+    count_params: tuple[str, ...] = ()
 
     def fit(self, X: np.ndarray, params: dict[str, Any], seed: int) -> LabelledGaussianMixture:
         """Fit a Gaussian mixture on ``X``.

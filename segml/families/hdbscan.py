@@ -439,6 +439,7 @@ class HDBSCANFamily:
     name: str = "hdbscan"
     default_space: Space = field(default_factory=_default_space)
     n_segments_param: str | None = None
+    count_params: tuple[str, ...] = ("min_cluster_size", "min_samples")
 
     def fit(self, X: np.ndarray, params: dict[str, Any], seed: int) -> SegmentHDBSCAN:
         """Fit HDBSCAN on ``X`` with prediction data and the assign index.

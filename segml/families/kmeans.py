@@ -27,6 +27,7 @@ class KMeansFamily:
     name: str = "kmeans"
     default_space: Space = field(default_factory=_default_space)
     n_segments_param: str | None = "n_clusters"
+    count_params: tuple[str, ...] = ()
 
     def fit(self, X: np.ndarray, params: dict[str, Any], seed: int) -> KMeans | MiniBatchKMeans:
         """Fit k-means on ``X``.
