@@ -225,10 +225,12 @@ class SearchSpec(_Frozen):
     silhouette_sample: int = Field(5_000, ge=100)
     bootstrap_search: int = Field(5, ge=2)
     bootstrap_final: int = Field(20, ge=2)
-    sample_size: int = Field(10_000, ge=1_000)
+    sample_size: int = Field(20_000, ge=1_000)
     """Above this many customers, trials, the scan and the pick fit and are measured on a seeded
     sample of this size (their bootstraps resample it: m out of n), and segment shares and value
-    separation count every customer, assigned by the fitted model."""
+    separation count every customer, assigned by the fitted model. Why 20,000: UMAP runs 500
+    epochs up to 10,000 rows and 200 above, so a reducer trial and its refits (on about 63% of
+    the rows) cost no more here than at 10,000 (``benchmarks/results/scale.md``)."""
 
 
 class Constraints(_Frozen):
