@@ -12,8 +12,9 @@ as the generator draws its centres: 6 features, truth known. Each size runs in a
 (``--one N``) that writes the table as Parquet, then times ``segml tune``'s function on the
 spec every other option of which is at its default, into a throwaway MLflow store. Peak memory
 is the child's process tree (the child and its bootstrap workers), summed and polled every
-0.2 s from the parent; the child's own high-water mark is beside it. The load average
-(other jobs on the machine) is polled at the same time.
+0.2 s from the parent. CPU is the user and system time of the child and its reaped workers:
+other jobs on the machine stretch it far less than the wall time (on 2 quiet cores the wall
+time is at least half of it). The load average (other jobs) is polled with the memory.
 
 "The same configuration on all customers" refits the pick's parameters (its trial's seed) on
 every customer with ``fit_segmentation``; parameters counted in customers (a density family's
@@ -208,7 +209,12 @@ def measure(n: int, trials: int, full_fit_max: int, work: Path) -> dict[str, Any
 
     watcher = threading.Thread(target=poll, daemon=True)
     watcher.start()
-    out, _ = child.communicate()
+    assert child.stdout is not None
+    out = child.stdout.read()
+    # wait4, not wait: its CPU times include the child's reaped bootstrap workers, a figure
+    # that other jobs on the machine stretch far less than the wall time.
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
     done.set()
     watcher.join()
     if child.returncode:
@@ -217,6 +223,7 @@ def measure(n: int, trials: int, full_fit_max: int, work: Path) -> dict[str, Any
     return row | {
         "started_utc": f"{started:%Y-%m-%d %H:%M}",
         "peak_tree_mib": peak,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "load_mean": float(np.mean(loads)) if loads else np.nan,
         "load_max": float(np.max(loads)) if loads else np.nan,
     }
@@ -234,17 +241,19 @@ def report(rows: list[dict[str, Any]], trials: int) -> str:
         f"Machine: {machine()}. Command: `python benchmarks/bench_scale.py --sizes "
         f"{' '.join(str(r['customers']) for r in rows)} --trials {trials}`.",
         "",
-        "| customers | fitted on | trials | tune wall | peak memory (tree) | pick | segments "
+        "| customers | fitted on | trials | tune wall | CPU (all processes) "
+        "| peak memory (tree) | pick | segments "
         "| ARI vs truth | ARI vs refit on 4x sample | ARI vs same config on all "
         "| load avg mean / max | started (UTC) |",
-        "| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |",
+        "|" + " ---: |" * 6 + " --- |" + " ---: |" * 4 + " --- | --- |",
     ]
     for r in rows:
         full = "-" if r["ari_full_fit"] is None else f"{r['ari_full_fit']:.3f}"
         refit = "-" if r["refit_ari"] is None else f"{r['refit_ari']:.3f}"
+        cpu = f"{r['cpu_seconds'] / 60:.1f} min" if "cpu_seconds" in r else "-"
         lines.append(
             f"| {r['customers']:,} | {r['sample']:,} | {r['trials']} "
-            f"| {r['tune_seconds'] / 60:.1f} min | {r['peak_tree_mib'] / 1024:.2f} GiB "
+            f"| {r['tune_seconds'] / 60:.1f} min | {cpu} | {r['peak_tree_mib'] / 1024:.2f} GiB "
             f"| {r['pick']} | {r['segments']} | {r['ari_truth']:.3f} | {refit} | {full} "
             f"| {r['load_mean']:.1f} / {r['load_max']:.1f} | {r['started_utc']} |"
         )
