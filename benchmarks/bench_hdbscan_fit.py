@@ -64,7 +64,7 @@ LIBRARIES: dict[str, Callable[[np.ndarray, int], tuple[np.ndarray, str]]] = {
 def measure(n: int) -> list[dict[str, Any]]:
     """One row per library: seconds to fit ``n`` customers (a warm-up fit first), ARI."""
     frame = customers(n)
-    X = StandardScaler().fit_transform(frame.iloc[:, 1:7].to_numpy())
+    X = np.ascontiguousarray(StandardScaler().fit_transform(frame.iloc[:, 1:7].to_numpy()))
     size = max(10, n // 100)
     rows, reference = [], None
     for name, fit in LIBRARIES.items():
