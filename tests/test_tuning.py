@@ -242,7 +242,7 @@ def test_a_study_on_a_sample_picks_and_assigns_as_a_fit_on_everyone(
     tmp_path: Path, write_spec: Callable[..., Path], tracking_uri: str
 ) -> None:
     table = synthetic_customers(3_000, seed=2)
-    spec = _spec(tmp_path, write_spec, table, sample_size=1_000)
+    spec = _spec(tmp_path, write_spec, table, sample_size=1_000, bootstrap_final=2)
     result = tune(spec, n_trials=2, families=["kmeans"], register=False)
     assert result.final_metrics[keys.STUDY_SAMPLE_SIZE] == 1_000
     assert result.final_metrics[keys.STUDY_REFIT_ARI] >= 0.99  # refitted on all 3,000
