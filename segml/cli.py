@@ -197,7 +197,7 @@ def tune(
 
     from segml import tracking as keys
     from segml.experiment import tune as run_tune
-    from segml.report import choice_text
+    from segml.report import catalog_hidden, choice_text, suppress_small
     from segml.spec import load_spec
 
     loaded = load_spec(spec)
@@ -248,7 +248,9 @@ def tune(
     typer.echo(choice_text(result.choice, chosen.number))
     for key, value in sorted(result.final_metrics.items()):
         typer.echo(f"  {key:<28} {value:.4f}")
-    typer.echo(result.segmenter.catalog.to_string(index=False))
+    catalog, k = result.segmenter.catalog, loaded.min_report_size
+    shown = suppress_small(catalog, k, hidden=catalog_hidden(catalog, k))
+    typer.echo(shown.to_string(index=False))
     typer.echo(f"parent run: {result.parent_run_id} (experiment {result.experiment_id})")
     typer.echo(f"model: {result.model_uri}")
     if result.model_version:

@@ -16,6 +16,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from segml.data import RETURN_COLUMN, Intake, read_customers
+from segml.privacy import RareCategories
 from segml.spec import Spec
 
 RFM_COLUMNS = (
@@ -147,7 +148,8 @@ def build_preprocessor(spec: Spec, table: pd.DataFrame) -> ColumnTransformer:
     """An unfitted preprocessing step for ``table``'s feature columns.
 
     Numeric columns: median imputation, log1p of heavy-tailed non-negative columns, scaling.
-    Categorical columns: imputation and one-hot encoding that ignores unseen categories.
+    Categorical columns: imputation, categories of fewer than ``min_report_size`` customers
+    (and unseen ones) pooled, and one-hot encoding.
     """
     columns = feature_columns(spec, table)
     categorical = [
@@ -172,6 +174,7 @@ def build_preprocessor(spec: Spec, table: pd.DataFrame) -> ColumnTransformer:
                     strategy="constant", fill_value=MISSING_CATEGORY, missing_values=pd.NA
                 ),
             ),
+            ("pool", RareCategories(spec.min_report_size)),
             (
                 "onehot",
                 OneHotEncoder(

@@ -174,7 +174,7 @@ def evaluate(
         seed=seed,
         with_dbcv=with_dbcv or FAMILIES[segmentation.family].n_segments_param is None,
     )
-    business = business_metrics(labels, data.value)
+    business = business_metrics(labels, data.value, spec.min_report_size)
     metrics = {
         keys.QUALITY_SILHOUETTE: quality.silhouette,
         keys.QUALITY_DAVIES_BOULDIN: quality.davies_bouldin,
