@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
 
 from segml.errors import SegmlWarning
 from segml.spec import DataSpec
@@ -130,34 +129,6 @@ def warn_personal(path: Path, frame: pd.DataFrame, data: DataSpec) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Values shared by fewer than k customers
-
-
-class RareCategories(TransformerMixin, BaseEstimator):
-    """Pool the categories fewer than ``min_count`` training rows share into
-    ``RARE_CATEGORY``, at fit and at transform (unseen ones too), so that the fitted encoders
-    after it keep no category of fewer than ``min_count`` customers."""
-
-    def __init__(self, min_count: int = 1) -> None:
-        self.min_count = min_count
-
-    def fit(self, X: Any, y: object = None) -> RareCategories:
-        """Learn each column's categories shared by at least ``min_count`` rows."""
-        frame = pd.DataFrame(np.asarray(X, dtype=object))
-        self.kept_ = [common_values(frame[c], self.min_count) for c in frame.columns]
-        self.n_features_in_ = frame.shape[1]
-        return self
-
-    def transform(self, X: Any) -> np.ndarray:
-        """The columns with every category not kept at fit as ``RARE_CATEGORY``."""
-        out = np.array(X, dtype=object)
-        for j, kept in enumerate(self.kept_):
-            column = pd.Series(out[:, j])
-            out[:, j] = column.where(column.isin(kept), RARE_CATEGORY).to_numpy()
-        return out
-
-    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
-        """Names pass through unchanged."""
-        return np.asarray(input_features, dtype=object)
 
 
 def common_values(values: pd.Series, min_count: int) -> np.ndarray:
@@ -273,8 +244,9 @@ def hidden_cells(
 
 def _protect_line(sizes: np.ndarray, hidden: np.ndarray, k: int) -> None:
     """In place: blank the smallest shown positive ``sizes`` of a line with a known total
-    while its blanked ones are fewer than two or add up to fewer than ``k``."""
-    while hidden.any() and (hidden.sum() < 2 or sizes[hidden].sum() < k):
+    while its blanked ones hold customers but are fewer than two or hold fewer than ``k``
+    (blanked zeros alone give nobody away)."""
+    while 0 < sizes[hidden].sum() and (hidden.sum() < 2 or sizes[hidden].sum() < k):
         shown = np.flatnonzero(~hidden & (sizes > 0))
         if shown.size == 0:
             return

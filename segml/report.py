@@ -341,7 +341,7 @@ def scoring_tables(summary: ScoreSummary) -> dict[str, pd.DataFrame]:
     }
 
 
-def _migration_table(summary: ScoreSummary) -> pd.DataFrame:
+def published_migration(summary: ScoreSummary) -> pd.DataFrame:
     """The migration counts with the cells ``privacy.hidden_cells`` hides blank; a column of
     a segment the share table hides is hidden whole."""
     counts = summary.report.migration
@@ -399,7 +399,7 @@ def _scoring_sections(summary: ScoreSummary) -> list[tuple[str, str | pd.DataFra
         matched, share = migration_summary(found.migration)
         sections += [
             ("Migration", f"{matched} customers in both outputs; {share:.1%} changed segment"),
-            ("Migration counts (previous rows, new columns)", _migration_table(summary)),
+            ("Migration counts (previous rows, new columns)", published_migration(summary)),
         ]
     return sections
 

@@ -321,7 +321,7 @@ def _log(
     summaries."""
     texts = {}
     if summary.report.migration is not None:
-        texts["migration.csv"] = summary.report.migration.reset_index().to_csv(index=False)
+        texts["migration.csv"] = report.published_migration(summary).to_csv(index=False)
     texts["summary.md"] = report.scoring_markdown(summary)
     texts["summary.html"] = report.scoring_html(summary)
     return tracking.log_scoring_run(
