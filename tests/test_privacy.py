@@ -127,12 +127,12 @@ def test_personal_columns_are_named_once_each_at_intake(
     assert "looks like a postcode; the model uses it" in flagged["postcode"]
 
 
-def _texts(obj: object, seen: set[int] | None = None) -> Iterator[str]:
+def _texts(obj: object, seen: dict[int, object] | None = None) -> Iterator[str]:
     """Every text inside an unpickled object: containers, arrays, frames and attributes."""
-    seen = set() if seen is None else seen
+    seen = {} if seen is None else seen
     if id(obj) in seen:
         return
-    seen.add(id(obj))
+    seen[id(obj)] = obj  # kept alive: a freed temporary's id may be reused
     if isinstance(obj, str):
         yield obj
     elif isinstance(obj, dict):
