@@ -125,8 +125,9 @@ METRICS: Mapping[str, str] = {
     STABILITY_N_DISSOLVED: "segments whose mean Jaccard is <= 0.5 (Hennig: dissolved)",
     STABILITY_N_STABLE: "segments whose mean Jaccard is >= 0.75 (Hennig: stable)",
     BUSINESS_N_SEGMENTS: "number of segments (noise excluded)",
-    BUSINESS_MIN_SHARE: "share of customers in the smallest segment",
-    BUSINESS_MAX_SHARE: "share of customers in the largest segment",
+    BUSINESS_MIN_SHARE: "share of customers in the smallest segment (NaN when it holds fewer "
+    "than min_report_size customers)",
+    BUSINESS_MAX_SHARE: "share of customers in the largest segment (NaN likewise)",
     BUSINESS_VALUE_R2: "share of the value outcome's variance explained by segment (eta squared)",
     COST_FIT_SECONDS: "seconds to reduce (if UMAP) and fit the clusterer",
     COST_STABILITY_SECONDS: "seconds spent on the bootstrap stability step",
