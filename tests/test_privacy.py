@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import pickle
 import re
 import warnings
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from typer.testing import CliRunner
 from segml import privacy, report
 from segml.cli import app
 from segml.errors import SegmlWarning
+from segml.families import FAMILIES
 from segml.features import RareCategories
 from segml.synthetic import FEATURES, ID_COLUMN, synthetic_customers, synthetic_spec
 
@@ -282,3 +284,19 @@ def test_rare_categories_are_pooled_and_the_example_is_made_up() -> None:
     }
     assert privacy.example_row(table, "id", ["p"], 3)["p"] == privacy.RARE_CATEGORY
     assert privacy.microaggregate(np.array([5.0, 1, 3, 100]), 2).tolist() == [2, 2, 52.5, 52.5]
+
+
+@pytest.mark.parametrize("family", ["kmeans", "gmm", "hdbscan"])
+def test_a_saved_clusterer_assigns_as_the_fitted_one(family: str) -> None:
+    X = synthetic_customers(400, n_segments=3, seed=2)[list(FEATURES)].to_numpy()
+    params = {"kmeans": {"n_clusters": 3}, "gmm": {"n_components": 3}}.get(
+        family, {"min_cluster_size": 20}
+    )
+    fitted = FAMILIES[family].fit(X, params, 0)
+    saved = pickle.loads(pickle.dumps(privacy.without_training_rows(fitted)))
+    assert not set(privacy.TRAINING_ROW_ATTRIBUTES) & set(vars(saved))
+    new = np.random.default_rng(3).normal(0, 10, size=(300, len(FEATURES)))
+    before, after = FAMILIES[family].assign(fitted, new), FAMILIES[family].assign(saved, new)
+    assert len(np.unique(before.labels[before.labels >= 0])) == 3
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a, b)
