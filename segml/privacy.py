@@ -152,15 +152,18 @@ def pool_rare(frame: pd.DataFrame, columns: Iterable[str], k: int) -> pd.DataFra
 
 
 def microaggregate(values: np.ndarray, k: int) -> np.ndarray:
-    """The sorted ``values`` with each run of ``k`` neighbours replaced by its mean (the last
-    run takes the remainder): a pseudo-sample of the same size and mean in which every value
-    stands for at least ``k`` customers (univariate microaggregation)."""
+    """A pseudo-sample of ``values`` (same size, sorted) in which no value is a customer's: the
+    means of runs of ``k`` sorted neighbours (the last run takes the remainder), each at its
+    run's middle rank, with the ranks between interpolated (univariate microaggregation; the
+    interpolation keeps the distribution function smooth for two-sample tests)."""
     ordered = np.sort(np.asarray(values, dtype=np.float64))
     if ordered.size == 0:
         return ordered
     starts = np.arange(max(ordered.size // k, 1)) * k
     sizes = np.diff(np.append(starts, ordered.size))
-    return np.repeat(np.add.reduceat(ordered, starts) / sizes, sizes)
+    means = np.add.reduceat(ordered, starts) / sizes
+    ranks = np.arange(ordered.size) + 0.5
+    return np.interp(ranks, starts + sizes / 2, means)
 
 
 def example_row(

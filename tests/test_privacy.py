@@ -283,7 +283,9 @@ def test_rare_categories_are_pooled_and_the_example_is_made_up() -> None:
         "p": "Q",
     }
     assert privacy.example_row(table, "id", ["p"], 3)["p"] == privacy.RARE_CATEGORY
-    assert privacy.microaggregate(np.array([5.0, 1, 3, 100]), 2).tolist() == [2, 2, 52.5, 52.5]
+    # Means of (1, 3) and (5, 100) at ranks 1 and 3; the ranks between interpolated.
+    aggregated = privacy.microaggregate(np.array([5.0, 1, 3, 100]), 2)
+    assert aggregated.tolist() == [2.0, 14.625, 39.875, 52.5]
 
 
 @pytest.mark.parametrize("family", ["kmeans", "gmm", "hdbscan"])
