@@ -109,8 +109,8 @@ def main() -> None:
         f"## Drift reference: microaggregated by {K} against every training value "
         f"({args.seeds} batches per row, {len(FEATURES)} features each)",
         "",
-        "| training | batch | shift (within-segment sd) | score | drifted, exact | drifted, aggregated "
-        "| same verdict | largest score diff |",
+        "| training | batch | shift (within-segment sd) | score | drifted, exact "
+        "| drifted, aggregated | same verdict | largest score diff |",
         "| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for train in (800, args.train):
