@@ -206,6 +206,13 @@ def without_training_rows(estimator: Any) -> Any:
 # Published counts
 
 
+def published_share(share: float, total: int, k: int) -> float:
+    """``share`` of ``total`` customers as a report may show it: NaN when it is a group of 1
+    to ``k - 1`` customers (beside the total, the share would give the group's size)."""
+    count = round(share * total)
+    return float("nan") if 0 < count < k else share
+
+
 def hidden_segments(sizes: pd.DataFrame, k: int) -> set[int]:
     """The segments (index) a publication of ``sizes`` must blank; each column is a set of
     segment sizes whose total is known (e.g. each model's customers per segment).

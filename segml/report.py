@@ -357,6 +357,13 @@ def _share_table(summary: ScoreSummary) -> pd.DataFrame:
     names = {-1: NO_SEGMENT} | summary.segment_names
     table.insert(1, SEGMENT_NAME, table[SEGMENT_ID].map(names))
     table["shift"] = psi_level(table["psi"], summary.settings)
+    # A training share (and the PSI and tests computed from it) of a segment the training
+    # reports hide would show its size there.
+    training = [
+        c for c in table.columns if c not in (SEGMENT_ID, SEGMENT_NAME, "customers", "share")
+    ]
+    table[training] = table[training].astype(object)
+    table.loc[table[SEGMENT_ID].isin(list(summary.training_hidden)), training] = None
     return suppress_small(table, summary.min_report_size)
 
 

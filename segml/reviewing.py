@@ -31,7 +31,7 @@ from segml.metrics import (
     transitions,
 )
 from segml.model import NO_SEGMENT, SEGMENT_ID, SEGMENT_NAME, Segmenter
-from segml.privacy import hidden_cells
+from segml.privacy import hidden_cells, published_share
 from segml.registry import ModelRef, load_segmenter
 from segml.segment_report import (
     SegmentReport,
@@ -213,7 +213,9 @@ def _score(
     return ids, {
         keys.QUALITY_SILHOUETTE: quality.silhouette,
         keys.QUALITY_DAVIES_BOULDIN: quality.davies_bouldin,
-        keys.QUALITY_NOISE_SHARE: quality.noise_share,
+        keys.QUALITY_NOISE_SHARE: published_share(
+            quality.noise_share, len(ids), spec.min_report_size
+        ),
         keys.BUSINESS_N_SEGMENTS: float(business.n_segments),
         keys.BUSINESS_MIN_SHARE: business.min_share,
         keys.BUSINESS_MAX_SHARE: business.max_share,

@@ -118,7 +118,8 @@ METRICS: Mapping[str, str] = {
     "(HDBSCAN trials and the pick's finalists; -1..1)",
     QUALITY_BIC: "Bayesian information criterion of a Gaussian mixture fitted without a reducer "
     "(lower is better)",
-    QUALITY_NOISE_SHARE: "share of customers left without a segment (HDBSCAN noise)",
+    QUALITY_NOISE_SHARE: "share of customers left without a segment (HDBSCAN noise; NaN when "
+    "they are fewer than min_report_size)",
     STABILITY_JACCARD_MIN: "smallest per-segment mean bootstrap Jaccard (clusterboot)",
     STABILITY_JACCARD_MEAN: "mean over segments of the per-segment mean bootstrap Jaccard",
     STABILITY_ARI_MEAN: "mean ARI of each bootstrap refit vs the original (shared customers)",

@@ -32,18 +32,20 @@ K = 20
 SMALL = 8
 """Customers of the far-away group that becomes a segment of its own (fewer than ``K``)."""
 N = 808
+LATER = 15
+"""More customers of the far-away group in the second scored batch: ``SMALL + LATER`` >= K."""
 COMMON_POSTCODES = ("AB1 0AA", "CD2 1BB", "EF3 2CC", "GH4 3DD")
 
 
-def _customers() -> pd.DataFrame:
-    """Synthetic customers, ``SMALL`` of them moved far from the rest, with personal columns:
+def _customers(n: int = N, far: int = SMALL) -> pd.DataFrame:
+    """Synthetic customers, ``far`` of them moved far from the rest, with personal columns:
     declared (email, phone, full name), undeclared and unused (birth date, IP address) and one
     used as an attribute (postcode: four shared by many customers, one in five customers with
     a postcode of their own)."""
-    table = synthetic_customers(N, n_segments=4, seed=5)
-    far = np.random.default_rng(6).normal(30.0, 0.5, size=(SMALL, len(FEATURES)))
-    table.loc[: SMALL - 1, list(FEATURES)] = far
-    i = np.arange(N)
+    table = synthetic_customers(n, n_segments=4, seed=5)
+    moved = np.random.default_rng(6).normal(30.0, 0.5, size=(far, len(FEATURES)))
+    table.loc[: far - 1, list(FEATURES)] = moved
+    i = np.arange(n)
     table["email"] = [f"person{j:05d}@example.org" for j in i]
     table["phone"] = [f"+44 20 7946 {j:04d}" for j in i]
     table["full_name"] = [f"Forename{j:05d} Surname" for j in i]
@@ -94,11 +96,13 @@ def _run(args: list[str], uri: str, codes: tuple[int, ...] = (0,)) -> str:
 
 @pytest.fixture(scope="module")
 def workflow(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame, list[str]]:
-    """Tune, promote, review against the champion, score twice (the second with --previous),
-    with the warnings intake gave."""
+    """Tune, promote, review against the champion, score the customers and then a later
+    batch where the small segment has grown past K (with --previous), with the warnings
+    intake gave."""
     tmp = tmp_path_factory.mktemp("privacy")
     table = _customers()
     table.to_csv(tmp / "customers.csv", index=False)
+    _customers(N + LATER, SMALL + LATER).to_csv(tmp / "later.csv", index=False)
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     spec = _spec(tmp)
     with warnings.catch_warnings(record=True) as caught:
@@ -107,13 +111,11 @@ def workflow(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFra
         _run(["promote", "1", "--spec", str(spec), "--force", "--reason", "test"], uri)
         review = ["review", "--data", str(spec), "--challenger", "1", "--out", str(tmp / "review")]
         _run(review, uri, (0, 3))
-        score = ["score", "--spec", str(spec), "--input", str(tmp / "customers.csv")]
-        _run([*score, "--output", str(tmp / "scores.csv")], uri)
-        _run(
-            [*score, "--output", str(tmp / "scores2.csv"), "--previous", str(tmp / "scores.csv")]
-            + ["--report", str(tmp / "scoring")],
-            uri,
-        )
+        score = ["score", "--spec", str(spec), "--input"]
+        _run([*score, str(tmp / "customers.csv"), "--output", str(tmp / "scores.csv")], uri)
+        later = [str(tmp / "later.csv"), "--output", str(tmp / "scores2.csv")]
+        previous = ["--previous", str(tmp / "scores.csv"), "--report", str(tmp / "scoring")]
+        _run([*score, *later, *previous], uri)
     said = sorted({str(w.message) for w in caught if issubclass(w.category, SegmlWarning)})
     return tmp, table, said
 
@@ -205,13 +207,14 @@ def _assert_sizes_safe(where: str, sizes: pd.Series, total: int) -> None:
 
 
 def _assert_cells_safe(where: str, matrix: pd.DataFrame) -> None:
-    """No shown count under K; a row or column with a blank has at least two."""
+    """No shown count under K; a row or column with a blank has at least two, but a row that
+    shows nothing but zeros (its total, a previous segment's size, is not published)."""
     values = matrix.apply(pd.to_numeric, errors="coerce")
     shown = values.stack()
     assert not ((shown > 0) & (shown < K)).any(), f"{where}: a count under {K} is shown"
-    for axis in (0, 1):
-        blanks = values.isna().sum(axis=axis)
-        assert not (blanks == 1).any(), f"{where}: a line with one blank gives it away"
+    lone = values.isna().sum(axis=1) == 1
+    assert not (lone & (values.fillna(0).sum(axis=1) > 0)).any(), f"{where}: a lone blank row"
+    assert not (values.isna().sum(axis=0) == 1).any(), f"{where}: a lone blank column"
 
 
 def test_no_published_figure_shows_the_small_segment(
@@ -233,15 +236,24 @@ def test_no_published_figure_shows_the_small_segment(
         _assert_sizes_safe(f"review {column}", business[column], N)
     migration = pd.read_csv(next(artifacts.rglob("review/migration.csv")), index_col=0)
     _assert_cells_safe("review migration", migration)
-    shares = json.loads(next(artifacts.rglob("scoring/segment_shares.json")).read_text())
-    frame = pd.DataFrame(shares["data"], columns=shares["columns"])
-    _assert_sizes_safe("scoring shares", frame["customers"], N)
+    grown = []
+    for path in artifacts.rglob("scoring/segment_shares.json"):
+        shares = json.loads(path.read_text())
+        frame = pd.DataFrame(shares["data"], columns=shares["columns"])
+        total = client.get_run(path.parents[2].name).data.metrics["scoring.rows_scored"]
+        _assert_sizes_safe(str(path), frame["customers"], int(total))
+        trained = _shown(frame["expected_share"]) * N  # the training share: of N customers
+        assert not ((trained > 0) & (trained < K)).any(), f"{path}: a training share under {K}"
+        in_batch = pd.to_numeric(frame["customers"], errors="coerce")
+        grown += frame.loc[in_batch == SMALL + LATER, "expected_share"].tolist()
+    assert len(grown) == 1 and pd.isna(grown[0]), "the grown segment without its training share"
     migration = pd.read_csv(next(artifacts.rglob("scoring/migration.csv")), index_col=0)
     _assert_cells_safe("scoring migration", migration)
     for run in client.search_runs([e.experiment_id for e in client.search_experiments()]):
         for key, value in run.data.metrics.items():
-            if key.endswith(("min_share", "max_share")) and not math.isnan(value):
-                assert value * N >= K, f"{run.info.run_name}: {key} {value} shows a small segment"
+            if key.endswith(("min_share", "max_share", "noise_share")) and not math.isnan(value):
+                shown = value == 0 or value * N >= K
+                assert shown, f"{run.info.run_name}: {key} {value} shows a small group"
     for version in client.search_model_versions():
         share = version.tags.get("business.min_share")
         assert share in (None, "nan") or float(share) * N >= K, "a tag shows a small segment"

@@ -217,6 +217,9 @@ def _score_with(
         settings=in_effect.monitoring,
         min_report_size=in_effect.min_report_size,
         segment_names=segmenter.segment_names(),
+        training_hidden=frozenset(
+            report.catalog_hidden(segmenter.catalog, in_effect.min_report_size)
+        ),
     )
 
 
