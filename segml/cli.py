@@ -7,6 +7,7 @@ import enum
 import functools
 import math
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -15,7 +16,7 @@ import typer
 
 from segml import __version__
 from segml.data import IntakeReport
-from segml.errors import EXIT_FAILURE, SegmlError
+from segml.errors import EXIT_FAILURE, SegmlError, SegmlWarning
 
 app = typer.Typer(
     name="segml",
@@ -62,6 +63,23 @@ def _main(
 ) -> None:
     """Customer segmentation experiments, tracked in MLflow."""
     _debug["on"] = debug
+    warnings.formatwarning = _one_line_warning
+
+
+_python_warning = warnings.formatwarning
+
+
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """A ``SegmlWarning`` as one line, as errors are shown; other warnings as Python shows them."""
+    if issubclass(category, SegmlWarning):
+        return f"segml: warning: {message}\n"
+    return _python_warning(message, category, filename, lineno, line)
 
 
 def command(fn: F) -> F:

@@ -21,6 +21,7 @@ import yaml
 from typer.testing import CliRunner
 
 from segml import privacy, report
+from segml.cli import _one_line_warning as cli_warning
 from segml.cli import app
 from segml.errors import SegmlWarning
 from segml.families import FAMILIES
@@ -129,6 +130,8 @@ def test_personal_columns_are_named_once_each_at_intake(
     assert "looks like a birth date; it is not used" in flagged["birth_date"]
     assert "looks like an IP address; it is not used" in flagged["ip_address"]
     assert "looks like a postcode; the model uses it" in flagged["postcode"]
+    shown = cli_warning(SegmlWarning(flagged["postcode"]), SegmlWarning, "data.py", 1)
+    assert shown == f"segml: warning: {flagged['postcode']}\n", "one line, as errors are shown"
 
 
 def _texts(obj: object, seen: dict[int, object] | None = None) -> Iterator[str]:
