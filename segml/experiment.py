@@ -196,9 +196,13 @@ def _join(
                 min_share=spec.constraints.min_share,
             )
             studies.enqueue(study, first)
-            parent = keys.study_run(client, experiment, (name, run_name), digest, None, project)
+            # Recorded last, the study's run is found again by name if a worker was killed
+            # after creating it, and its first logs are written again.
+            names = (name, studies.run_name(study, run_name))
+            parent = keys.find_study_run(client, experiment, names) or keys.study_run(
+                client, experiment, names, digest, None, project
+            )
             _log_scan(client, parent, scan)
-            study.set_user_attr(studies.PARENT_RUN_ATTR, parent)
             keys.log_dataset(
                 client,
                 parent,
@@ -208,6 +212,7 @@ def _join(
             )
             if spec.path is not None:
                 client.log_artifact(parent, str(spec.path), "spec")
+            study.set_user_attr(studies.PARENT_RUN_ATTR, parent)
     return _Worker(client, experiment, parent, study, peers, digest)
 
 
@@ -306,6 +311,7 @@ def _finalise(
             f"{spec.path}: no trial completed ({cause}); widen search.families or the budget"
         )
     keys.study_run(client, worker.experiment, (name, name), worker.digest, parent)
+    keys.settle_trials(client, parent, {r.number: r for r in results}, worker.digest)
     remeasured = {r.number: _remeasure(r, data, spec) for r in selection.finalists(results)}
     reference = selection.kmeans_reference(
         data.X,
@@ -343,8 +349,13 @@ def _finalise(
     _log_segments(client, parent, segments)
     _log_provenance(client, parent, spec, built, results, alignment)
     pages = {"segment_report.html": segment_html(segments)}
-    model_uri = log_segment_model(segmenter, built.table, parent, pages=pages)
-    client.set_tag(parent, keys.TAG_MODEL_URI, model_uri)
+    claim = studies.Final.of(worker.study)
+    model_uri = claim.logged_model if claim else None  # logged before this finaliser's kill
+    if model_uri is None:
+        model_uri = log_segment_model(segmenter, built.table, parent, pages=pages)
+        client.set_tag(parent, keys.TAG_MODEL_URI, model_uri)
+        if claim is not None:
+            dataclasses.replace(claim, logged_model=model_uri).save(worker.study)
     client.set_terminated(parent)
     version = register_run(client, parent, segmenter, segments)[1] if register else None
     found = granularity_checks(ids, data.value, spec.constraints.min_share, spec.min_report_size)

@@ -21,6 +21,7 @@ from segml import report
 from segml import tracking as keys
 from segml.alignment import Alignment, align_labels
 from segml.errors import GateFailed, ModelFormatError, RegistryError, SegmlWarning
+from segml.locks import model_lock
 from segml.model import SEGMENT_ID, SEGMENT_NAME, Segmenter
 from segml.segment_report import SegmentReport, rule_table, value_table
 
@@ -252,30 +253,32 @@ def register(
 ) -> str:
     """Register run ``run_id``'s segment model as a version of ``name``; alias ``challenger``.
 
-    Safe to re-run: a model (of this run) already registered keeps its version.
+    Safe to re-run: a model (of this run) already registered keeps its version. The lookup
+    and the registration hold the model's lock, so two registrations cannot both miss it.
     """
     model_uri = _model_uri(client, run_id)
-    _ensure_registered_model(client, name)
-    existing = [
-        v
-        for v in client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
-        if v.source == model_uri
-    ]
-    if existing:
-        version = str(max(int(v.version) for v in existing))
-    else:
-        created = client.create_model_version(
-            name,
-            model_uri,
-            run_id=run_id,
-            description=description,
-            tags=tags,
-            model_id=model_uri.removeprefix("models:/"),
-        )
-        version = str(created.version)
-    for key, value in keys.audit_tags("register", run_id=run_id).items():
-        client.set_model_version_tag(name, version, key, value)
-    client.set_registered_model_alias(name, CHALLENGER, version)
+    with model_lock(client.tracking_uri, name):
+        _ensure_registered_model(client, name)
+        existing = [
+            v
+            for v in client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+            if v.source == model_uri
+        ]
+        if existing:
+            version = str(max(int(v.version) for v in existing))
+        else:
+            created = client.create_model_version(
+                name,
+                model_uri,
+                run_id=run_id,
+                description=description,
+                tags=tags,
+                model_id=model_uri.removeprefix("models:/"),
+            )
+            version = str(created.version)
+        for key, value in keys.audit_tags("register", run_id=run_id).items():
+            client.set_model_version_tag(name, version, key, value)
+        client.set_registered_model_alias(name, CHALLENGER, version)
     return version
 
 
@@ -299,12 +302,20 @@ def promote(
     The old champion keeps the alias ``previous``. ``force`` needs a ``reason`` and records
     both. The version is tagged before any alias moves, so ``champion`` never points at a
     version without its review or override on record, and each step leaves the aliases
-    consistent: an interrupted promote completes when re-run.
+    consistent: an interrupted promote completes when re-run. The model's lock makes two
+    promotes at once run one after the other: the second sees the first one's champion.
     """
-    found = _version(client, name, version)
-    verdict = found.tags.get(keys.TAG_VERDICT)
     if force and not reason:
         raise RegistryError("--force needs --reason: say why the review is overridden")
+    with model_lock(client.tracking_uri, name):
+        return _promote(client, name, version, force, reason)
+
+
+def _promote(
+    client: MlflowClient, name: str, version: str, force: bool, reason: str | None
+) -> str | None:
+    found = _version(client, name, version)
+    verdict = found.tags.get(keys.TAG_VERDICT)
     if verdict != keys.VERDICT_PASSED and not force:
         state = f"its latest review {verdict}" if verdict else "it has not been reviewed"
         raise GateFailed(
@@ -325,10 +336,22 @@ def promote(
 
 
 def rollback(client: MlflowClient, name: str, reason: str | None = None) -> str:
-    """Make the ``previous`` champion the champion again; return its version."""
+    """Make the ``previous`` champion the champion again; return its version.
+
+    Re-running a rollback whose last write (removing ``previous``) was done returns the
+    champion it restored. Runs under the model's lock, as :func:`promote` does.
+    """
+    with model_lock(client.tracking_uri, name):
+        return _rollback(client, name, reason)
+
+
+def _rollback(client: MlflowClient, name: str, reason: str | None) -> str:
     previous = champion_version(client, name, PREVIOUS)
     if previous is None:
-        raise RegistryError(f"{name}: no previous champion to roll back to")
+        restored = _rolled_back(client, name)
+        if restored is None:
+            raise RegistryError(f"{name}: no previous champion to roll back to")
+        return restored
     current = champion_version(client, name)
     if current != previous:
         for key, value in keys.audit_tags("rollback", reason).items():
@@ -339,6 +362,16 @@ def rollback(client: MlflowClient, name: str, reason: str | None = None) -> str:
         client.set_registered_model_alias(name, CHAMPION, previous)
     client.delete_registered_model_alias(name, PREVIOUS)
     return previous
+
+
+def _rolled_back(client: MlflowClient, name: str) -> str | None:
+    """The champion, if a rollback (not a promote) made it champion last; else None."""
+    version = champion_version(client, name)
+    if version is None:
+        return None
+    tags = _version(client, name, version).tags
+    rolled = tags.get(keys.audit_key("rollback", "at"))
+    return version if rolled and rolled >= tags.get(keys.audit_key("promote", "at"), "") else None
 
 
 def _version(client: MlflowClient, name: str, version: str) -> ModelVersion:

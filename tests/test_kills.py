@@ -1,0 +1,221 @@
+"""Interruptions and races: ``tune``, ``score``, ``promote`` and ``rollback`` SIGKILLed at each
+step boundary and at random moments, then rerun; two ``promote``s at once.
+
+Every command runs as a real ``segml`` process, forked from one that imported segml once
+(:mod:`tests.forks`): a kill is a real SIGKILL, and a rerun a new process on what it left.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from segml import studies
+from segml import tracking as keys
+from segml.registry import CHALLENGER, CHAMPION, PREVIOUS
+from segml.synthetic import synthetic_customers, synthetic_spec
+
+from .test_bad_inputs import assert_store_whole
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "synthetic"
+STUDY = "kills"
+TRIALS = 4
+KILLED = -9
+TUNE_STEPS = {
+    "store creation": ("mlflow.store.db.utils:_upgrade_db", 1, "before"),
+    "trial tell": ("optuna.study:Study.tell", 2, "after"),
+    "trial logging": ("mlflow.tracking:MlflowClient.set_terminated", 2, "before"),
+    "registration": ("mlflow.tracking:MlflowClient.create_model_version", 1, "after"),
+    "recording": ("mlflow.tracking:MlflowClient.set_registered_model_alias", 1, "after"),
+}
+"""Where a tune dies: amid MLflow's creation of a new store; with trial 1 told to the study
+but its run not logged; with its run logged but not ended; right after the model version
+is created; after registering (its alias set) but before the study records it."""
+RANDOM_TUNE_KILLS = 15
+SCORE_STEPS = {
+    "run created": ("mlflow.tracking:MlflowClient.create_run", 1, "after"),
+    "params logged": ("mlflow.tracking:MlflowClient.log_batch", 1, "after"),
+    "tables logged": ("mlflow.tracking:MlflowClient.log_table", 1, "after"),
+    "before the run ends": ("mlflow.tracking:MlflowClient.set_terminated", 1, "before"),
+}
+REGISTRY_WRITES = ("set_model_version_tag", "set_registered_model_alias")
+RACES = 20
+
+
+class Forks:
+    """A running :mod:`tests.forks`: runs segml commands as forked processes."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.count = 0
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.forks"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._read() == "ready"
+
+    def run(self, *jobs: dict[str, Any]) -> list[int]:
+        """Run ``jobs`` at once; each gets a log file (its path in ``job["log"]``)."""
+        for job in jobs:
+            self.count += 1
+            job.setdefault("log", str(self.folder / f"job-{self.count:03d}.log"))
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(list(jobs)) + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def _read(self) -> Any:
+        assert self.process.stdout is not None
+        return json.loads(self.process.stdout.readline())
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def _log(job: dict[str, Any]) -> str:
+    return Path(job["log"]).read_text(encoding="utf-8")[-3000:]
+
+
+@pytest.fixture(scope="module")
+def forks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Forks]:
+    running = Forks(tmp_path_factory.mktemp("forks"))
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The spec (300 customers, k-means, 4 trials) and a new empty store to copy."""
+    folder = tmp_path_factory.mktemp("bench")
+    synthetic_customers(300, seed=1).to_csv(folder / "customers.csv", index=False)
+    search = {
+        "seed": 3,
+        "families": {"kmeans": {}},
+        "reduction": {"reducer": "none"},
+        "n_trials": TRIALS,
+        "bootstrap_search": 2,
+        "bootstrap_final": 2,
+    }
+    spec = folder / "spec.yaml"
+    spec.write_text(yaml.safe_dump(synthetic_spec("customers.csv", search=search)))
+    empty = folder / "empty" / "mlflow.db"
+    empty.parent.mkdir()
+    keys.connect(f"sqlite:///{empty}")
+    return {"folder": folder, "spec": spec, "empty": empty}
+
+
+def _store(bench: dict[str, Any], folder: Path, copy: Path | None = None) -> str:
+    """A store of its own in ``folder``: a copy of ``copy`` (default: an empty store)."""
+    folder.mkdir(parents=True)
+    shutil.copyfile(copy or bench["empty"], folder / "mlflow.db")
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def _tune(bench: dict[str, Any], uri: str, **job: Any) -> dict[str, Any]:
+    argv = ["tune", str(bench["spec"]), "--study", STUDY, "--tracking-uri", uri]
+    return {"argv": argv, **job}
+
+
+@pytest.fixture(scope="module")
+def tuned(bench: dict[str, Any], forks: Forks) -> dict[str, Any]:
+    """An uninterrupted tune: its store (v1 registered) and how long it took."""
+    uri = _store(bench, bench["folder"] / "tuned")
+    started = time.monotonic()
+    job = _tune(bench, uri)
+    assert forks.run(job) == [0], _log(job)
+    return {"uri": uri, "seconds": time.monotonic() - started}
+
+
+def assert_tune_whole(uri: str) -> None:
+    """The invariants of a finished tune, however often it was killed and rerun."""
+    assert_store_whole(uri)
+    database = Path(uri.removeprefix("sqlite:///"))
+    assert not list(database.parent.glob(".mlflow.db.*")), "a store half-built beside it"
+    storage = f"sqlite:///{database.parent / 'optuna.db'}"
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    complete = {
+        t.number for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    }
+    assert len(complete) == TRIALS
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name(MODEL).experiment_id
+    (parent,) = client.search_runs(
+        [experiment], filter_string=f"tags.`{keys.TAG_ROLE}` = '{keys.ROLE_STUDY}'"
+    )
+    assert parent.info.run_id == study.user_attrs[studies.PARENT_RUN_ATTR]
+    assert parent.info.status == "FINISHED"
+    trials = client.search_runs(
+        [experiment], filter_string=f"tags.`{keys.TAG_PARENT}` = '{parent.info.run_id}'"
+    )
+    finished = sorted(
+        int(r.data.tags[keys.TAG_TRIAL]) for r in trials if r.info.status == "FINISHED"
+    )
+    assert finished == sorted(complete), "each complete trial has exactly one finished run"
+    assert all(keys.QUALITY_SILHOUETTE in r.data.metrics for r in trials if r.info.status == "FINISHED")
+    (version,) = client.search_model_versions(f"name='{MODEL}'")
+    assert version.run_id == parent.info.run_id
+    assert client.get_model_version_by_alias(MODEL, CHALLENGER).version == version.version
+    final = studies.Final.of(study)
+    assert final is not None and final.version == str(version.version)
+
+
+def test_tune_killed_at_each_step_and_rerun_is_whole(
+    bench: dict[str, Any], forks: Forks, tuned: dict[str, Any]
+) -> None:
+    cases = {}
+    for n, (step, die) in enumerate(TUNE_STEPS.items()):
+        folder = bench["folder"] / f"step-{n}"
+        if step == "store creation":
+            folder.mkdir()
+            uri = f"sqlite:///{folder / 'mlflow.db'}"
+        else:
+            uri = _store(bench, folder)
+        cases[step] = (uri, _tune(bench, uri, die=list(die)))
+    statuses = forks.run(*(job for _, job in cases.values()))
+    for (step, (_, job)), status in zip(cases.items(), statuses, strict=True):
+        assert status == KILLED, (step, _log(job))
+    reruns = {step: _tune(bench, uri) for step, (uri, _) in cases.items()}
+    statuses = forks.run(*reruns.values())
+    for (step, job), status in zip(reruns.items(), statuses, strict=True):
+        assert status == 0, (step, _log(job))
+        assert_tune_whole(cases[step][0])
+
+
+def test_tune_killed_at_random_moments_and_rerun_is_whole(
+    bench: dict[str, Any], forks: Forks, tuned: dict[str, Any]
+) -> None:
+    """Lanes of tunes, each killed at a random moment of a whole tune's time and rerun on
+    what the last one left, until RANDOM_TUNE_KILLS kills; then a last rerun per lane."""
+    rng = random.Random(28)
+    lanes = [_store(bench, bench["folder"] / f"random-{n}") for n in range(2)]
+    kills = 0
+    while kills < RANDOM_TUNE_KILLS:
+        jobs = [_tune(bench, uri, kill_after=rng.uniform(0, tuned["seconds"])) for uri in lanes]
+        statuses = forks.run(*jobs)
+        kills += statuses.count(KILLED)
+        for job, status in zip(jobs, statuses, strict=True):
+            assert status in (0, KILLED), _log(job)
+    jobs = [_tune(bench, uri) for uri in lanes]
+    for job, status in zip(jobs, forks.run(*jobs), strict=True):
+        assert status == 0, _log(job)
+    for uri in lanes:
+        assert_tune_whole(uri)
