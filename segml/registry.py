@@ -348,7 +348,7 @@ def rollback(client: MlflowClient, name: str, reason: str | None = None) -> str:
 def _rollback(client: MlflowClient, name: str, reason: str | None) -> str:
     previous = champion_version(client, name, PREVIOUS)
     if previous is None:
-        restored = _rolled_back(client, name)
+        restored = crowned_by(client, name, "rollback")
         if restored is None:
             raise RegistryError(f"{name}: no previous champion to roll back to")
         return restored
@@ -364,14 +364,15 @@ def _rollback(client: MlflowClient, name: str, reason: str | None) -> str:
     return previous
 
 
-def _rolled_back(client: MlflowClient, name: str) -> str | None:
-    """The champion, if a rollback (not a promote) made it champion last; else None."""
+def crowned_by(client: MlflowClient, name: str, action: str) -> str | None:
+    """The champion, if ``action`` (promote or rollback) is what made it champion last;
+    else None. Lets a rerun of an action whose last write was done report it done."""
     version = champion_version(client, name)
     if version is None:
         return None
     tags = _version(client, name, version).tags
-    rolled = tags.get(keys.audit_key("rollback", "at"))
-    return version if rolled and rolled >= tags.get(keys.audit_key("promote", "at"), "") else None
+    at = {done: tags.get(keys.audit_key(done, "at"), "") for done in ("promote", "rollback")}
+    return version if at[action] and at[action] == max(at.values()) else None
 
 
 def _version(client: MlflowClient, name: str, version: str) -> ModelVersion:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -152,9 +153,7 @@ def assert_tune_whole(uri: str) -> None:
     assert not list(database.parent.glob(".mlflow.db.*")), "a store half-built beside it"
     storage = f"sqlite:///{database.parent / 'optuna.db'}"
     study = optuna.load_study(study_name=STUDY, storage=storage)
-    complete = {
-        t.number for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    }
+    complete = {t.number for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
     assert len(complete) == TRIALS
     client = mlflow.MlflowClient(uri, registry_uri=uri)
     experiment = client.get_experiment_by_name(MODEL).experiment_id
@@ -170,7 +169,9 @@ def assert_tune_whole(uri: str) -> None:
         int(r.data.tags[keys.TAG_TRIAL]) for r in trials if r.info.status == "FINISHED"
     )
     assert finished == sorted(complete), "each complete trial has exactly one finished run"
-    assert all(keys.QUALITY_SILHOUETTE in r.data.metrics for r in trials if r.info.status == "FINISHED")
+    assert all(
+        keys.QUALITY_SILHOUETTE in r.data.metrics for r in trials if r.info.status == "FINISHED"
+    )
     (version,) = client.search_model_versions(f"name='{MODEL}'")
     assert version.run_id == parent.info.run_id
     assert client.get_model_version_by_alias(MODEL, CHALLENGER).version == version.version
@@ -203,19 +204,155 @@ def test_tune_killed_at_each_step_and_rerun_is_whole(
 def test_tune_killed_at_random_moments_and_rerun_is_whole(
     bench: dict[str, Any], forks: Forks, tuned: dict[str, Any]
 ) -> None:
-    """Lanes of tunes, each killed at a random moment of a whole tune's time and rerun on
-    what the last one left, until RANDOM_TUNE_KILLS kills; then a last rerun per lane."""
+    """Two lanes of tunes, each killed at a random moment of a whole tune's time and rerun on
+    what the last one left (a lane whose tune finished starts again on a new store), until
+    RANDOM_TUNE_KILLS kills; then a last rerun per lane."""
     rng = random.Random(28)
-    lanes = [_store(bench, bench["folder"] / f"random-{n}") for n in range(2)]
-    kills = 0
+    stores = iter(_store(bench, bench["folder"] / f"random-{n}") for n in range(99))
+    lanes, done, kills = [next(stores), next(stores)], [], 0
     while kills < RANDOM_TUNE_KILLS:
         jobs = [_tune(bench, uri, kill_after=rng.uniform(0, tuned["seconds"])) for uri in lanes]
-        statuses = forks.run(*jobs)
-        kills += statuses.count(KILLED)
-        for job, status in zip(jobs, statuses, strict=True):
+        for n, (job, status) in enumerate(zip(jobs, forks.run(*jobs), strict=True)):
             assert status in (0, KILLED), _log(job)
+            kills += status == KILLED
+            if status == 0:
+                done.append(lanes[n])
+                lanes[n] = next(stores)
     jobs = [_tune(bench, uri) for uri in lanes]
     for job, status in zip(jobs, forks.run(*jobs), strict=True):
         assert status == 0, _log(job)
-    for uri in lanes:
+    for uri in done + lanes:
         assert_tune_whole(uri)
+
+
+def _scoring_runs(uri: str) -> dict[str, int]:
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs(
+        [client.get_experiment_by_name(MODEL).experiment_id],
+        filter_string=f"tags.`{keys.TAG_ROLE}` = '{keys.ROLE_SCORING}'",
+    )
+    return pd.Series([r.info.status for r in runs], dtype=object).value_counts().to_dict()
+
+
+def test_score_killed_while_logging_and_rerun_leaves_no_run_running(
+    bench: dict[str, Any], forks: Forks, tuned: dict[str, Any]
+) -> None:
+    """One store; a score killed at each step of its logging and at random moments, each
+    followed by its rerun: the output is the uninterrupted one, and no run stays RUNNING."""
+    uri = _store(bench, bench["folder"] / "score", Path(tuned["uri"].removeprefix("sqlite:///")))
+    out = bench["folder"] / "score"
+    base = ["score", "--input", str(bench["folder"] / "customers.csv"), "--tracking-uri", uri]
+    base += ["--model", f"models:/{MODEL}/1"]
+    alone = {"argv": [*base, "--output", str(out / "alone.parquet")]}
+    started = time.monotonic()
+    assert forks.run(alone) == [0], _log(alone)
+    seconds = time.monotonic() - started
+    rng = random.Random(9)
+    command = [*base, "--output", str(out / "scores.parquet")]
+    kills = [{"die": list(die)} for die in SCORE_STEPS.values()]
+    kills += [{"kill_after": rng.uniform(0, seconds)} for _ in range(3)]
+    completed = 1  # each command that exits 0 leaves one FINISHED run
+    for kill in kills:
+        killed = {"argv": command, **kill}
+        (status,) = forks.run(killed)
+        assert status in (0, KILLED), _log(killed)
+        rerun = {"argv": command}
+        assert forks.run(rerun) == [0], (kill, _log(rerun))
+        completed += 1 + (status == 0)
+        assert (out / "scores.parquet").read_bytes() == (out / "alone.parquet").read_bytes()
+        assert_store_whole(uri)
+        assert _scoring_runs(uri).get("FINISHED") == completed, kill
+
+
+@pytest.fixture(scope="module")
+def registry(bench: dict[str, Any], tuned: dict[str, Any]) -> Path:
+    """A store whose model has three reviewed versions of the tuned model: v1 champion."""
+    database = Path(tuned["uri"].removeprefix("sqlite:///"))
+    uri = _store(bench, bench["folder"] / "registry", database)
+    client = keys.connect(uri)  # MLflow finds a version's logged model in the current store
+    first = client.get_model_version(MODEL, "1")
+    for _ in range(2):
+        client.create_model_version(MODEL, first.source, run_id=first.run_id)
+    for version in ("1", "2", "3"):
+        client.set_model_version_tag(MODEL, version, keys.TAG_VERDICT, keys.VERDICT_PASSED)
+    client.set_registered_model_alias(MODEL, CHAMPION, "1")
+    client.set_registered_model_alias(MODEL, CHALLENGER, "2")
+    return Path(uri.removeprefix("sqlite:///"))
+
+
+def _aliases(uri: str) -> dict[str, str]:
+    model = mlflow.MlflowClient(uri, registry_uri=uri).get_registered_model(MODEL)
+    return {alias: str(version) for alias, version in model.aliases.items()}
+
+
+def _registry_kills(
+    bench: dict[str, Any], forks: Forks, base: Path, argv: list[str], writes: dict[str, int]
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Kill ``argv`` right after each of its registry writes (``writes``: how many calls of
+    each MlflowClient method), each on its own copy of ``base``; rerun each; return the
+    stores and reruns by write."""
+    cases = {}
+    for method, count in writes.items():
+        for n in range(1, count + 1):
+            uri = _store(bench, bench["folder"] / f"{argv[0]}-{method}-{n}", base)
+            die = [f"mlflow.tracking:MlflowClient.{method}", n, "after"]
+            cases[f"{method} {n}"] = (uri, {"argv": [*argv, "--tracking-uri", uri], "die": die})
+    for (write, (_, job)), status in zip(
+        cases.items(), forks.run(*(job for _, job in cases.values())), strict=True
+    ):
+        assert status == KILLED, (write, _log(job))
+    reruns = {write: {"argv": job["argv"]} for write, (_, job) in cases.items()}
+    for (write, job), status in zip(reruns.items(), forks.run(*reruns.values()), strict=True):
+        assert status == 0, (write, _log(job))
+    return {write: (uri, reruns[write]) for write, (uri, _) in cases.items()}
+
+
+def test_promote_and_rollback_killed_after_each_write_complete_when_rerun(
+    bench: dict[str, Any], forks: Forks, registry: Path
+) -> None:
+    promote = ["promote", CHALLENGER, "--model", MODEL, "--reason", "quarterly refresh"]
+    writes = {"set_model_version_tag": 4, "set_registered_model_alias": 2}
+    writes["delete_registered_model_alias"] = 1
+    for write, (uri, rerun) in _registry_kills(bench, forks, registry, promote, writes).items():
+        assert _log(rerun).strip() == f"{MODEL}: champion v2 (previous v1)", write
+        assert _aliases(uri) == {CHAMPION: "2", PREVIOUS: "1"}, write
+        tags = mlflow.MlflowClient(uri, registry_uri=uri).get_model_version(MODEL, "2").tags
+        assert tags["segml.promote.reason"] == "quarterly refresh", write
+        assert_store_whole(uri)
+
+    promoted = bench["folder"] / "promoted.db"
+    shutil.copyfile(registry, promoted)
+    client = mlflow.MlflowClient(f"sqlite:///{promoted}", registry_uri=f"sqlite:///{promoted}")
+    client.set_registered_model_alias(MODEL, PREVIOUS, "1")
+    client.set_registered_model_alias(MODEL, CHAMPION, "2")
+    client.delete_registered_model_alias(MODEL, CHALLENGER)
+    rollback = ["rollback", "--model", MODEL, "--reason", "bad week"]
+    writes = {"set_model_version_tag": 6, "set_registered_model_alias": 1}
+    writes["delete_registered_model_alias"] = 1
+    for write, (uri, rerun) in _registry_kills(bench, forks, promoted, rollback, writes).items():
+        assert _log(rerun).strip() == f"{MODEL}: champion v1 (rolled back)", write
+        assert _aliases(uri) == {CHAMPION: "1"}, write
+        tags = mlflow.MlflowClient(uri, registry_uri=uri).get_model_version(MODEL, "1").tags
+        assert tags["segml.rollback.reason"] == "bad week", write
+
+
+def test_two_promotes_at_once_lose_no_update(
+    bench: dict[str, Any], forks: Forks, registry: Path
+) -> None:
+    """Promote v2 and v3 at the same moment, RACES times: one ends champion, the other
+    previous, whichever came second; v1 keeps no alias."""
+    for race in range(RACES):
+        uri = _store(bench, bench["folder"] / f"race-{race}", registry)
+        start = time.time() + 0.2
+        jobs = [
+            {"argv": ["promote", v, "--model", MODEL, "--tracking-uri", uri], "start_at": start}
+            for v in ("2", "3")
+        ]
+        assert forks.run(*jobs) == [0, 0], [_log(job) for job in jobs]
+        said = dict(
+            re.findall(r"champion v(\d+) \(previous v(\d+)\)", _log(jobs[0]) + _log(jobs[1]))
+        )
+        first = next(v for v, previous in said.items() if previous == "1")
+        second = next(v for v in said if v != first)
+        assert said[second] == first, (race, said)
+        assert _aliases(uri) == {CHAMPION: second, PREVIOUS: first}, (race, said)
