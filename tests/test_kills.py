@@ -196,9 +196,14 @@ def test_tune_killed_at_each_step_and_rerun_is_whole(
         assert status == KILLED, (step, _log(job))
     reruns = {step: _tune(bench, uri) for step, (uri, _) in cases.items()}
     statuses = forks.run(*reruns.values())
+    broken = {}
     for (step, job), status in zip(reruns.items(), statuses, strict=True):
-        assert status == 0, (step, _log(job))
-        assert_tune_whole(cases[step][0])
+        try:
+            assert status == 0, _log(job)[-300:]
+            assert_tune_whole(cases[step][0])
+        except AssertionError as exc:
+            broken[step] = str(exc)[:300]
+    assert not broken, broken
 
 
 def test_tune_killed_at_random_moments_and_rerun_is_whole(
@@ -302,8 +307,11 @@ def _registry_kills(
     ):
         assert status == KILLED, (write, _log(job))
     reruns = {write: {"argv": job["argv"]} for write, (_, job) in cases.items()}
-    for (write, job), status in zip(reruns.items(), forks.run(*reruns.values()), strict=True):
-        assert status == 0, (write, _log(job))
+    statuses = forks.run(*reruns.values())
+    failed = {
+        w: _log(job)[-300:] for (w, job), s in zip(reruns.items(), statuses, strict=True) if s
+    }
+    assert not failed, failed
     return {write: (uri, reruns[write]) for write, (uri, _) in cases.items()}
 
 
@@ -341,6 +349,7 @@ def test_two_promotes_at_once_lose_no_update(
 ) -> None:
     """Promote v2 and v3 at the same moment, RACES times: one ends champion, the other
     previous, whichever came second; v1 keeps no alias."""
+    lost = []
     for race in range(RACES):
         uri = _store(bench, bench["folder"] / f"race-{race}", registry)
         start = time.time() + 0.2
@@ -354,5 +363,6 @@ def test_two_promotes_at_once_lose_no_update(
         )
         first = next(v for v, previous in said.items() if previous == "1")
         second = next(v for v in said if v != first)
-        assert said[second] == first, (race, said)
-        assert _aliases(uri) == {CHAMPION: second, PREVIOUS: first}, (race, said)
+        if said[second] != first or _aliases(uri) != {CHAMPION: second, PREVIOUS: first}:
+            lost.append((race, said, _aliases(uri)))
+    assert not lost, f"{len(lost)} of {RACES} races lost an update: {lost}"
