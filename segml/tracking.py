@@ -374,8 +374,11 @@ def tag_trials(
 class TrialOutcome(Protocol):
     """What a complete trial's run shows: its namespaced params, metrics and feasibility."""
 
-    params: dict[str, Any]
-    metrics: dict[str, float]
+    @property
+    def params(self) -> dict[str, Any]: ...
+
+    @property
+    def metrics(self) -> dict[str, float]: ...
 
     @property
     def feasible(self) -> bool: ...

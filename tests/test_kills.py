@@ -157,9 +157,11 @@ def assert_tune_whole(uri: str) -> None:
     assert len(complete) == TRIALS
     client = mlflow.MlflowClient(uri, registry_uri=uri)
     experiment = client.get_experiment_by_name(MODEL).experiment_id
-    (parent,) = client.search_runs(
+    parents = client.search_runs(
         [experiment], filter_string=f"tags.`{keys.TAG_ROLE}` = '{keys.ROLE_STUDY}'"
     )
+    assert len(parents) == 1, f"{len(parents)} study runs"
+    parent = parents[0]
     assert parent.info.run_id == study.user_attrs[studies.PARENT_RUN_ATTR]
     assert parent.info.status == "FINISHED"
     trials = client.search_runs(
@@ -172,7 +174,9 @@ def assert_tune_whole(uri: str) -> None:
     assert all(
         keys.QUALITY_SILHOUETTE in r.data.metrics for r in trials if r.info.status == "FINISHED"
     )
-    (version,) = client.search_model_versions(f"name='{MODEL}'")
+    versions = client.search_model_versions(f"name='{MODEL}'")
+    assert len(versions) == 1, f"{len(versions)} versions registered"
+    version = versions[0]
     assert version.run_id == parent.info.run_id
     assert client.get_model_version_by_alias(MODEL, CHALLENGER).version == version.version
     final = studies.Final.of(study)
@@ -201,8 +205,8 @@ def test_tune_killed_at_each_step_and_rerun_is_whole(
         try:
             assert status == 0, _log(job)[-300:]
             assert_tune_whole(cases[step][0])
-        except AssertionError as exc:
-            broken[step] = str(exc)[:300]
+        except Exception as exc:  # every step's outcome, not only the first broken one
+            broken[step] = f"{type(exc).__name__}: {str(exc)[:300]}"
     assert not broken, broken
 
 
@@ -357,7 +361,9 @@ def test_two_promotes_at_once_lose_no_update(
             {"argv": ["promote", v, "--model", MODEL, "--tracking-uri", uri], "start_at": start}
             for v in ("2", "3")
         ]
-        assert forks.run(*jobs) == [0, 0], [_log(job) for job in jobs]
+        if forks.run(*jobs) != [0, 0]:
+            lost.append((race, [_log(job)[-200:] for job in jobs]))
+            continue
         said = dict(
             re.findall(r"champion v(\d+) \(previous v(\d+)\)", _log(jobs[0]) + _log(jobs[1]))
         )
@@ -365,4 +371,4 @@ def test_two_promotes_at_once_lose_no_update(
         second = next(v for v in said if v != first)
         if said[second] != first or _aliases(uri) != {CHAMPION: second, PREVIOUS: first}:
             lost.append((race, said, _aliases(uri)))
-    assert not lost, f"{len(lost)} of {RACES} races lost an update: {lost}"
+    assert not lost, f"{len(lost)} of {RACES} races failed or lost an update: {lost}"
