@@ -32,13 +32,26 @@ PRELOADED = (
     "segml.experiment",
     "segml.registry",
     "segml.scoring",
-    "mlflow.store.tracking.sqlalchemy_store",
-    "mlflow.store.model_registry.sqlalchemy_store",
-    "mlflow.pyfunc",
     "alembic.command",
-    "optuna.storages",
+    "alembic.config",
+    "email.policy",
+    "git",
+    "jinja2",
+    "matplotlib.backends.backend_agg",
     "matplotlib.pyplot",
+    "mlflow.models.display_utils",
+    "mlflow.pyfunc",
+    "mlflow.pyfunc.scoring_server",
+    "mlflow.store.model_registry.sqlalchemy_workspace_store",
+    "mlflow.store.tracking.sqlalchemy_workspace_store",
+    "mlflow.tracing.processor.otel",
+    "narwhals",
+    "optuna.storages._rdb.models",
+    "pandas.io.formats.style",
+    "PIL.PngImagePlugin",
+    "sqlalchemy.dialects.sqlite",
 )
+"""What a command imports lazily, imported once here instead of in every job."""
 
 
 def die_at(target: str, n: int, when: str) -> None:
