@@ -119,7 +119,10 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "bootstrap_final": 2,
     }
     spec = folder / "spec.yaml"
-    spec.write_text(yaml.safe_dump(synthetic_spec("customers.csv", search=search)))
+    constraints = {"min_segments": 4, "max_segments": 6}  # a short scan of segment counts
+    spec.write_text(
+        yaml.safe_dump(synthetic_spec("customers.csv", search=search, constraints=constraints))
+    )
     empty = folder / "empty" / "mlflow.db"
     empty.parent.mkdir()
     keys.connect(f"sqlite:///{empty}")
