@@ -542,20 +542,13 @@ def promote(
 
     The old champion keeps the alias ``previous``; re-running is safe.
     """
-    from segml.errors import RegistryError
-    from segml.registry import CHALLENGER, crowned_by, resolve_ref
+    from segml.registry import promotable
     from segml.registry import promote as run_promote
     from segml.tracking import connect
 
     client = connect(tracking_uri)
     name = _model_name(model, spec)
-    try:
-        version = resolve_ref(version, name, client).version or version
-    except RegistryError:  # `promote challenger` rerun after its last write removed the alias
-        done = crowned_by(client, name, "promote") if version.lstrip("@") == CHALLENGER else None
-        if done is None:
-            raise
-        version = done
+    version = promotable(client, version, name)
     old = run_promote(client, name, version, force=force, reason=reason)
     typer.echo(f"{name}: champion v{version}" + (f" (previous v{old})" if old else ""))
 

@@ -364,6 +364,18 @@ def _rollback(client: MlflowClient, name: str, reason: str | None) -> str:
     return previous
 
 
+def promotable(client: MlflowClient, ref: str, name: str) -> str:
+    """The version ``segml promote REF`` promotes: ``ref`` resolved; or, for ``challenger``
+    once its alias is gone, the champion a promote made (a rerun after its last write)."""
+    try:
+        return resolve_ref(ref, name, client).version or ref
+    except RegistryError:
+        done = crowned_by(client, name, "promote") if ref.lstrip("@") == CHALLENGER else None
+        if done is None:
+            raise
+        return done
+
+
 def crowned_by(client: MlflowClient, name: str, action: str) -> str | None:
     """The champion, if ``action`` (promote or rollback) is what made it champion last;
     else None. Lets a rerun of an action whose last write was done report it done."""
