@@ -12,6 +12,14 @@ BUILDING = ".building"
 """The suffix of an embedded store being built beside its final name."""
 
 
+def ensure_store(database: Path, artifacts: str | None) -> None:
+    """Create the embedded store ``database`` whole if it is missing, first removing what
+    killed processes left while building one."""
+    _remove_abandoned(database)
+    if not database.exists():
+        create_store(database, artifacts)
+
+
 def create_store(database: Path, artifacts: str | None) -> None:
     """Build a new embedded store in a temporary file beside ``database``, then link it in.
 
@@ -23,7 +31,6 @@ def create_store(database: Path, artifacts: str | None) -> None:
     """
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    _remove_abandoned(database)
     with tempfile.NamedTemporaryFile(
         dir=database.parent, prefix=f".{database.name}.", suffix=BUILDING
     ) as building:
@@ -41,6 +48,8 @@ def _remove_abandoned(database: Path) -> None:
     ``flock`` died with them; a live builder's does not let go)."""
     for stale in database.parent.glob(f".{database.name}.*{BUILDING}"):
         with contextlib.suppress(OSError), stale.open("rb") as probe:
+            if not os.fstat(probe.fileno()).st_size:
+                continue  # a builder locks its file before it writes to it: this one may be new
             fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
             stale.unlink()
             Path(f"{stale}-journal").unlink(missing_ok=True)

@@ -26,7 +26,7 @@ from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from segml.locks import sqlite_file
-from segml.store import create_store
+from segml.store import ensure_store
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ARTIFACTS_FOLDER = "mlartifacts"
@@ -234,8 +234,8 @@ def connect(tracking_uri: str | None = None) -> MlflowClient:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     database = sqlite_file(uri)
-    if database is not None and not database.exists() and database.parent.is_dir():
-        create_store(database, artifact_root(uri))
+    if database is not None and database.parent.is_dir():
+        ensure_store(database, artifact_root(uri))
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(uri, registry_uri=uri)
