@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -320,23 +321,24 @@ class Spec(_Frozen):
         return self.registry.model_name if self.registry else self.name
 
 
+MAX_SPEC_BYTES = 1 << 20
+"""A spec is a page of YAML; a larger file is a mistake (or an attack), not a spec."""
+MAX_SPEC_VALUES = 100_000
+"""Values a spec may hold once its aliases are expanded: anchors for shared search spaces
+are fine, an alias bomb (a few lines that expand to billions of values) is not."""
+
+
 def load_spec(path: str | Path) -> Spec:
     """Read and validate an experiment spec; relative data paths resolve against its folder.
 
     Raises
     ------
     SpecError
-        The file is missing or unreadable, or a key is unknown, mistyped or out of range;
-        the message names the file and the dotted key.
+        The file is missing, unreadable, too large, holds a duplicate key or a key that is
+        unknown, mistyped or out of range; the message names the file and the dotted key.
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(f"{path}: spec file not found") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SpecError(f"{path}: not a readable YAML spec ({reason})") from None
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a spec is a YAML mapping of keys (got {type(raw).__name__})")
     try:
@@ -345,6 +347,63 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(_describe(path, exc)) from None
     _check_family_params(path, spec)
     return _resolve_paths(spec, path.parent)
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``, refused when too large, too deep, expanding past
+    ``MAX_SPEC_VALUES`` or holding a key twice (YAML would keep the last value silently)."""
+    if path.is_dir():
+        raise SpecError(f"{path}: is a folder, not a spec file")
+    try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError(f"{path}: larger than {MAX_SPEC_BYTES >> 20} MB; not a spec")
+        loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_node(path, node)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: spec file not found") from None
+    except RecursionError:
+        raise SpecError(f"{path}: not a readable YAML spec (nested too deep)") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SpecError(f"{path}: not a readable YAML spec ({reason})") from None
+
+
+def _check_node(path: Path, root: yaml.Node) -> None:
+    """Refuse duplicate keys (with their dotted path and line) and alias expansions."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, key: str) -> int:
+        if id(node) in sizes:  # an alias: the anchored node again, counted again
+            return sizes[id(node)]
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for name, value in node.value:
+                label = f"{key}.{name.value}" if key else str(name.value)
+                if isinstance(name, yaml.ScalarNode) and name.value != "<<":
+                    if name.value in seen:
+                        line = name.start_mark.line + 1
+                        raise SpecError(f"{path}: line {line}: duplicate key {label!r}")
+                    seen.add(name.value)
+                total += size(value, label)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item, key) for item in node.value)
+        if total > MAX_SPEC_VALUES:
+            raise SpecError(
+                f"{path}: expands to more than {MAX_SPEC_VALUES:,} values through its aliases; "
+                "not a spec"
+            )
+        sizes[id(node)] = total
+        return total
+
+    size(root, "")
 
 
 def spec_digest(spec: Spec) -> str:
@@ -360,7 +419,7 @@ def _describe(path: Path, exc: ValidationError) -> str:
     if error["type"] == "extra_forbidden":
         message = "unknown key"
     elif "input" in error and not isinstance(error["input"], dict):
-        message += f" (got {error['input']!r})"
+        message += f" (got {reprlib.repr(error['input'])})"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{path}: {key}: {message}{more}"
 
