@@ -256,7 +256,9 @@ def register(
     _ensure_registered_model(client, name)
     existing = [
         v
-        for v in client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+        for v in client.search_model_versions(
+            f"name={keys.quoted(name)} and run_id='{run_id}'"
+        )
         if v.source == model_uri
     ]
     if existing:

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from segml.errors import SpecError
 
@@ -298,6 +305,16 @@ class RegistrySpec(_Frozen):
     """The registered model that versions of this experiment become."""
 
     model_name: str = Field(min_length=1)
+
+    @field_validator("model_name")
+    @classmethod
+    def _mlflow_accepts(cls, name: str) -> str:
+        # MLflow's own rule (checked when the first version registers, after every trial)
+        if not name.strip() or name in {".", ".."} or any(c in name for c in "/:"):
+            raise ValueError("MLflow refuses a model name that is blank, '.', '..' or has / or :")
+        if "'" in name and '"' in name:  # a registry search filter can quote one kind only
+            raise ValueError("a model name may hold ' or \", not both")
+        return name
 
 
 class Spec(_Frozen):

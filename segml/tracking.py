@@ -399,6 +399,12 @@ def dataset_name(source: str | Path, reference_date: object = None) -> str:
     return f"{name} as of {reference_date}" if reference_date else name
 
 
+def quoted(value: str) -> str:
+    """``value`` as a string in an MLflow search filter: in double quotes when it holds a
+    single one (``o'brien``); the spec refuses model names that hold both kinds."""
+    return f'"{value}"' if "'" in value else f"'{value}'"
+
+
 def previous_candidates(
     client: MlflowClient, experiment_name: str, label: str
 ) -> pd.DataFrame | None:
@@ -410,7 +416,7 @@ def previous_candidates(
         [experiment.experiment_id],
         filter_string=(
             f"tags.`{TAG_ROLE}` = '{ROLE_SCORING}' and "
-            f"tags.`{TAG_SCORED_MODEL}` = '{label}' and attributes.status = 'FINISHED'"
+            f"tags.`{TAG_SCORED_MODEL}` = {quoted(label)} and attributes.status = 'FINISHED'"
         ),
         order_by=["attributes.start_time DESC"],
         max_results=1,

@@ -391,7 +391,7 @@ def assert_store_whole(uri: str) -> dict[str, int]:
     assert not running, [r.info.run_name for r in running]
     versions = {}
     for model in client.search_registered_models():
-        versions[model.name] = len(client.search_model_versions(f"name='{model.name}'"))
+        versions[model.name] = len(client.search_model_versions(f"name={keys.quoted(model.name)}"))
         for alias, number in model.aliases.items():
             version = client.get_model_version(model.name, number)
             assert version.status == "READY", (model.name, alias, number)
