@@ -34,6 +34,15 @@ FamilyName = Literal["kmeans", "gmm", "hdbscan"]
 FAMILY_NAMES: tuple[FamilyName, ...] = ("kmeans", "gmm", "hdbscan")
 
 
+def check_reference_date(day: dt.date) -> dt.date:
+    """``day``, refused when after tomorrow (a time zone ahead): features as of a day to come
+    would count days that have not passed, as a typo such as 2205 for 2025 does."""
+    today = dt.date.today()
+    if day > today + dt.timedelta(days=1):
+        raise ValueError(f"reference date {day} is after today ({today})")
+    return day
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -92,6 +101,16 @@ class TransactionColumns(_Frozen):
     quantity: str | None = None
     returns: Returns = Returns()
 
+    @field_validator("timestamp_format")
+    @classmethod
+    def _known_directives(cls, fmt: str | None) -> str | None:
+        try:  # strptime knows the directives pandas does; an empty text never matches
+            dt.datetime.strptime("", fmt or "")
+        except ValueError as exc:
+            if "does not match format" not in str(exc):
+                raise ValueError(f"not a date format ({exc})") from None
+        return fmt
+
     @model_validator(mode="after")
     def _marker_column(self) -> TransactionColumns:
         if self.returns.order_prefix is not None and self.order_id is None:
@@ -146,7 +165,7 @@ class DataSpec(_Frozen):
     source: Path
     kind: Literal["transactions", "customers"]
     id_column: str
-    delimiter: str = ","
+    delimiter: str = Field(",", min_length=1)
     transactions: TransactionColumns | None = None
     customers: Path | None = None
     attributes: Attributes = Attributes()
@@ -154,6 +173,11 @@ class DataSpec(_Frozen):
     personal: tuple[str, ...] = ()
     reference_date: dt.date | None = None
     bad_rows: Literal["fail", "drop"] = "fail"
+
+    @field_validator("reference_date")
+    @classmethod
+    def _past(cls, day: dt.date | None) -> dt.date | None:
+        return day if day is None else check_reference_date(day)
 
     @model_validator(mode="after")
     def _consistent(self) -> DataSpec:
@@ -164,6 +188,7 @@ class DataSpec(_Frozen):
         if self.kind == "customers" and self.customers is not None:
             raise ValueError("'customers' (an attribute table) is only for kind 'transactions'")
         self._attributes_have_a_source()
+        self._one_role_per_column()
         leaked = set(self.personal) & (
             set(self.attributes.columns()) | set(self.outcomes.columns().values())
         )
@@ -172,6 +197,19 @@ class DataSpec(_Frozen):
                 f"personal columns can never be features or outcomes: {sorted(leaked)}"
             )
         return self
+
+    def _one_role_per_column(self) -> None:
+        """A column is the id, an attribute or an outcome: outcomes never become features,
+        so a column declared as two would silently lose one of its roles."""
+        roles: dict[str, str] = {self.id_column: "data.id_column"}
+        declared = [
+            *((c, f"data.attributes.{kind}") for kind in ATTRIBUTE_KINDS
+              for c in getattr(self.attributes, kind)),
+            *((c, f"data.outcomes.{role}") for role, c in self.outcomes.columns().items()),
+        ]
+        for column, role in declared:
+            if roles.setdefault(column, role) != role:
+                raise ValueError(f"column {column!r} is both {roles[column]} and {role}")
 
     def _attributes_have_a_source(self) -> None:
         derived = self.attributes.from_log
