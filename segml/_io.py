@@ -90,12 +90,11 @@ def check_columns(path: Path, schema: pa.Schema) -> None:
 
 def _read_parquet(path: Path) -> pd.DataFrame:
     try:
-        table = pq.read_table(path)
+        check_columns(path, pq.ParquetDataset(path).schema)
+        return pq.read_table(path).to_pandas()
     except (pa.ArrowException, OSError) as exc:
         reason = str(exc).strip().splitlines()[0]
         raise DataError(f"{path}: not a readable Parquet file or folder ({reason})") from None
-    check_columns(path, table.schema)
-    return table.to_pandas()
 
 
 TABLE_SUFFIXES = (*PARQUET_SUFFIXES, ".csv")
