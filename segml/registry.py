@@ -20,8 +20,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from segml import report
-from segml._io import created_parents
 from segml import tracking as keys
+from segml._io import created_parents
 from segml.alignment import Alignment, align_labels
 from segml.errors import GateFailed, ModelFormatError, RegistryError, SegmlError, SegmlWarning
 from segml.model import SEGMENT_ID, SEGMENT_NAME, Segmenter
@@ -119,7 +119,9 @@ def _check_export(client: MlflowClient, path: Path, name: str, version: str) -> 
     except MlflowException:
         return  # another registry, or offline: nothing to compare with
     with tempfile.TemporaryDirectory() as tmp:
-        registered = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp))
+        registered = Path(
+            mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp)
+        )
         changed = _changed_files(path, registered)
     if changed:
         raise RegistryError(
@@ -130,6 +132,7 @@ def _check_export(client: MlflowClient, path: Path, name: str, version: str) -> 
 
 def _changed_files(folder: Path, reference: Path) -> list[str]:
     """Files (relative paths) that differ between two model folders, export record aside."""
+
     def digests(root: Path) -> dict[str, str]:
         return {
             str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -311,9 +314,7 @@ def register(
     _ensure_registered_model(client, name)
     existing = [
         v
-        for v in client.search_model_versions(
-            f"name={keys.quoted(name)} and run_id='{run_id}'"
-        )
+        for v in client.search_model_versions(f"name={keys.quoted(name)} and run_id='{run_id}'")
         if v.source == model_uri
     ]
     if existing:

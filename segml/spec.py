@@ -203,8 +203,11 @@ class DataSpec(_Frozen):
         so a column declared as two would silently lose one of its roles."""
         roles: dict[str, str] = {self.id_column: "data.id_column"}
         declared = [
-            *((c, f"data.attributes.{kind}") for kind in ATTRIBUTE_KINDS
-              for c in getattr(self.attributes, kind)),
+            *(
+                (c, f"data.attributes.{kind}")
+                for kind in ATTRIBUTE_KINDS
+                for c in getattr(self.attributes, kind)
+            ),
             *((c, f"data.outcomes.{role}") for role, c in self.outcomes.columns().items()),
         ]
         for column, role in declared:
