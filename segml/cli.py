@@ -2,60 +2,25 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import enum
 import functools
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendors click
-from typer.core import TyperGroup
 
 from segml import __version__
+from segml._usage import OneLineUsage
 from segml.data import IntakeReport
 from segml.errors import EXIT_FAILURE, SegmlError
 
-
-class _UsageLine(UsageError):
-    """A usage error shown as segml shows every error: one line, naming the command."""
-
-    def show(self, file: Any = None) -> None:
-        where = f"{self.ctx.command_path}: " if self.ctx else ""
-        message = " ".join(self.format_message().split())
-        typer.echo(f"segml: error: {where}{message} (see --help)", err=True)
-
-
-@contextlib.contextmanager
-def _one_line_usage() -> Iterator[None]:
-    try:
-        yield
-    except NoArgsIsHelpError:
-        raise  # plain `segml` shows the help
-    except UsageError as exc:
-        raise _UsageLine(exc.format_message(), exc.ctx) from None
-
-
-class _Commands(TyperGroup):
-    """The command group, its usage errors (bad option values, unknown options or commands)
-    turned from click's usage block into one line; the exit code stays 2."""
-
-    def make_context(self, *args: Any, **kwargs: Any) -> typer.Context:
-        with _one_line_usage():
-            return super().make_context(*args, **kwargs)
-
-    def invoke(self, ctx: typer.Context) -> Any:
-        with _one_line_usage():
-            return super().invoke(ctx)
-
-
 app = typer.Typer(
     name="segml",
-    cls=_Commands,
+    cls=OneLineUsage,
     help="Customer segmentation experiments, tracked in MLflow.",
     no_args_is_help=True,
     add_completion=False,

@@ -764,7 +764,7 @@ CALLS = [
         _spec("# pad\n" * 400_000 + "name: x\n"),
     ),
     Call(
-        "spec nested 1,500 deep",
+        "spec nested 1,100 deep",
         ("validate", "{tmp}/spec.yaml"),
         2,
         r"spec\.yaml: .*nest",
