@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import typer
-from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendors click
+from typer._click.core import Context  # typer vendors click
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
 
@@ -34,10 +35,10 @@ class OneLineUsage(TyperGroup):
     """The command group, its usage errors (bad option values, unknown options or commands)
     turned from click's usage block into one line; the exit code stays 2."""
 
-    def make_context(self, *args: Any, **kwargs: Any) -> typer.Context:
+    def make_context(self, *args: Any, **kwargs: Any) -> Context:
         with _one_line_usage():
             return super().make_context(*args, **kwargs)
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         with _one_line_usage():
             return super().invoke(ctx)
