@@ -570,13 +570,12 @@ def _spec(text: str | bytes | None = None, tx: bool = False, **data) -> Setup:
 
 
 def _files(**files: str | bytes | Callable[[dict], object]) -> Setup:
-    """Write files (text, bytes, a folder for ``"/"``, or a DataFrame/Arrow table from the
-    store's context, by suffix); ``a__b`` is the path ``a/b``."""
+    """Write files: text, bytes, a folder for ``"/"``, or a DataFrame (CSV or Parquet, by
+    suffix) or Arrow table made from the store's context."""
 
     def write(folder: Path, ctx: dict) -> None:
-        for key, body in files.items():
-            path = folder / key.replace("__", "/")
-            path.parent.mkdir(parents=True, exist_ok=True)
+        for name, body in files.items():
+            path = folder / name
             body = body(ctx) if callable(body) else body
             if isinstance(body, str) and body == "/":
                 path.mkdir()
@@ -625,13 +624,6 @@ def _unrecorded(damage: Callable[[Path], object]) -> Callable[[Path], None]:
         (folder / "segml_export.json").unlink()
 
     return apply
-
-
-def _with_column(frame_of: Callable[[dict], pd.DataFrame], **columns: object):
-    def make(ctx: dict) -> pd.DataFrame:
-        return frame_of(ctx).assign(**columns)
-
-    return make
 
 
 def _store_customers(ctx: dict) -> pd.DataFrame:
@@ -1426,6 +1418,8 @@ def test_command_case(
     assert after["runs"] == [r for r in after["runs"] if r[0] != "RUNNING"], after["runs"]
     if call.code == EXIT_OK:
         assert re.search(call.message, result.stdout, re.MULTILINE), result.stdout
+        if args[0] != "tune":  # the registry is as it was (a folder named champion moved nothing)
+            assert (after["versions"], after["aliases"]) == (state["versions"], state["aliases"])
         left = [p for p in _snapshot(tmp_path) - files if p.name.startswith(".")]
         assert not left, left
         return
