@@ -24,6 +24,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
+from segml.errors import RegistryError
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ARTIFACTS_FOLDER = "mlartifacts"
 
@@ -217,14 +219,45 @@ def flat_params(params: Mapping[str, Any]) -> dict[str, str]:
     return {key: str(value) for key, value in params.items()}
 
 
-def connect(tracking_uri: str | None = None) -> MlflowClient:
-    """A client on the resolved tracking store; the registry lives in the same store."""
+SQLITE_PREFIX = "sqlite:///"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_store(tracking_uri: str | None = None, *, create: bool = True) -> str:
+    """The resolved tracking URI, checked before a command does any work: an embedded
+    (SQLite) store must exist, or with ``create`` its folder must (a command that only reads
+    the registry must not leave a new empty store behind a wrong path)."""
     uri = resolve_tracking_uri(tracking_uri)
+    if not uri.startswith(SQLITE_PREFIX):
+        return uri
+    database = Path(uri[len(SQLITE_PREFIX) :].split("?")[0])
+    hint = "check --tracking-uri or MLFLOW_TRACKING_URI"
+    if database.is_file():
+        with database.open("rb") as head:
+            start = head.read(len(SQLITE_MAGIC))
+        if start and start != SQLITE_MAGIC:
+            raise RegistryError(f"{database}: not an MLflow store (not an SQLite database)")
+    elif database.exists() or not create:
+        raise RegistryError(f"{database}: no MLflow store here; {hint}")
+    elif not database.absolute().parent.is_dir():
+        raise RegistryError(f"{database.parent}: the store's folder does not exist; {hint}")
+    return uri
+
+
+def connect(tracking_uri: str | None = None, *, create: bool = True) -> MlflowClient:
+    """A client on the resolved tracking store (checked by :func:`check_store`); the
+    registry lives in the same store."""
+    uri = check_store(tracking_uri, create=create)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    try:
+        client = MlflowClient(uri, registry_uri=uri)
+    except MlflowException as exc:  # an unknown scheme
+        reason = exc.message.strip().split(". ")[0]
+        raise RegistryError(f"tracking URI {uri!r}: {reason}") from None
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return MlflowClient(uri, registry_uri=uri)
+    return client
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -401,6 +434,12 @@ def dataset_name(source: str | Path, reference_date: object = None) -> str:
     return f"{name} as of {reference_date}" if reference_date else name
 
 
+def quoted(value: str) -> str:
+    """``value`` as a string in an MLflow search filter: in double quotes when it holds a
+    single one (``o'brien``); the spec refuses model names that hold both kinds."""
+    return f'"{value}"' if "'" in value else f"'{value}'"
+
+
 def previous_candidates(
     client: MlflowClient, experiment_name: str, label: str
 ) -> pd.DataFrame | None:
@@ -412,7 +451,7 @@ def previous_candidates(
         [experiment.experiment_id],
         filter_string=(
             f"tags.`{TAG_ROLE}` = '{ROLE_SCORING}' and "
-            f"tags.`{TAG_SCORED_MODEL}` = '{label}' and attributes.status = 'FINISHED'"
+            f"tags.`{TAG_SCORED_MODEL}` = {quoted(label)} and attributes.status = 'FINISHED'"
         ),
         order_by=["attributes.start_time DESC"],
         max_results=1,

@@ -20,13 +20,12 @@ import pyarrow as pa
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
-from segml._io import flush_to_disk, is_parquet
+from segml._io import check_output, flush_to_disk, is_parquet
 from segml.errors import DataError
 from segml.model import CONFIDENCE, IS_NOVEL, NOVELTY_SCORE, SEGMENT_ID, SEGMENT_NAME
 from segml.monitoring import EMERGING_ID
 from segml.scoring._input import READ_ROWS
 
-OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
 MODEL_NAME = "model_name"
 MODEL_VERSION = "model_version"
 SOURCE_COLUMN = "source"
@@ -35,9 +34,9 @@ QUARANTINE_SUFFIX = ".quarantine.csv"
 
 
 def check_paths(input_path: Path, output: Path, previous: Path | None) -> None:
-    """Refuse an output of an unknown kind or one that would overwrite an input."""
-    if output.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise DataError(f"{output}: the output must end in .parquet or .csv")
+    """Refuse an output that cannot be written (see :func:`check_output`) or that would
+    overwrite an input."""
+    check_output(output, "file")
     for other in (input_path, previous):
         if other is not None and output.resolve() == other.resolve():
             raise DataError(f"{output}: the output would overwrite an input; choose another path")
