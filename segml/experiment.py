@@ -325,7 +325,9 @@ def _finalise(
         if segmentation.reducer is None
         else segmentation.reducer.embedding_
     )
-    segmenter = build_segmenter(spec, built.features, preprocessor, segmentation, built.table, Z)
+    segmenter = build_segmenter(
+        spec, built.features, preprocessor, segmentation, built.table, Z, built.value
+    )
     segmenter, alignment = align_to_champion(client, spec.model_name, segmenter, built.table)
     ids = segmenter.segment_ids(segmenter.segmentation.labels)
     segments = segment_report(

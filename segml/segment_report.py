@@ -1,10 +1,11 @@
 """The segment report: who is in each segment, what they are worth and a rule that finds them.
 
 For marketing and reviewers: per segment its name, size, share, value (revenue share, mean and
-median spend, CLV or conversion when the spec declares them), a profile in the data's own
-units, a membership rule with its precision and coverage, and a priority ranking. Rendered as
-one self-contained HTML page (pandas ``Styler`` tables, inline charts) and as Markdown.
-Segments smaller than the spec's ``min_report_size`` are listed with their size only.
+median spend, CLV or conversion when the spec declares them; with ``features.clv``, the
+predicted CLV's mean and total, the mean probability alive and expected purchases), a profile
+in the data's own units, a membership rule with its precision and coverage, and a priority
+ranking. Rendered as one self-contained HTML page (pandas ``Styler`` tables, inline charts)
+and as Markdown. Segments smaller than the spec's ``min_report_size`` are listed with their size only.
 """
 
 from __future__ import annotations
@@ -119,6 +120,11 @@ def _segment_table(
     for role, column in (("clv", "clv_mean"), ("conversion", "conversion_rate")):
         if role in outcomes:
             frame[column] = by_id.map(grouped[role].mean())
+    if "clv" in outcomes:
+        frame["clv_total"] = by_id.map(grouped["clv"].sum())
+    for role in ("p_alive", "expected_purchases"):  # predicted by features.clv
+        if role in outcomes:
+            frame[f"{role}_mean"] = by_id.map(grouped[role].mean())
     value = "CLV" if "clv" in outcomes else "spend" if "revenue" in outcomes else "customers"
     frame["priority"] = frame["share"]
     if value != "customers":
@@ -165,6 +171,9 @@ _FORMATS = {
     "spend_mean": "{:,.2f}",
     "spend_median": "{:,.2f}",
     "clv_mean": "{:,.2f}",
+    "clv_total": "{:,.0f}",
+    "p_alive_mean": "{:.0%}",
+    "expected_purchases_mean": "{:,.2f}",
     "conversion_rate": "{:.1%}",
     "priority": "{:.1%}",
     "precision": "{:.0%}",
@@ -178,6 +187,9 @@ _HEADERS = {
     "spend_mean": "mean spend",
     "spend_median": "median spend",
     "clv_mean": "mean CLV",
+    "clv_total": "total CLV",
+    "p_alive_mean": "P(alive)",
+    "expected_purchases_mean": "expected purchases",
     "conversion_rate": "conversion",
     "priority": "priority",
     "rank": "rank",

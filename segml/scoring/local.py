@@ -25,7 +25,7 @@ import pyarrow as pa
 from segml import _rows
 from segml._rows import Fault, Reasons
 from segml.data import REASON_COLUMN, ROW_COLUMN, read_customers
-from segml.features import customer_table, select_columns
+from segml.features import customer_table, select_columns, with_value
 from segml.model import Assignment, Segmenter
 from segml.monitoring import EMERGING_ID, Emerging, MigrationCounter
 from segml.scoring._clean import CleanBatch, Signature, clean_batch
@@ -373,6 +373,8 @@ def _feed_transactions(run: _Run, job: Job, reference_date: dt.date | None) -> d
     spec = spec.model_copy(update={"data": data})
     intake = read_customers(spec, reference_date)
     table = customer_table(spec, intake, reference_date)
+    if run.segmenter.value is not None:  # the training fit, not one of this batch
+        table = with_value(spec, intake, table, run.segmenter.value)
     if not intake.quarantine.empty:
         intake.quarantine.to_csv(run.quarantine_path, index=False)
     for report_ in intake.reports:
