@@ -43,7 +43,7 @@ import pandas as pd
 from machine import load_average, machine
 
 import segml
-from segml.clv import BgNbd
+from segml.clv import BgNbd, fit_bgnbd
 from segml.customer_value import ValueModel, fit_value_model
 from segml.features import build_features, value_history
 from segml.spec import Spec
@@ -56,6 +56,7 @@ COHORT_START = pd.Timestamp("1997-01-01")
 CALIBRATION_END = datetime.date(1997, 9, 30)
 HOLDOUT_END = datetime.date(1998, 6, 30)
 HOLDOUT_WEEKS = 39.0
+HOLDOUT_START = 40
 WEEKS = 78
 PUBLISHED = {
     "r": 0.243,
@@ -204,19 +205,79 @@ def parameter_table(cohorts: list[Cohort], references: list[dict[str, Any]]) -> 
 
 
 def holdout_table(cohorts: list[Cohort], references: list[dict[str, Any]]) -> list[str]:
+    """Repeat purchases in weeks 40-78: actual against the sum of each customer's conditional
+    expectation (given their calibration history) and against the week-by-week curve (each
+    customer's unconditional expectation since their first purchase, weeks 40-78)."""
     lines = [
-        "| data | customers | actual repeat purchases | segml forecast | segml vs actual "
-        "| PyMC-Marketing forecast | segml vs PyMC |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| data | forecast | customers | actual repeat purchases | segml | segml vs actual "
+        "| PyMC-Marketing | segml vs PyMC |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c, ref in zip(cohorts, references, strict=True):
         actual = float(c.customers["holdout"].sum())
-        ours = float(conditional(c.value.purchases, c.customers).sum())
-        theirs = float(np.sum(ref["conditional"]))
-        lines.append(
-            f"| {c.name} | {len(c.customers):,} | {actual:,.0f} | {ours:,.1f} | "
-            f"{differs(ours, actual)} | {theirs:,.1f} | {differs(ours, theirs)} |"
-        )
+        ours_curve, theirs_curve = curves(c, ref)
+        forecasts = {
+            "conditional": (
+                float(conditional(c.value.purchases, c.customers).sum()),
+                float(np.sum(ref["conditional"])),
+            ),
+            "week-by-week curve": (
+                ours_curve[-1] - ours_curve[HOLDOUT_START - 1],
+                theirs_curve[-1] - theirs_curve[HOLDOUT_START - 1],
+            ),
+        }
+        for kind, (ours, theirs) in forecasts.items():
+            lines.append(
+                f"| {c.name} | {kind} | {len(c.customers):,} | {actual:,.0f} | {ours:,.1f} | "
+                f"{differs(ours, actual)} | {theirs:,.1f} | {differs(ours, theirs)} |"
+            )
+    return lines
+
+
+def curves(c: Cohort, ref: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The cohort's expected cumulative repeat purchases per week, segml's and PyMC's."""
+    ours = cumulative_expected(c.value.purchases.expected_purchases_new, c.customers["first"])
+    counts = np.unique(c.customers["first"], return_counts=True)[1]
+    return ours, counts @ np.asarray(ref["unconditional"])
+
+
+def definition_sensitivity(source: str) -> list[str]:
+    """segml's whole-cohort forecast and the actual count when purchases or the calibration's
+    end are defined otherwise than in the papers (read straight from the log)."""
+    log = pd.read_csv(DEMO_SPEC.parent / "data" / source, sep=r"\s+", dtype={"customer_id": str})
+    log["date"] = pd.to_datetime(log["date"].astype(str), format="%Y%m%d")
+    end = pd.Timestamp(CALIBRATION_END)
+    calibration, holdout = log[log["date"] <= end], log[log["date"] > end]
+    days = calibration[["customer_id", "date"]].drop_duplicates()
+    holdout_days = len(holdout[["customer_id", "date"]].drop_duplicates())
+    variants = (
+        (
+            "purchases are distinct days, T to the end of 1997-09-30 (the papers', segml's)",
+            days,
+            holdout_days,
+            end,
+        ),
+        ("the same, holdout counted in transaction lines", days, len(holdout), end),
+        ("purchases are transaction lines", calibration, len(holdout), end),
+        (
+            "T one day longer (to the end of 1997-10-01)",
+            days,
+            holdout_days,
+            end + pd.Timedelta(days=1),
+        ),
+    )
+    lines = [
+        "| definition | actual repeat purchases | segml forecast | vs actual |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for label, events, actual, until in variants:
+        dates = events.groupby("customer_id")["date"]
+        first, last = dates.min(), dates.max()
+        x = dates.size().to_numpy(float) - 1
+        t_x = (last - first).dt.days.to_numpy() / 7
+        T = (until - first).dt.days.to_numpy() / 7
+        forecast = fit_bgnbd(x, t_x, T).expected_purchases(HOLDOUT_WEEKS, x, t_x, T).sum()
+        lines.append(f"| {label} | {actual:,} | {forecast:,.0f} | {differs(forecast, actual)} |")
     return lines
 
 
@@ -260,9 +321,7 @@ def chart(cohorts: list[Cohort], references: list[dict[str, Any]], path: Path) -
     fig, axes = plt.subplots(1, len(cohorts), figsize=(6 * len(cohorts), 4.2))
     weeks = np.arange(1, WEEKS + 1)
     for ax, c, ref in zip(np.atleast_1d(axes), cohorts, references, strict=True):
-        ours = cumulative_expected(c.value.purchases.expected_purchases_new, c.customers["first"])
-        counts = np.unique(c.customers["first"], return_counts=True)[1]
-        theirs = counts @ np.asarray(ref["unconditional"])
+        ours, theirs = curves(c, ref)
         ax.plot(weeks, np.cumsum(c.weekly), color="black", label="actual")
         ax.plot(weeks, ours, "--", color="tab:blue", label="segml (BG/NBD)")
         ax.plot(weeks, theirs, ":", color="tab:orange", lw=2, label="PyMC-Marketing")
@@ -302,13 +361,13 @@ def extra_install_mib(python: str) -> tuple[float, list[str]]:
 def fit_seconds(repeats: int) -> tuple[float, float]:
     """Median seconds of ``build_features`` on the CDNOW demo spec, without and with
     ``features.clv`` (the only extra work ``features.clv`` adds to a tune)."""
-    spec = segml.load_spec(DEMO_SPEC)
-    with_clv = Spec.model_validate(
-        spec.model_dump() | {"features": spec.features.model_dump() | {"clv": {}}}
-    )
+    with_clv = segml.load_spec(DEMO_SPEC)
+    assert with_clv.features.clv is not None, "the demo spec declares features.clv"
+    features = with_clv.features.model_copy(update={"clv": None})
+    without = with_clv.model_copy(update={"features": features})
     timings: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(repeats):
-        for clv, s in ((False, spec), (True, with_clv)):
+        for clv, s in ((False, without), (True, with_clv)):
             started = time.perf_counter()
             build_features(s)
             timings[clv].append(time.perf_counter() - started)
@@ -362,6 +421,15 @@ def main() -> None:
         "### Holdout: repeat purchases in weeks 40-78 (conditional expectation)",
         "",
         *holdout_table(cohorts, references),
+        "",
+    ]
+    lines += [
+        "Whole cohort, the same model under other definitions of a purchase or of the "
+        "calibration's end:",
+        "",
+        *definition_sensitivity(DATASETS["whole cohort"]),
+        "",
+        "By calibration frequency (mean repeat purchases per customer in weeks 40-78):",
         "",
     ]
     for c, ref in zip(cohorts, references, strict=True):

@@ -248,7 +248,8 @@ def tune(
     typer.echo(choice_text(result.choice, chosen.number))
     for key, value in sorted(result.final_metrics.items()):
         typer.echo(f"  {key:<28} {value:.4f}")
-    typer.echo(result.segmenter.catalog.to_string(index=False))
+    segments = result.segmenter.catalog if result.segments is None else result.segments
+    typer.echo(segments.to_string(index=False))
     typer.echo(f"parent run: {result.parent_run_id} (experiment {result.experiment_id})")
     typer.echo(f"model: {result.model_uri}")
     if result.model_version:

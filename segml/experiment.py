@@ -39,6 +39,7 @@ from segml.segment_report import (
     segment_markdown,
     segment_report,
     size_value_chart,
+    summary_table,
 )
 from segml.spec import Spec, spec_digest
 from segml.tuning import ProgressFn as ProgressFn
@@ -66,6 +67,9 @@ class TuneResult:
     choice: dict[str, Any]
     """``finalists`` (what the pick weighed, as in ``study/finalists.json``) and ``checks``
     (under- and over-segmentation of the pick)."""
+    segments: pd.DataFrame | None = None
+    """Per segment, size and predicted value (:func:`segml.segment_report.summary_table`);
+    None where another worker finalised (its run holds ``segments/report.md``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,7 +360,8 @@ def _finalise(
         worker.peers.worker, len(results), chosen.number, model_uri, version, final, choice
     )
     record.save(worker.study)
-    return _result(worker, name, results, chosen, record, segmenter, finalised_here=True)
+    result = _result(worker, name, results, chosen, record, segmenter, finalised_here=True)
+    return dataclasses.replace(result, segments=summary_table(segments))
 
 
 def _remeasure(

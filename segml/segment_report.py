@@ -5,7 +5,8 @@ median spend, CLV or conversion when the spec declares them; with ``features.clv
 predicted CLV's mean and total, the mean probability alive and expected purchases), a profile
 in the data's own units, a membership rule with its precision and coverage, and a priority
 ranking. Rendered as one self-contained HTML page (pandas ``Styler`` tables, inline charts)
-and as Markdown. Segments smaller than the spec's ``min_report_size`` are listed with their size only.
+and as Markdown. Segments smaller than the spec's ``min_report_size`` are listed with their
+size only.
 """
 
 from __future__ import annotations
@@ -207,6 +208,19 @@ def value_table(segment_report: SegmentReport) -> pd.DataFrame:
     table = _labelled(segment_report.segments)[columns]
     numbers = [c for c in columns if c != "customers"]  # a blanked size reads "<20"
     return table.assign(**{c: pd.to_numeric(table[c], errors="coerce") for c in numbers})
+
+
+PREDICTED_VALUE = ("clv_mean", "clv_total", "p_alive_mean", "expected_purchases_mean")
+"""The per-segment columns of ``features.clv``."""
+
+
+def summary_table(segment_report: SegmentReport) -> pd.DataFrame:
+    """Segments by id: id, name, customers, share and, with ``features.clv``, the predicted
+    value (mean and total CLV, mean probability alive and expected purchases)."""
+    segments = segment_report.segments
+    columns = [SEGMENT_ID, SEGMENT_NAME, "customers", "share"]
+    columns += [c for c in PREDICTED_VALUE if c in segments.columns]
+    return segments[columns].sort_values(SEGMENT_ID, ignore_index=True)
 
 
 def rule_table(segment_report: SegmentReport) -> pd.DataFrame:
