@@ -56,7 +56,7 @@ COHORT_START = pd.Timestamp("1997-01-01")
 CALIBRATION_END = datetime.date(1997, 9, 30)
 HOLDOUT_END = datetime.date(1998, 6, 30)
 HOLDOUT_WEEKS = 39.0
-HOLDOUT_START = 40
+CALIBRATION_WEEKS = 39
 WEEKS = 78
 PUBLISHED = {
     "r": 0.243,
@@ -222,8 +222,8 @@ def holdout_table(cohorts: list[Cohort], references: list[dict[str, Any]]) -> li
                 float(np.sum(ref["conditional"])),
             ),
             "week-by-week curve": (
-                ours_curve[-1] - ours_curve[HOLDOUT_START - 1],
-                theirs_curve[-1] - theirs_curve[HOLDOUT_START - 1],
+                ours_curve[-1] - ours_curve[CALIBRATION_WEEKS - 1],
+                theirs_curve[-1] - theirs_curve[CALIBRATION_WEEKS - 1],
             ),
         }
         for kind, (ours, theirs) in forecasts.items():
@@ -325,7 +325,7 @@ def chart(cohorts: list[Cohort], references: list[dict[str, Any]], path: Path) -
         ax.plot(weeks, np.cumsum(c.weekly), color="black", label="actual")
         ax.plot(weeks, ours, "--", color="tab:blue", label="segml (BG/NBD)")
         ax.plot(weeks, theirs, ":", color="tab:orange", lw=2, label="PyMC-Marketing")
-        ax.axvline(39, color="grey", lw=0.8)
+        ax.axvline(CALIBRATION_WEEKS, color="grey", lw=0.8)
         ax.set_title(f"CDNOW {c.name}: cumulative repeat purchases")
         ax.set_xlabel("week (calibration ends at week 39)")
         ax.legend(loc="upper left", fontsize="small")
@@ -418,7 +418,7 @@ def main() -> None:
         "",
         *parameter_table(cohorts, references),
         "",
-        "### Holdout: repeat purchases in weeks 40-78 (conditional expectation)",
+        "### Holdout: repeat purchases in weeks 40-78",
         "",
         *holdout_table(cohorts, references),
         "",

@@ -39,7 +39,7 @@ class BgNbd:
 
     def p_alive(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
         """The probability that each customer is still active at ``T`` (1 without repeats)."""
-        return 1.0 / (1.0 + self._dropout_odds(x, t_x, T))
+        return special.expit(-self._log_dropout_odds(x, t_x, T))
 
     def expected_purchases(
         self, t: float | np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray
@@ -49,10 +49,14 @@ class BgNbd:
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
         x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
         t = np.asarray(t, dtype=float)
-        later = alpha + T + t
-        hyp = special.hyp2f1(r + x, b + x, a + b + x - 1, t / later)
-        grown = 1.0 - ((alpha + T) / later) ** (r + x) * hyp
-        return (a + b + x - 1) / (a - 1) * grown / (1.0 + self._dropout_odds(x, t_x, T))
+        z = t / (alpha + T + t)
+        # Equation 10's ((alpha+T)/(alpha+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; z) after Euler's
+        # transformation: the same value, but with small parameters and no huge power, so it
+        # stays finite for customers with thousands of purchases (the original turns NaN).
+        hyp = special.hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
+        grown = 1.0 - (1.0 - z) ** (a - 1) * hyp
+        alive = special.expit(-self._log_dropout_odds(x, t_x, T))
+        return (a + b + x - 1) / (a - 1) * grown * alive
 
     def expected_purchases_new(self, t: float | np.ndarray) -> np.ndarray:
         """A newly acquired customer's expected number of repeat purchases within ``t`` of the
@@ -62,13 +66,16 @@ class BgNbd:
         hyp = special.hyp2f1(r, b, a + b - 1, t / (alpha + t))
         return (a + b - 1) / (a - 1) * (1.0 - (alpha / (alpha + t)) ** r * hyp)
 
-    def _dropout_odds(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
-        """The odds of "dropped out after the last purchase" against "still active"."""
+    def _log_dropout_odds(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+        """The log odds of "dropped out after the last purchase" against "still active"
+        (-inf without a repeat purchase: such a customer cannot have dropped out)."""
         x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
         repeat = x > 0
         b_x = np.where(repeat, self.b + x - 1, 1.0)  # any positive value where x = 0
-        odds = self.a / b_x * ((self.alpha + T) / (self.alpha + t_x)) ** (self.r + x)
-        return np.where(repeat, odds, 0.0)
+        odds = np.log(self.a / b_x) + (self.r + x) * (
+            np.log(self.alpha + T) - np.log(self.alpha + t_x)
+        )
+        return np.where(repeat, odds, -np.inf)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,22 +234,20 @@ def _maximise(
     return tuple(float(v) for v in np.exp(found.x))
 
 
-def discounted_value(
+def discounted_purchases(
     bgnbd: BgNbd,
-    spend: np.ndarray,
     x: np.ndarray,
     t_x: np.ndarray,
     T: np.ndarray,
     horizon: float,
     discount_per_period: float,
 ) -> np.ndarray:
-    """Each customer's CLV over ``horizon`` periods: the expected purchases of each period
-    times the expected ``spend`` per order, discounted from the period's end at
-    ``discount_per_period`` to ``T`` (the period is the unit of ``t_x`` and ``T``; a last
-    partial period counts as its part)."""
+    """Each customer's expected purchases over ``horizon`` periods, each period's discounted
+    from its end at ``discount_per_period`` to ``T`` (the period is the unit of ``t_x`` and
+    ``T``; a last partial period counts as its part). Times the expected spend per order, the
+    customer's CLV."""
     x, t_x, T = (np.asarray(v, dtype=float)[:, None] for v in (x, t_x, T))
     ends = np.unique(np.r_[np.arange(0, np.floor(horizon) + 1), horizon])[None, :]
     cumulative = bgnbd.expected_purchases(ends, x, t_x, T)
     per_period = np.diff(cumulative, axis=1)
-    factors = (1.0 + discount_per_period) ** -ends[:, 1:]
-    return np.asarray(spend, dtype=float) * (per_period @ factors.ravel())
+    return per_period @ ((1.0 + discount_per_period) ** -ends[0, 1:])

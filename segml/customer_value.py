@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from segml.clv import WEEKS_PER_YEAR, BgNbd, GammaGamma, discounted_value, fit_bgnbd
+from segml.clv import WEEKS_PER_YEAR, BgNbd, GammaGamma, discounted_purchases, fit_bgnbd
 from segml.clv import fit_gamma_gamma as fit_spend
 from segml.spec import CLV_COLUMNS, ClvSpec
 
@@ -42,17 +42,20 @@ class ValueModel:
         """Per customer: expected purchases over the horizon, probability alive, expected
         spend per order and the discounted CLV over the horizon (``CLV_COLUMNS``)."""
         weeks = self.horizon_days / DAYS_PER_WEEK
-        spend = self.spend.expected_spend(history.x, history.zbar)
         weekly_rate = (1.0 + self.discount_rate) ** (1.0 / WEEKS_PER_YEAR) - 1.0
+        # Purchases depend on (x, t_x, T) only, which customers share (one-off buyers of the
+        # same day): each distinct history is computed once.
+        rows, inverse = np.unique(
+            np.column_stack([history.x, history.t_x, history.T]), axis=0, return_inverse=True
+        )
+        x, t_x, T = rows.T
+        spend = self.spend.expected_spend(history.x, history.zbar)
         values = {
-            "expected_purchases": self.purchases.expected_purchases(
-                weeks, history.x, history.t_x, history.T
-            ),
-            "p_alive": self.purchases.p_alive(history.x, history.t_x, history.T),
+            "expected_purchases": self.purchases.expected_purchases(weeks, x, t_x, T)[inverse],
+            "p_alive": self.purchases.p_alive(x, t_x, T)[inverse],
             "expected_spend": spend,
-            "clv": discounted_value(
-                self.purchases, spend, history.x, history.t_x, history.T, weeks, weekly_rate
-            ),
+            "clv": spend
+            * discounted_purchases(self.purchases, x, t_x, T, weeks, weekly_rate)[inverse],
         }
         return pd.DataFrame({c: values[c] for c in CLV_COLUMNS})
 

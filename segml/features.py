@@ -58,8 +58,9 @@ def build_features(spec: Spec, reference_date: dt.date | None = None) -> Feature
     table = customer_table(spec, intake, reference_date)
     value = None
     if spec.features.clv is not None:
-        value = fit_value_model(spec.features.clv, value_history(spec, intake, table))
-        table = with_value(spec, intake, table, value)
+        past = value_history(spec, intake, table)
+        value = fit_value_model(spec.features.clv, past)
+        table = _joined(table, value.columns(past))
     return FeatureSet(table, feature_columns(spec, table), intake, value)
 
 
@@ -71,7 +72,10 @@ def value_history(spec: Spec, intake: Intake, table: pd.DataFrame) -> History:
 
 def with_value(spec: Spec, intake: Intake, table: pd.DataFrame, value: ValueModel) -> pd.DataFrame:
     """``table`` with the ``features.clv`` columns that ``value`` predicts for its customers."""
-    predicted = value.columns(value_history(spec, intake, table))
+    return _joined(table, value.columns(value_history(spec, intake, table)))
+
+
+def _joined(table: pd.DataFrame, predicted: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([table, predicted.set_axis(table.index)], axis=1)
 
 

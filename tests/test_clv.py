@@ -61,6 +61,13 @@ def test_bgnbd_recovers_the_parameters_it_simulated_and_forecasts_their_future()
     assert (fitted.p_alive(x, t_x, T)[x == 0] == 1).all()
 
 
+def test_the_forecast_stays_finite_for_customers_with_thousands_of_purchases() -> None:
+    model = BgNbd(r=0.243, alpha=4.414, a=0.793, b=2.426)
+    x = np.array([10.0, 100.0, 1_000.0, 5_000.0])
+    forecast = model.expected_purchases(52.0, x, np.full(4, 52.0), np.full(4, 52.0))
+    assert np.isfinite(forecast).all() and (np.diff(forecast) > 0).all()
+
+
 def test_gamma_gamma_recovers_the_parameters_it_simulated() -> None:
     truth = GammaGamma(p=6.0, q=4.0, gamma=15.0)
     rng = np.random.default_rng(3)
