@@ -197,7 +197,7 @@ def tune(
 
     from segml import tracking as keys
     from segml.experiment import tune as run_tune
-    from segml.report import choice_text
+    from segml.report import choice_text, number
     from segml.spec import load_spec
 
     loaded = load_spec(spec)
@@ -249,7 +249,7 @@ def tune(
     for key, value in sorted(result.final_metrics.items()):
         typer.echo(f"  {key:<28} {value:.4f}")
     segments = result.segmenter.catalog if result.segments is None else result.segments
-    typer.echo(segments.to_string(index=False))
+    typer.echo(segments.to_string(index=False, float_format=number))
     typer.echo(f"parent run: {result.parent_run_id} (experiment {result.experiment_id})")
     typer.echo(f"model: {result.model_uri}")
     if result.model_version:
