@@ -325,7 +325,8 @@ def score(
     """Assign every customer to a segment; flag emerging segments, drift and migration.
 
     Writes OUTPUT (customer id, segment_id, segment_name, confidence, novelty_score,
-    is_novel, emerging_id, model_name, model_version) and logs a scoring run. Bad rows fail
+    is_novel, emerging_id, model_name, model_version; then expected_purchases, p_alive,
+    expected_spend and clv for a model with features.clv) and logs a scoring run. Bad rows fail
     the run, or with data.bad_rows: drop go to <output>.quarantine.csv.
     """
     import time
