@@ -7,6 +7,7 @@ import enum
 import functools
 import math
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -15,7 +16,7 @@ import typer
 
 from segml import __version__
 from segml.data import IntakeReport
-from segml.errors import EXIT_FAILURE, SegmlError
+from segml.errors import EXIT_FAILURE, SegmlError, SegmlWarning
 
 app = typer.Typer(
     name="segml",
@@ -62,6 +63,23 @@ def _main(
 ) -> None:
     """Customer segmentation experiments, tracked in MLflow."""
     _debug["on"] = debug
+    warnings.formatwarning = _one_line_warning
+
+
+_python_warning = warnings.formatwarning
+
+
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """A ``SegmlWarning`` as one line, as errors are shown; other warnings as Python shows them."""
+    if issubclass(category, SegmlWarning):
+        return f"segml: warning: {message}\n"
+    return _python_warning(message, category, filename, lineno, line)
 
 
 def command(fn: F) -> F:
@@ -197,7 +215,7 @@ def tune(
 
     from segml import tracking as keys
     from segml.experiment import tune as run_tune
-    from segml.report import choice_text, number
+    from segml.report import catalog_hidden, choice_text, number, suppress_small
     from segml.spec import load_spec
 
     loaded = load_spec(spec)
@@ -248,8 +266,11 @@ def tune(
     typer.echo(choice_text(result.choice, chosen.number))
     for key, value in sorted(result.final_metrics.items()):
         typer.echo(f"  {key:<28} {value:.4f}")
-    segments = result.segmenter.catalog if result.segments is None else result.segments
-    typer.echo(segments.to_string(index=False, float_format=number))
+    shown = result.segments  # from the segment report: small segments already blanked
+    if shown is None:
+        catalog, k = result.segmenter.catalog, loaded.min_report_size
+        shown = suppress_small(catalog, k, hidden=catalog_hidden(catalog, k))
+    typer.echo(shown.to_string(index=False, float_format=number))
     typer.echo(f"parent run: {result.parent_run_id} (experiment {result.experiment_id})")
     typer.echo(f"model: {result.model_uri}")
     if result.model_version:

@@ -353,7 +353,8 @@ def _finalise(
     client.set_tag(parent, keys.TAG_MODEL_URI, model_uri)
     client.set_terminated(parent)
     version = register_run(client, parent, segmenter, segments)[1] if register else None
-    checks = [c.as_dict() for c in granularity_checks(ids, data.value, spec.constraints.min_share)]
+    found = granularity_checks(ids, data.value, spec.constraints.min_share, spec.min_report_size)
+    checks = [c.as_dict() for c in found]
     client.log_dict(parent, {"checks": checks}, "segments/checks.json")
     choice = {"finalists": weighed["finalists"], "checks": checks}
     record = studies.Final(
@@ -493,16 +494,22 @@ def _log_study(
         )
     client.log_figure(parent, report.history_plot(results, objectives), "study/history.png")
     ids = segmenter.segment_ids(segmenter.segmentation.labels)
-    client.log_figure(
-        parent, report.embedding_plot(Z, ids, segmenter.segment_names()), "segments/embedding.png"
-    )
-    client.log_figure(parent, report.size_chart(segmenter.catalog), "segments/sizes.png")
     k = spec.min_report_size
     business = segment_table(ids, outcome_frame(spec, table))
+    hidden = report.hidden_segments(business, k)  # with the noise row, as the segment report
+    names = segmenter.segment_names()
+    client.log_figure(
+        parent, report.embedding_plot(Z, ids, names, hidden), "segments/embedding.png"
+    )
+    client.log_figure(parent, report.size_chart(segmenter.catalog, hidden), "segments/sizes.png")
     profile = feature_profile(table[segmenter.features].select_dtypes("number"), ids)
-    client.log_table(parent, report.suppress_small(business, k), "segments/business.json")
     client.log_table(
-        parent, report.suppress_small(_sized(profile, business), k), "segments/profile.json"
+        parent, report.suppress_small(business, k, hidden=hidden), "segments/business.json"
+    )
+    client.log_table(
+        parent,
+        report.suppress_small(_sized(profile, business), k, hidden=hidden),
+        "segments/profile.json",
     )
     return front
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from segml import privacy
 from segml.customer_value import History, ValueModel, fit_value_model, history
 from segml.data import RETURN_COLUMN, Intake, read_customers
 from segml.spec import Spec
@@ -196,7 +198,8 @@ def build_preprocessor(spec: Spec, table: pd.DataFrame) -> ColumnTransformer:
     """An unfitted preprocessing step for ``table``'s feature columns.
 
     Numeric columns: median imputation, log1p of heavy-tailed non-negative columns, scaling.
-    Categorical columns: imputation and one-hot encoding that ignores unseen categories.
+    Categorical columns: imputation, categories of fewer than ``min_report_size`` customers
+    (and unseen ones) pooled, and one-hot encoding.
     """
     columns = feature_columns(spec, table)
     categorical = [
@@ -221,6 +224,7 @@ def build_preprocessor(spec: Spec, table: pd.DataFrame) -> ColumnTransformer:
                     strategy="constant", fill_value=MISSING_CATEGORY, missing_values=pd.NA
                 ),
             ),
+            ("pool", RareCategories(spec.min_report_size)),
             (
                 "onehot",
                 OneHotEncoder(
@@ -391,6 +395,34 @@ class SkewedLog1p(TransformerMixin, BaseEstimator):
         X = np.array(X, dtype=float)
         X[:, self.log_mask_] = np.log1p(np.clip(X[:, self.log_mask_], 0, None))
         return X
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        """Names pass through unchanged."""
+        return np.asarray(input_features, dtype=object)
+
+
+class RareCategories(TransformerMixin, BaseEstimator):
+    """Pool the categories fewer than ``min_count`` training rows share into
+    ``privacy.RARE_CATEGORY``, at fit and at transform (unseen ones too), so that the fitted
+    encoders after it keep no category of fewer than ``min_count`` customers."""
+
+    def __init__(self, min_count: int = 1) -> None:
+        self.min_count = min_count
+
+    def fit(self, X: Any, y: object = None) -> RareCategories:
+        """Learn each column's categories shared by at least ``min_count`` rows."""
+        frame = pd.DataFrame(np.asarray(X, dtype=object))
+        self.kept_ = [privacy.common_values(frame[c], self.min_count) for c in frame.columns]
+        self.n_features_in_ = frame.shape[1]
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """The columns with every category not kept at fit as ``privacy.RARE_CATEGORY``."""
+        out = np.array(X, dtype=object)
+        for j, kept in enumerate(self.kept_):
+            column = pd.Series(out[:, j])
+            out[:, j] = column.where(column.isin(kept), privacy.RARE_CATEGORY).to_numpy()
+        return out
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         """Names pass through unchanged."""

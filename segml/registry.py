@@ -180,7 +180,9 @@ def model_card(
     tuning run (``link``) and the segments (with their value and rules, given ``segments``)."""
     spec, tags, metrics = segmenter.spec, run.data.tags, run.data.metrics
     shown = {k: metrics[k] for k in CARD_METRICS if k in metrics}
-    catalog = report.suppress_small(segmenter.catalog, spec.min_report_size)
+    k = spec.min_report_size
+    hidden = report.catalog_hidden(segmenter.catalog, k)
+    catalog = report.suppress_small(segmenter.catalog, k, hidden=hidden)
     if segments is not None:
         catalog = value_table(segments).join(rule_table(segments)).reset_index()
         catalog = catalog.drop(columns=[c for c in catalog.columns if c.startswith("spend_")])

@@ -11,7 +11,7 @@ size only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from segml.features import outcome_frame
 from segml.metrics import feature_profile
 from segml.metrics.surrogate import Rules, membership_rules
 from segml.model import NO_SEGMENT, SEGMENT_ID, SEGMENT_NAME
+from segml.privacy import pool_rare
 from segml.spec import Spec
 
 if TYPE_CHECKING:
@@ -86,15 +87,28 @@ def segment_report(
     ids: np.ndarray,
     names: dict[int, str],
     title: str,
+    hidden: Collection[int] | None = None,
 ) -> SegmentReport:
-    """Describe the segments ``ids`` (one per row of the customer ``table``) named ``names``."""
+    """Describe the segments ``ids`` (one per row of the customer ``table``) named ``names``;
+    the segments ``hidden`` (default: those ``report.suppress_small`` picks) by size only.
+
+    Categories fewer than ``min_report_size`` customers share are pooled first
+    (:func:`segml.privacy.pool_rare`): neither a rule nor a profile names one.
+    """
+    k = spec.min_report_size
     shown = {**{-1: NO_SEGMENT}, **names}
-    rules = membership_rules(table[features], ids)
+    text = [
+        c
+        for c in features
+        if c in spec.features.categorical or not pd.api.types.is_numeric_dtype(table[c])
+    ]
+    described = pool_rare(table[features], text, k)
+    rules = membership_rules(described, ids)
     segments, value = _segment_table(spec, table, ids, shown)
     segments = segments.merge(rules.table, on=SEGMENT_ID, how="left")
-    segments = report.suppress_small(segments, spec.min_report_size)
+    segments = report.suppress_small(segments, k, hidden=hidden)
     large = segments.loc[segments["customers"].map(lambda n: isinstance(n, int | np.integer))]
-    medians, percentiles = _medians(table[features], ids, large, shown)
+    medians, percentiles = _medians(described, ids, large, shown)
     numeric = table[features].select_dtypes("number")
     profile = feature_profile(numeric, ids)
     profile = profile[profile[SEGMENT_ID].isin(large[SEGMENT_ID])].reset_index(drop=True)

@@ -118,15 +118,17 @@ METRICS: Mapping[str, str] = {
     "(HDBSCAN trials and the pick's finalists; -1..1)",
     QUALITY_BIC: "Bayesian information criterion of a Gaussian mixture fitted without a reducer "
     "(lower is better)",
-    QUALITY_NOISE_SHARE: "share of customers left without a segment (HDBSCAN noise)",
+    QUALITY_NOISE_SHARE: "share of customers left without a segment (HDBSCAN noise; NaN when "
+    "they are fewer than min_report_size)",
     STABILITY_JACCARD_MIN: "smallest per-segment mean bootstrap Jaccard (clusterboot)",
     STABILITY_JACCARD_MEAN: "mean over segments of the per-segment mean bootstrap Jaccard",
     STABILITY_ARI_MEAN: "mean ARI of each bootstrap refit vs the original (shared customers)",
     STABILITY_N_DISSOLVED: "segments whose mean Jaccard is <= 0.5 (Hennig: dissolved)",
     STABILITY_N_STABLE: "segments whose mean Jaccard is >= 0.75 (Hennig: stable)",
     BUSINESS_N_SEGMENTS: "number of segments (noise excluded)",
-    BUSINESS_MIN_SHARE: "share of customers in the smallest segment",
-    BUSINESS_MAX_SHARE: "share of customers in the largest segment",
+    BUSINESS_MIN_SHARE: "share of customers in the smallest segment (NaN when it holds fewer "
+    "than min_report_size customers)",
+    BUSINESS_MAX_SHARE: "share of customers in the largest segment (NaN likewise)",
     BUSINESS_VALUE_R2: "share of the value outcome's variance explained by segment (eta squared)",
     COST_FIT_SECONDS: "seconds to reduce (if UMAP) and fit the clusterer",
     COST_STABILITY_SECONDS: "seconds spent on the bootstrap stability step",

@@ -19,6 +19,7 @@ from segml.errors import DataError
 from segml.families import FAMILIES, REDUCTION_SPACE, Choice, FloatRange, IntRange, Space, suggest
 from segml.families.segmentation import Segmentation, fit_segmentation
 from segml.metrics import bootstrap_stability, business_metrics, quality_metrics
+from segml.privacy import published_share
 from segml.spec import Choices, Constraints, Dimension, Range, Spec
 
 STABILITY_KEYS = (
@@ -174,13 +175,15 @@ def evaluate(
         seed=seed,
         with_dbcv=with_dbcv or FAMILIES[segmentation.family].n_segments_param is None,
     )
-    business = business_metrics(labels, data.value)
+    business = business_metrics(labels, data.value, spec.min_report_size)
     metrics = {
         keys.QUALITY_SILHOUETTE: quality.silhouette,
         keys.QUALITY_DAVIES_BOULDIN: quality.davies_bouldin,
         keys.QUALITY_CALINSKI_HARABASZ: quality.calinski_harabasz,
         keys.QUALITY_DBCV: quality.dbcv,
-        keys.QUALITY_NOISE_SHARE: quality.noise_share,
+        keys.QUALITY_NOISE_SHARE: published_share(
+            quality.noise_share, labels.size, spec.min_report_size
+        ),
         keys.QUALITY_BIC: _bic(segmentation, data.X),
         keys.BUSINESS_N_SEGMENTS: float(business.n_segments),
         keys.BUSINESS_MIN_SHARE: business.min_share,
@@ -232,7 +235,9 @@ def constraint_values(metrics: dict[str, float], constraints: Constraints) -> di
         "min_segments": constraints.min_segments - n,
         "max_segments": n - constraints.max_segments,
         "min_share": constraints.min_share - _finite(metrics[keys.BUSINESS_MIN_SHARE], 0.0),
-        "max_noise_share": metrics[keys.QUALITY_NOISE_SHARE] - constraints.max_noise_share,
+        # NaN: fewer than min_report_size customers without a segment, as good as none.
+        "max_noise_share": _finite(metrics[keys.QUALITY_NOISE_SHARE], 0.0)
+        - constraints.max_noise_share,
         "min_stability": constraints.min_stability
         - _finite(metrics[keys.STABILITY_JACCARD_MEAN], 0.0),
     }

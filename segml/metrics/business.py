@@ -94,7 +94,9 @@ def segment_table(labels: np.ndarray, outcomes: pd.DataFrame | None = None) -> p
     return table.iloc[order].reset_index(drop=True)
 
 
-def business_metrics(labels: np.ndarray, value: np.ndarray | None = None) -> Business:
+def business_metrics(
+    labels: np.ndarray, value: np.ndarray | None = None, min_count: int = 1
+) -> Business:
     """Segment count, size spread and how much of a value's variance the segments explain.
 
     Parameters
@@ -103,12 +105,16 @@ def business_metrics(labels: np.ndarray, value: np.ndarray | None = None) -> Bus
         Integer segment ids; -1 marks noise.
     value : ndarray of shape (n_samples,), optional
         A per-customer value (revenue, CLV, ...).
+    min_count : int
+        The spec's ``min_report_size``: the share of a segment of fewer customers is not
+        given (its size could be read from it beside the customer count).
 
     Returns
     -------
     Business
         ``min_share``/``max_share`` are the smallest and largest segment's share of all rows
-        (noise is not a segment; NaN without segments). ``value_r2`` is eta squared, the
+        (noise is not a segment; NaN without segments, or when that segment holds fewer than
+        ``min_count`` customers). ``value_r2`` is eta squared, the
         between-segment share of the variance of ``value`` over non-noise rows with a finite
         value; NaN if ``value`` is None, constant there, or there are no such rows.
     """
@@ -119,8 +125,8 @@ def business_metrics(labels: np.ndarray, value: np.ndarray | None = None) -> Bus
     shares = counts / n if n else counts.astype(float)
     return Business(
         n_segments=int(counts.size),
-        min_share=float(shares.min()) if counts.size else np.nan,
-        max_share=float(shares.max()) if counts.size else np.nan,
+        min_share=float(shares.min()) if counts.size and counts.min() >= min_count else np.nan,
+        max_share=float(shares.max()) if counts.size and counts.max() >= min_count else np.nan,
         noise_share=float(1 - segment.mean()) if n else np.nan,
         value_r2=np.nan if value is None else _eta_squared(labels, np.asarray(value, float)),
     )

@@ -217,6 +217,9 @@ def _score_with(
         settings=in_effect.monitoring,
         min_report_size=in_effect.min_report_size,
         segment_names=segmenter.segment_names(),
+        training_hidden=frozenset(
+            report.catalog_hidden(segmenter.catalog, in_effect.min_report_size)
+        ),
     )
 
 
@@ -321,7 +324,7 @@ def _log(
     summaries."""
     texts = {}
     if summary.report.migration is not None:
-        texts["migration.csv"] = summary.report.migration.reset_index().to_csv(index=False)
+        texts["migration.csv"] = report.published_migration(summary).to_csv(index=False)
     texts["summary.md"] = report.scoring_markdown(summary)
     texts["summary.html"] = report.scoring_html(summary)
     return tracking.log_scoring_run(
