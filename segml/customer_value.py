@@ -8,8 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from segml.clv import WEEKS_PER_YEAR, BgNbd, GammaGamma, discounted_purchases, fit_bgnbd
-from segml.clv import fit_gamma_gamma as fit_spend
+from segml.clv import (
+    WEEKS_PER_YEAR,
+    BgNbd,
+    GammaGamma,
+    discounted_purchases,
+    fit_bgnbd,
+    fit_gamma_gamma,
+)
 from segml.spec import CLV_COLUMNS, ClvSpec
 
 DAYS_PER_WEEK = 7.0
@@ -64,7 +70,7 @@ def fit_value_model(spec: ClvSpec, history: History) -> ValueModel:
     """Fit both models to the customers' histories (up to the reference date)."""
     return ValueModel(
         fit_bgnbd(history.x, history.t_x, history.T),
-        fit_spend(history.x, history.zbar),
+        fit_gamma_gamma(history.x, history.zbar),
         spec.horizon_days,
         spec.discount_rate,
     )
