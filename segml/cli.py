@@ -218,7 +218,7 @@ def tune(
 
     from segml import tracking as keys
     from segml.experiment import tune as run_tune
-    from segml.report import catalog_hidden, choice_text, suppress_small
+    from segml.report import catalog_hidden, choice_text, number, suppress_small
     from segml.spec import load_spec
 
     keys.check_store(tracking_uri)
@@ -270,9 +270,11 @@ def tune(
     typer.echo(choice_text(result.choice, chosen.number))
     for key, value in sorted(result.final_metrics.items()):
         typer.echo(f"  {key:<28} {value:.4f}")
-    catalog, k = result.segmenter.catalog, loaded.min_report_size
-    shown = suppress_small(catalog, k, hidden=catalog_hidden(catalog, k))
-    typer.echo(shown.to_string(index=False))
+    shown = result.segments  # from the segment report: small segments already blanked
+    if shown is None:
+        catalog, k = result.segmenter.catalog, loaded.min_report_size
+        shown = suppress_small(catalog, k, hidden=catalog_hidden(catalog, k))
+    typer.echo(shown.to_string(index=False, float_format=number))
     typer.echo(f"parent run: {result.parent_run_id} (experiment {result.experiment_id})")
     typer.echo(f"model: {result.model_uri}")
     if result.model_version:
@@ -348,7 +350,8 @@ def score(
     """Assign every customer to a segment; flag emerging segments, drift and migration.
 
     Writes OUTPUT (customer id, segment_id, segment_name, confidence, novelty_score,
-    is_novel, emerging_id, model_name, model_version) and logs a scoring run. Bad rows fail
+    is_novel, emerging_id, model_name, model_version; then expected_purchases, p_alive,
+    expected_spend and clv for a model with features.clv) and logs a scoring run. Bad rows fail
     the run, or with data.bad_rows: drop go to <output>.quarantine.csv.
     """
     import time

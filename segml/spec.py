@@ -247,6 +247,23 @@ class DataSpec(_Frozen):
         return tuple(c for c in self.attributes.columns() if c not in self.attributes.from_log)
 
 
+ClvColumn = Literal["expected_purchases", "p_alive", "expected_spend", "clv"]
+CLV_COLUMNS: tuple[ClvColumn, ...] = ("expected_purchases", "p_alive", "expected_spend", "clv")
+
+
+class ClvSpec(_Frozen):
+    """Predicted lifetime value from a transaction log (BG/NBD and Gamma-Gamma, fitted on the
+    log up to the reference date): per customer ``expected_purchases`` over the horizon,
+    ``p_alive`` (probability still active), ``expected_spend`` per order and ``clv``, the
+    spend expected over the horizon discounted at ``discount_rate`` a year. Reported per
+    segment; the columns in ``segment_on`` are features too (a value-based segmentation).
+    """
+
+    horizon_days: int = Field(365, ge=7)
+    discount_rate: float = Field(0.10, ge=0, lt=1)
+    segment_on: tuple[ClvColumn, ...] = ()
+
+
 class FeatureSpec(_Frozen):
     """Preprocessing choices for the feature matrix."""
 
@@ -254,6 +271,7 @@ class FeatureSpec(_Frozen):
     log1p: Literal["auto", "none"] | tuple[str, ...] = "auto"
     skew_threshold: float = Field(1.0, gt=0)
     exclude: tuple[str, ...] = ()
+    clv: ClvSpec | None = None
 
 
 def _every_family() -> dict[FamilyName, dict[str, Dimension]]:
@@ -372,6 +390,18 @@ class Spec(_Frozen):
     registry: RegistrySpec | None = None
     min_report_size: Annotated[int, Field(ge=1)] = 20
     path: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _clv_from_a_log(self) -> Spec:
+        if self.features.clv is None:
+            return self
+        if self.data.kind != "transactions":
+            raise ValueError("features.clv needs a transaction log (data.kind: transactions)")
+        if self.data.outcomes.clv is not None:
+            raise ValueError(
+                "features.clv predicts the CLV that data.outcomes.clv names: declare one of them"
+            )
+        return self
 
     @property
     def model_name(self) -> str:

@@ -42,8 +42,9 @@ def check_paths(input_path: Path, output: Path, previous: Path | None) -> None:
             raise DataError(f"{output}: the output would overwrite an input; choose another path")
 
 
-def output_schema(id_column: str) -> pa.Schema:
-    """The columns of a score output, in order."""
+def output_schema(id_column: str, value_columns: tuple[str, ...] = ()) -> pa.Schema:
+    """The columns of a score output, in order: the predicted ``value_columns`` last (those
+    of ``features.clv``, when a model that has them scores a transaction log)."""
     return pa.schema(
         [
             (id_column, pa.string()),
@@ -55,6 +56,7 @@ def output_schema(id_column: str) -> pa.Schema:
             (EMERGING_ID, pa.string()),
             (MODEL_NAME, pa.string()),
             (MODEL_VERSION, pa.string()),
+            *((column, pa.float64()) for column in value_columns),
         ]
     )
 
@@ -75,13 +77,13 @@ def repeated(values: pa.Array, n: int) -> pa.DictionaryArray:
     return coded(np.full(n, 0 if len(values) else -1), values)
 
 
-def staged_schema(id_column: str) -> pa.Schema:
+def staged_schema(id_column: str, value_columns: tuple[str, ...] = ()) -> pa.Schema:
     """The output's columns as staged: large-string ids and dictionary-coded repeated text.
 
     The files are written without the Arrow schema, so readers see plain text columns.
     """
     fields = []
-    for column in output_schema(id_column):
+    for column in output_schema(id_column, value_columns):
         if column.name == id_column:
             column = column.with_type(pa.large_string())
         elif column.type == pa.string():
