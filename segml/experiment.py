@@ -39,6 +39,7 @@ from segml.segment_report import (
     segment_markdown,
     segment_report,
     size_value_chart,
+    summary_table,
 )
 from segml.spec import Spec, spec_digest
 from segml.tuning import ProgressFn as ProgressFn
@@ -66,6 +67,9 @@ class TuneResult:
     choice: dict[str, Any]
     """``finalists`` (what the pick weighed, as in ``study/finalists.json``) and ``checks``
     (under- and over-segmentation of the pick)."""
+    segments: pd.DataFrame | None = None
+    """Per segment, size and predicted value (:func:`segml.segment_report.summary_table`);
+    None where another worker finalised (its run holds ``segments/report.md``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +335,9 @@ def _finalise(
         if segmentation.reducer is None
         else segmentation.reducer.embedding_
     )
-    segmenter = build_segmenter(spec, built.features, preprocessor, segmentation, built.table, Z)
+    segmenter = build_segmenter(
+        spec, built.features, preprocessor, segmentation, built.table, Z, built.value
+    )
     segmenter, alignment = align_to_champion(client, spec.model_name, segmenter, built.table)
     ids = segmenter.segment_ids(segmenter.segmentation.labels)
     segments = segment_report(
@@ -366,7 +372,8 @@ def _finalise(
         worker.peers.worker, len(results), chosen.number, model_uri, version, final, choice
     )
     record.save(worker.study)
-    return _result(worker, name, results, chosen, record, segmenter, finalised_here=True)
+    result = _result(worker, name, results, chosen, record, segmenter, finalised_here=True)
+    return dataclasses.replace(result, segments=summary_table(segments))
 
 
 def _remeasure(

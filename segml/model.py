@@ -22,6 +22,7 @@ from mlflow.types.schema import AnyType, ParamSchema, ParamSpec
 from segml import __version__
 from segml._intake import clean_ids
 from segml._rows import Reasons
+from segml.customer_value import ValueModel
 from segml.data import read_attribute_table
 from segml.errors import DataError, ModelFormatError
 from segml.families import FAMILIES
@@ -37,11 +38,11 @@ from segml.naming import segment_names
 from segml.privacy import example_row, pool_rare, without_training_rows
 from segml.spec import Spec
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The layout of a saved segment model (the ``Segmenter`` and what it holds). Raise it with any
 change a model saved before could not be read back with: models of another version are refused
 on load, with what to do, rather than read with guessed defaults. (2: the spec's line items,
-returns and attributes from the log; file names instead of paths.)"""
+returns and attributes from the log; file names instead of paths. 3: the fitted value model.)"""
 FORMAT_VERSION_KEY = "segml_format_version"
 """The key of ``FORMAT_VERSION`` in a logged model's ``model_config`` (its ``MLmodel`` file),
 readable before the segmenter is unpickled."""
@@ -144,8 +145,9 @@ def training_tail(Z: np.ndarray, is_novel: np.ndarray) -> TrainingTail:
 class Segmenter:
     """Everything needed to assign customers, fitted once: preprocessing, reducer, clusterer,
     the segment catalogue, the novelty calibration and the training distribution of the input
-    columns (for drift checks) and of its novel customers (for emerging segments), saved in
-    model format ``format_version``. Pure Python; no MLflow inside."""
+    columns (for drift checks) and of its novel customers (for emerging segments), the value
+    model of ``features.clv`` (None without it), saved in model format ``format_version``.
+    Pure Python; no MLflow inside."""
 
     spec: Spec
     features: list[str]
@@ -156,6 +158,7 @@ class Segmenter:
     reference: DriftReference
     tail: TrainingTail
     label_to_id: dict[int, int] = field(default_factory=dict)
+    value: ValueModel | None = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -246,8 +249,10 @@ def build_segmenter(
     segmentation: Segmentation,
     table: pd.DataFrame,
     Z: np.ndarray,
+    value: ValueModel | None = None,
 ) -> Segmenter:
-    """Package a refitted segmentation with its catalogue and novelty calibration."""
+    """Package a refitted segmentation with its catalogue and novelty calibration (and the
+    value model that scoring predicts the ``features.clv`` columns with)."""
     spec = spec.model_copy(update={"data": spec.data.recorded()})
     categorical = column_kinds(preprocessor)[1]
     k = spec.min_report_size
@@ -268,6 +273,7 @@ def build_segmenter(
         reference=drift_reference(shown, categorical, k),
         tail=training_tail(Z, (novelty > threshold) | (labels < 0)),
         label_to_id=label_to_id,
+        value=value,
     )
     ids = draft.segment_ids(labels)
     return replace(draft, catalog=segment_catalog(shown, ids))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import tempfile
 import warnings
@@ -19,8 +21,9 @@ from mlflow.tracking import MlflowClient
 
 from segml import report
 from segml import tracking as keys
+from segml._io import created_parents
 from segml.alignment import Alignment, align_labels
-from segml.errors import GateFailed, ModelFormatError, RegistryError, SegmlWarning
+from segml.errors import GateFailed, ModelFormatError, RegistryError, SegmlError, SegmlWarning
 from segml.locks import model_lock
 from segml.model import SEGMENT_ID, SEGMENT_NAME, Segmenter
 from segml.segment_report import SegmentReport, rule_table, value_table
@@ -53,14 +56,15 @@ def resolve_ref(
 ) -> ModelRef:
     """Resolve ``ref`` to a loadable model.
 
-    Accepted: ``models:/name@alias``, ``models:/name/3``, an exported model directory,
-    ``runs:/<id>/model``, or with ``model_name`` a bare version (``3``) or alias
-    (``champion`` / ``@champion``). Registry references are checked to exist and pinned
-    to a version, so a later alias move cannot change what a job scored with.
+    Accepted: ``models:/name@alias``, ``models:/name/3``, an exported model directory
+    written as a path (``./champion``, ``models/x``), ``runs:/<id>/model``, or with
+    ``model_name`` a bare version (``3``) or alias (``champion`` / ``@champion``): a bare
+    name is never a folder, whatever the working directory holds. Registry references are
+    checked to exist and pinned to a version, so a later alias move cannot change what a
+    job scored with; with ``client``, an exported folder is checked against its version.
     """
-    path = Path(ref)
-    if (path / "MLmodel").is_file():
-        return _exported(path)
+    if is_folder_ref(ref):
+        return _exported(Path(ref), client)
     if ref.startswith("runs:/"):
         return ModelRef(ref)
     match = _MODELS_URI.match(ref)
@@ -70,9 +74,10 @@ def resolve_ref(
         name = model_name
         alias, version = (None, ref) if ref.isdigit() else (ref.lstrip("@"), None)
     else:
+        folder = f"; write ./{ref} for the model folder" if Path(ref, "MLmodel").is_file() else ""
         raise RegistryError(
             f"model reference {ref!r}: expected models:/NAME@ALIAS, models:/NAME/VERSION, "
-            "an exported model directory, or a version/alias with the spec's model name"
+            f"an exported model directory, or a version/alias with the spec's model name{folder}"
         )
     client = client or MlflowClient()
     try:
@@ -86,10 +91,58 @@ def resolve_ref(
     return ModelRef(f"models:/{name}/{found.version}", name, str(found.version))
 
 
-def _exported(path: Path) -> ModelRef:
+def is_folder_ref(ref: str) -> bool:
+    """True for a model reference written as a path; ``models:/`` and ``runs:/`` are not."""
+    return not re.match(r"^[a-z]+:/", ref) and (ref.startswith(".") or "/" in ref or os.sep in ref)
+
+
+def _exported(path: Path, client: MlflowClient | None) -> ModelRef:
+    """An exported folder; with a reachable registry that holds its version, checked to
+    hold that version's files (a model folder is code: loading it unpickles objects)."""
+    if not (path / "MLmodel").is_file():
+        raise RegistryError(f"{path}: not a model folder (no MLmodel file)")
     record = path / EXPORT_RECORD
-    origin = json.loads(record.read_text()) if record.is_file() else {}
-    return ModelRef(str(path.resolve()), origin.get("name"), origin.get("version"))
+    try:
+        origin = json.loads(record.read_text()) if record.is_file() else {}
+        ref = ModelRef(str(path.resolve()), origin.get("name"), origin.get("version"))
+    except (ValueError, AttributeError) as exc:
+        raise RegistryError(
+            f"{record}: not a segml export record ({exc}); export the model again"
+        ) from None
+    if client is not None and ref.name and ref.version:
+        _check_export(client, path, ref.name, ref.version)
+    return ref
+
+
+def _check_export(client: MlflowClient, path: Path, name: str, version: str) -> None:
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        return  # another registry, or offline: nothing to compare with
+    with tempfile.TemporaryDirectory() as tmp:
+        registered = Path(
+            mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp)
+        )
+        changed = _changed_files(path, registered)
+    if changed:
+        raise RegistryError(
+            f"{path}: differs from its registered version {name} v{version} ({changed[0]}); "
+            "export it again"
+        )
+
+
+def _changed_files(folder: Path, reference: Path) -> list[str]:
+    """Files (relative paths) that differ between two model folders, export record aside."""
+
+    def digests(root: Path) -> dict[str, str]:
+        return {
+            str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in root.rglob("*")
+            if p.is_file() and p.name != EXPORT_RECORD
+        }
+
+    mine, theirs = digests(folder), digests(reference)
+    return sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
 
 
 def load_segmenter(ref: ModelRef) -> Segmenter:
@@ -98,8 +151,13 @@ def load_segmenter(ref: ModelRef) -> Segmenter:
         model = mlflow.pyfunc.load_model(ref.uri)
     except ModelFormatError as exc:
         raise ModelFormatError(f"model {ref.label}: {exc}") from None
-    except (MlflowException, OSError) as exc:
-        raise RegistryError(f"model {ref.label}: cannot be loaded ({exc})") from exc
+    except SegmlError:
+        raise
+    except Exception as exc:  # a damaged model fails anywhere: MLflow, YAML, unpickling
+        reason = (str(exc).splitlines() or [""])[0][:200]
+        raise RegistryError(
+            f"model {ref.label}: cannot be loaded ({type(exc).__name__}: {reason})"
+        ) from exc
     python_model = model.unwrap_python_model()
     segmenter = getattr(python_model, "segmenter", None)
     if not isinstance(segmenter, Segmenter):
@@ -261,7 +319,9 @@ def register(
         _ensure_registered_model(client, name)
         existing = [
             v
-            for v in client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+            for v in client.search_model_versions(
+                f"name={keys.quoted(name)} and run_id='{run_id}'"
+            )
             if v.source == model_uri
         ]
         if existing:
@@ -401,11 +461,13 @@ def export(ref: ModelRef, target: Path) -> Path:
     version is kept (re-running is safe), anything else already there is refused.
     """
     if target.exists():
-        if target.is_dir() and _exported(target).version == ref.version and ref.version:
+        if target.is_dir() and _exported(target, None).version == ref.version and ref.version:
             return target
         raise RegistryError(f"{target}: already exists; choose another folder or remove it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
+    with (
+        created_parents(target),
+        tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp,
+    ):
         staged = Path(mlflow.artifacts.download_artifacts(ref.uri, dst_path=tmp))
         record = {"name": ref.name, "version": ref.version, "source": ref.uri}
         (staged / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")

@@ -14,7 +14,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
@@ -25,8 +25,12 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from segml.locks import sqlite_file
+from segml.errors import RegistryError
+from segml.locks import SQLITE_PREFIX, sqlite_file
 from segml.store import ensure_store
+
+if TYPE_CHECKING:
+    from segml.tuning import TrialResult
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ARTIFACTS_FOLDER = "mlartifacts"
@@ -228,17 +232,47 @@ def flat_params(params: Mapping[str, Any]) -> dict[str, str]:
     return {key: str(value) for key, value in params.items()}
 
 
-def connect(tracking_uri: str | None = None) -> MlflowClient:
-    """A client on the resolved tracking store; the registry lives in the same store."""
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_store(tracking_uri: str | None = None, *, create: bool = True) -> str:
+    """The resolved tracking URI, checked before a command does any work: an embedded
+    (SQLite) store must exist, or with ``create`` its folder must (a command that only reads
+    the registry must not leave a new empty store behind a wrong path)."""
     uri = resolve_tracking_uri(tracking_uri)
+    if not uri.startswith(SQLITE_PREFIX):
+        return uri
+    database = Path(uri[len(SQLITE_PREFIX) :].split("?")[0])
+    hint = "check --tracking-uri or MLFLOW_TRACKING_URI"
+    if database.is_file():
+        with database.open("rb") as head:
+            start = head.read(len(SQLITE_MAGIC))
+        if start and start != SQLITE_MAGIC:
+            raise RegistryError(f"{database}: not an MLflow store (not an SQLite database)")
+    elif database.exists() or not create:
+        raise RegistryError(f"{database}: no MLflow store here; {hint}")
+    elif not database.absolute().parent.is_dir():
+        raise RegistryError(f"{database.parent}: the store's folder does not exist; {hint}")
+    return uri
+
+
+def connect(tracking_uri: str | None = None, *, create: bool = True) -> MlflowClient:
+    """A client on the resolved tracking store (checked by :func:`check_store`); the
+    registry lives in the same store."""
+    uri = check_store(tracking_uri, create=create)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     database = sqlite_file(uri)
-    if database is not None and database.parent.is_dir():
+    if database is not None:  # check_store has checked its folder
         ensure_store(database, artifact_root(uri))
+    try:
+        client = MlflowClient(uri, registry_uri=uri)
+    except MlflowException as exc:  # an unknown scheme
+        reason = exc.message.strip().split(". ")[0]
+        raise RegistryError(f"tracking URI {uri!r}: {reason}") from None
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return MlflowClient(uri, registry_uri=uri)
+    return client
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -371,29 +405,12 @@ def tag_trials(
                 client.log_batch(run.info.run_id, tags=batch)
 
 
-class TrialOutcome(Protocol):
-    """What a complete trial's run shows: its namespaced params, metrics and feasibility."""
-
-    @property
-    def params(self) -> dict[str, Any]: ...
-
-    @property
-    def metrics(self) -> dict[str, float]: ...
-
-    @property
-    def feasible(self) -> bool: ...
-
-
 def settle_trials(
-    client: MlflowClient, parent_run_id: str, complete: Mapping[int, TrialOutcome], digest: str
+    client: MlflowClient, parent_run_id: str, complete: Mapping[int, TrialResult], digest: str
 ) -> None:
-    """Give each complete trial of the study ``parent_run_id`` exactly one FINISHED run, and
-    close (KILLED) the runs of trials that did not complete; call it when no trial runs.
-
-    A worker killed between telling the study and ending its trial's run left that run
-    RUNNING (it is logged and ended now, from the study's record of the trial), and one
-    killed mid-trial left the run of a trial the study has since failed.
-    """
+    """Give each complete trial of study ``parent_run_id`` exactly one FINISHED run, logged
+    from the study's record if a killed worker left it RUNNING or missing, and end the runs of
+    the other trials KILLED; call it when no trial runs."""
     experiment = client.get_run(parent_run_id).info.experiment_id
     runs = _trial_runs(client, parent_run_id)
     left: list[Run] = []
@@ -476,6 +493,12 @@ def dataset_name(source: str | Path, reference_date: object = None) -> str:
     return f"{name} as of {reference_date}" if reference_date else name
 
 
+def quoted(value: str) -> str:
+    """``value`` as a string in an MLflow search filter: in double quotes when it holds a
+    single one (``o'brien``); the spec refuses model names that hold both kinds."""
+    return f'"{value}"' if "'" in value else f"'{value}'"
+
+
 def previous_candidates(
     client: MlflowClient, experiment_name: str, label: str
 ) -> pd.DataFrame | None:
@@ -487,7 +510,7 @@ def previous_candidates(
         [experiment.experiment_id],
         filter_string=(
             f"tags.`{TAG_ROLE}` = '{ROLE_SCORING}' and "
-            f"tags.`{TAG_SCORED_MODEL}` = '{label}' and attributes.status = 'FINISHED'"
+            f"tags.`{TAG_SCORED_MODEL}` = {quoted(label)} and attributes.status = 'FINISHED'"
         ),
         order_by=["attributes.start_time DESC"],
         max_results=1,

@@ -12,7 +12,9 @@ NOISE = -1
 OUTCOME_ROLES: dict[str, tuple[tuple[str, str], ...]] = {
     "revenue": (("revenue_share", "share"), ("revenue_mean", "mean")),
     "monetary": (("spend_mean", "mean"),),
-    "clv": (("clv_mean", "mean"),),
+    "clv": (("clv_mean", "mean"), ("clv_total", "sum"), ("clv_share", "share")),
+    "p_alive": (("p_alive_mean", "mean"),),
+    "expected_purchases": (("expected_purchases_mean", "mean"),),
     "conversion": (("conversion_rate", "mean"),),
     "repeat": (("repeat_rate", "mean"),),
     "recency": (("recency_mean", "mean"),),
@@ -21,8 +23,9 @@ OUTCOME_ROLES: dict[str, tuple[tuple[str, str], ...]] = {
 """Outcome columns named after a role, and the ``(output column, statistic)`` pairs they give.
 (``monetary`` gives ``spend_mean``, not ``monetary_mean``, the feature of mean order value.)
 
-``share`` is the segment's part of the column's total over all rows; ``mean`` is the segment
-mean (a rate for 0/1 columns). Columns with any other name give ``<name>_mean``.
+``share`` is the segment's part of the column's total over all rows, ``sum`` that total and
+``mean`` the segment mean (a rate for 0/1 columns). Columns with any other name give
+``<name>_mean``.
 """
 
 LIFT_MIN_MEAN = 0.01
@@ -50,8 +53,9 @@ def segment_table(labels: np.ndarray, outcomes: pd.DataFrame | None = None) -> p
         Integer segment ids; -1 marks noise.
     outcomes : DataFrame, optional
         Numeric outcome columns aligned with ``labels`` by position. Columns named after a role
-        in ``OUTCOME_ROLES`` (``revenue``, ``monetary``, ``clv``, ``conversion``, ``repeat``,
-        ``recency``, ``churn``) give the statistics listed there; 0/1 roles (``conversion``,
+        in ``OUTCOME_ROLES`` (``revenue``, ``monetary``, ``clv``, ``p_alive``,
+        ``expected_purchases``, ``conversion``, ``repeat``, ``recency``, ``churn``) give the
+        statistics listed there; 0/1 roles (``conversion``,
         ``repeat``, ``churn``) give rates. Any other column gives ``<name>_mean``. Missing
         values are skipped.
 
@@ -81,6 +85,8 @@ def segment_table(labels: np.ndarray, outcomes: pd.DataFrame | None = None) -> p
             for name, stat in stats:
                 if stat == "share":
                     values = sums[column] / outcomes[column].sum()
+                elif stat == "sum":
+                    values = sums[column]
                 else:
                     values = means[column]
                 table[name] = values.to_numpy(dtype=float)

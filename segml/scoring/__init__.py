@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from segml import report, tracking
+from segml._io import created_parents
 from segml.errors import DataError
 from segml.model import Segmenter
 from segml.registry import ModelRef, load_segmenter
@@ -183,8 +184,7 @@ def _score_with(
     )
     engine.check(job)
     _check_attribute_table(segmenter, input_path, customers)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with staging_folder(output) as folder:
+    with created_parents(output), staging_folder(output) as folder:
         try:
             staged = engine.stage(job, Path(folder))
             if staged.rows_scored == 0:
