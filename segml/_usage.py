@@ -1,8 +1,10 @@
-"""The CLI's usage errors (bad option values, unknown options or commands) as one line."""
+"""The CLI's usage errors (bad option values, unknown options or commands) and segml's warnings
+as one line, as its errors are shown."""
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +12,8 @@ import typer
 from typer._click.core import Context  # typer vendors click
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
+
+from segml.errors import SegmlWarning
 
 
 class _UsageLine(UsageError):
@@ -42,3 +46,19 @@ class OneLineUsage(TyperGroup):
     def invoke(self, ctx: Context) -> Any:
         with _one_line_usage():
             return super().invoke(ctx)
+
+
+_python_warning = warnings.formatwarning
+
+
+def one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """A ``SegmlWarning`` as one line, as errors are shown; other warnings as Python shows them."""
+    if issubclass(category, SegmlWarning):
+        return f"segml: warning: {message}\n"
+    return _python_warning(message, category, filename, lineno, line)

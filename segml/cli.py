@@ -15,9 +15,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from segml import __version__
-from segml._usage import OneLineUsage
+from segml._usage import OneLineUsage, one_line_warning
 from segml.data import IntakeReport
-from segml.errors import EXIT_FAILURE, SegmlError, SegmlWarning
+from segml.errors import EXIT_FAILURE, SegmlError
 
 app = typer.Typer(
     name="segml",
@@ -65,23 +65,7 @@ def _main(
 ) -> None:
     """Customer segmentation experiments, tracked in MLflow."""
     _debug["on"] = debug
-    warnings.formatwarning = _one_line_warning
-
-
-_python_warning = warnings.formatwarning
-
-
-def _one_line_warning(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    line: str | None = None,
-) -> str:
-    """A ``SegmlWarning`` as one line, as errors are shown; other warnings as Python shows them."""
-    if issubclass(category, SegmlWarning):
-        return f"segml: warning: {message}\n"
-    return _python_warning(message, category, filename, lineno, line)
+    warnings.formatwarning = one_line_warning
 
 
 def command(fn: F) -> F:

@@ -467,7 +467,8 @@ def _scoring_overview(summary: ScoreSummary) -> str:
     unseen = {c: n for c, n in summary.unseen.items() if n}
     if unseen:
         parts.append(
-            "rare or unseen categories (pooled): " + ", ".join(f"{c} {n}" for c, n in unseen.items())
+            "rare or unseen categories (pooled): "
+            + ", ".join(f"{c} {n}" for c, n in unseen.items())
         )
     return "; ".join(parts)
 
