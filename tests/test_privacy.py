@@ -21,7 +21,7 @@ import yaml
 from typer.testing import CliRunner
 
 from segml import privacy, report
-from segml.cli import _one_line_warning as cli_warning
+from segml._usage import one_line_warning as cli_warning
 from segml.cli import app
 from segml.errors import SegmlWarning
 from segml.families import FAMILIES
