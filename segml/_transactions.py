@@ -11,7 +11,8 @@ import pandas as pd
 from segml import _intake, _rows
 from segml._intake import IntakeReport
 from segml._rows import Reasons
-from segml.spec import DataSpec, LineAmount, TransactionColumns
+from segml.errors import DataError
+from segml.spec import DataSpec, LineAmount, TransactionColumns, check_reference_date
 
 RETURN_COLUMN = "_segml_return"
 """In a validated log: True for a return or cancellation line (kept under ``returns: net``)."""
@@ -133,7 +134,17 @@ def _in_period(
     cutoff = reference_date or data.reference_date
     assert data.transactions is not None
     if cutoff is not None:
-        late = good[data.transactions.timestamp].dt.normalize() > pd.Timestamp(cutoff)
+        try:
+            check_reference_date(cutoff)
+        except ValueError as exc:
+            raise DataError(f"{data.source}: {exc}") from None
+        stamps = good[data.transactions.timestamp]
+        late = stamps.dt.normalize() > pd.Timestamp(cutoff)
+        if late.all() and len(good):
+            raise DataError(
+                f"{data.source}: no transaction on or before {cutoff} (the first is on "
+                f"{stamps.min():%Y-%m-%d}); choose a later reference date"
+            )
         if late.any():
             excluded[f"after reference date {cutoff}"] = int(late.sum())
         good = good[~late]

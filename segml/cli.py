@@ -7,6 +7,7 @@ import enum
 import functools
 import math
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -14,11 +15,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from segml import __version__
+from segml._usage import OneLineUsage, one_line_warning
 from segml.data import IntakeReport
 from segml.errors import EXIT_FAILURE, SegmlError
 
 app = typer.Typer(
     name="segml",
+    cls=OneLineUsage,
     help="Customer segmentation experiments, tracked in MLflow.",
     no_args_is_help=True,
     add_completion=False,
@@ -62,6 +65,7 @@ def _main(
 ) -> None:
     """Customer segmentation experiments, tracked in MLflow."""
     _debug["on"] = debug
+    warnings.formatwarning = one_line_warning
 
 
 def command(fn: F) -> F:
@@ -121,10 +125,11 @@ def features(
     Rows set aside under ``data.bad_rows: drop`` go to OUT's folder as
     ``<out>.quarantine.csv`` with their row number and reason.
     """
-    from segml._io import write_table
+    from segml._io import check_output, write_table
     from segml.features import build_features
     from segml.spec import load_spec
 
+    check_output(out, "file")
     built = build_features(load_spec(spec), _day(reference_date))
     _print_intake(built.intake.reports)
     write_table(built.table, out)
@@ -197,9 +202,10 @@ def tune(
 
     from segml import tracking as keys
     from segml.experiment import tune as run_tune
-    from segml.report import choice_text
+    from segml.report import catalog_hidden, choice_text, number, suppress_small
     from segml.spec import load_spec
 
+    keys.check_store(tracking_uri)
     loaded = load_spec(spec)
     budget = n_trials or loaded.search.n_trials
     columns = (
@@ -255,7 +261,11 @@ def tune(
     typer.echo(choice_text(result.choice, chosen.number))
     for key, value in sorted(result.final_metrics.items()):
         typer.echo(f"  {key:<28} {value:.4f}")
-    typer.echo(result.segmenter.catalog.to_string(index=False))
+    shown = result.segments  # from the segment report: small segments already blanked
+    if shown is None:
+        catalog, k = result.segmenter.catalog, loaded.min_report_size
+        shown = suppress_small(catalog, k, hidden=catalog_hidden(catalog, k))
+    typer.echo(shown.to_string(index=False, float_format=number))
     typer.echo(f"parent run: {result.parent_run_id} (experiment {result.experiment_id})")
     typer.echo(f"model: {result.model_uri}")
     if result.model_version:
@@ -331,21 +341,26 @@ def score(
     """Assign every customer to a segment; flag emerging segments, drift and migration.
 
     Writes OUTPUT (customer id, segment_id, segment_name, confidence, novelty_score,
-    is_novel, emerging_id, model_name, model_version) and logs a scoring run. Bad rows fail
+    is_novel, emerging_id, model_name, model_version; then expected_purchases, p_alive,
+    expected_spend and clv for a model with features.clv) and logs a scoring run. Bad rows fail
     the run, or with data.bad_rows: drop go to <output>.quarantine.csv.
     """
     import time
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from segml._io import atomic_path
+    from segml._io import atomic_path, check_output
     from segml.errors import DriftAlert
-    from segml.registry import resolve_ref
+    from segml.registry import is_folder_ref, resolve_ref
     from segml.scoring import run_scoring, summary_html, summary_markdown
     from segml.spec import load_spec
     from segml.tracking import connect
 
-    client = connect(tracking_uri)
+    check_output(output, "file")
+    if report is not None:
+        check_output(report, "folder")
+    # a folder scores offline: its scoring run may start a new embedded store
+    client = connect(tracking_uri, create=is_folder_ref(model))
     loaded = load_spec(spec) if spec else None
     ref = resolve_ref(model, loaded.model_name if loaded else None, client)
     columns = (
@@ -444,7 +459,7 @@ def register(
     from segml.registry import register_run
     from segml.tracking import connect
 
-    name, version = register_run(connect(tracking_uri), run_id)
+    name, version = register_run(connect(tracking_uri, create=False), run_id)
     typer.echo(f"registered {name} v{version} (alias challenger)")
 
 
@@ -473,7 +488,7 @@ def review(
     """
     import time
 
-    from segml._io import atomic_path
+    from segml._io import atomic_path, check_output
     from segml.errors import GateFailed
     from segml.registry import CHAMPION, champion_version, resolve_ref
     from segml.reviewing import log_review, review_html, review_markdown
@@ -482,7 +497,9 @@ def review(
     from segml.tracking import connect
 
     started = time.time()
-    client = connect(tracking_uri)
+    if out is not None:
+        check_output(out, "folder")
+    client = connect(tracking_uri, create=False)
     spec = data if data.suffix in {".yaml", ".yml"} else None
     named = model or (_model_name(model, spec) if spec else None)
     challenger_ref = resolve_ref(challenger, named, client)
@@ -529,13 +546,16 @@ def promote(
 
     The old champion keeps the alias ``previous``; re-running is safe.
     """
+    from segml.errors import RegistryError
+    from segml.registry import is_folder_ref, promotable
     from segml.registry import promote as run_promote
-    from segml.registry import resolve_ref
     from segml.tracking import connect
 
-    client = connect(tracking_uri)
+    if is_folder_ref(version):
+        raise RegistryError(f"{version!r}: promote takes a registered version or alias")
+    client = connect(tracking_uri, create=False)
     name = _model_name(model, spec)
-    version = resolve_ref(version, name, client).version or version
+    version = promotable(client, version, name)
     old = run_promote(client, name, version, force=force, reason=reason)
     typer.echo(f"{name}: champion v{version}" + (f" (previous v{old})" if old else ""))
 
@@ -552,7 +572,7 @@ def rollback(
     from segml.tracking import connect
 
     name = _model_name(model, spec)
-    version = run_rollback(connect(tracking_uri), name, reason)
+    version = run_rollback(connect(tracking_uri, create=False), name, reason)
     typer.echo(f"{name}: champion v{version} (rolled back)")
 
 
@@ -565,11 +585,13 @@ def export(
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Write a self-contained model folder that `segml score --model` accepts offline."""
+    from segml._io import check_output
     from segml.registry import export as run_export
     from segml.registry import resolve_ref
     from segml.tracking import connect
 
-    client = connect(tracking_uri)
+    check_output(target, "folder")
+    client = connect(tracking_uri, create=False)
     name = model or (_model_name(model, spec) if spec else None)
     resolved = resolve_ref(ref, name, client)
     typer.echo(f"exported {resolved.label} to {run_export(resolved, target)}")

@@ -14,6 +14,7 @@ from segml._io import read_table
 from segml._rows import Reasons
 from segml._transactions import RETURN_COLUMN, validate_transactions
 from segml.errors import DataError
+from segml.privacy import warn_personal
 from segml.spec import DataSpec, Spec
 
 __all__ = [
@@ -88,6 +89,7 @@ def _read(path: Path, data: DataSpec) -> pd.DataFrame:
     frame = read_table(path, data.delimiter)
     if frame.empty:
         raise DataError(f"{path}: no data rows (only a header)")
+    warn_personal(path, frame, data)
     return frame.drop(columns=[c for c in data.personal if c in frame.columns])
 
 

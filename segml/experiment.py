@@ -39,6 +39,7 @@ from segml.segment_report import (
     segment_markdown,
     segment_report,
     size_value_chart,
+    summary_table,
 )
 from segml.spec import Spec, spec_digest
 from segml.tuning import ProgressFn as ProgressFn
@@ -66,6 +67,9 @@ class TuneResult:
     choice: dict[str, Any]
     """``finalists`` (what the pick weighed, as in ``study/finalists.json``) and ``checks``
     (under- and over-segmentation of the pick)."""
+    segments: pd.DataFrame | None = None
+    """Per segment, size and predicted value (:func:`segml.segment_report.summary_table`);
+    None where another worker finalised (its run holds ``segments/report.md``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,9 +200,13 @@ def _join(
                 min_share=spec.constraints.min_share,
             )
             studies.enqueue(study, first)
-            parent = keys.study_run(client, experiment, (name, run_name), digest, None, project)
+            # Recorded last, the study's run is found again by name if a worker was killed
+            # after creating it, and its first logs are written again.
+            names = (name, studies.run_name(study, run_name))
+            parent = keys.find_study_run(client, experiment, names) or keys.study_run(
+                client, experiment, names, digest, None, project
+            )
             _log_scan(client, parent, scan)
-            study.set_user_attr(studies.PARENT_RUN_ATTR, parent)
             keys.log_dataset(
                 client,
                 parent,
@@ -208,6 +216,7 @@ def _join(
             )
             if spec.path is not None:
                 client.log_artifact(parent, str(spec.path), "spec")
+            study.set_user_attr(studies.PARENT_RUN_ATTR, parent)
     return _Worker(client, experiment, parent, study, peers, digest)
 
 
@@ -306,6 +315,7 @@ def _finalise(
             f"{spec.path}: no trial completed ({cause}); widen search.families or the budget"
         )
     keys.study_run(client, worker.experiment, (name, name), worker.digest, parent)
+    keys.settle_trials(client, parent, {r.number: r for r in results}, worker.digest)
     remeasured = {r.number: _remeasure(r, data, spec) for r in selection.finalists(results)}
     reference = selection.kmeans_reference(
         data.X,
@@ -325,7 +335,9 @@ def _finalise(
     segmentation, Z = _of_everyone(segmentation, data)
     weighed = _finalists_record(remeasured, picked, reference)
     client.log_dict(parent, weighed, "study/finalists.json")
-    segmenter = build_segmenter(spec, built.features, preprocessor, segmentation, built.table, Z)
+    segmenter = build_segmenter(
+        spec, built.features, preprocessor, segmentation, built.table, Z, built.value
+    )
     segmenter, alignment = align_to_champion(client, spec.model_name, segmenter, built.table)
     ids = segmenter.segment_ids(segmenter.segmentation.labels)
     segments = segment_report(
@@ -343,19 +355,26 @@ def _finalise(
     _log_segments(client, parent, segments)
     _log_provenance(client, parent, spec, built, results, alignment)
     pages = {"segment_report.html": segment_html(segments)}
-    model_uri = log_segment_model(segmenter, built.table, parent, pages=pages)
-    client.set_tag(parent, keys.TAG_MODEL_URI, model_uri)
+    claim = studies.Final.of(worker.study)
+    model_uri = claim.logged_model if claim else None  # logged before this finaliser's kill
+    if model_uri is None:
+        model_uri = log_segment_model(segmenter, built.table, parent, pages=pages)
+        client.set_tag(parent, keys.TAG_MODEL_URI, model_uri)
+        if claim is not None:
+            dataclasses.replace(claim, logged_model=model_uri).save(worker.study)
     client.set_terminated(parent)
     version = register_run(client, parent, segmenter, segments)[1] if register else None
-    value = data.customers.value
-    checks = [c.as_dict() for c in granularity_checks(ids, value, spec.constraints.min_share)]
+    value, min_share = data.customers.value, spec.constraints.min_share
+    found = granularity_checks(ids, value, min_share, spec.min_report_size)
+    checks = [c.as_dict() for c in found]
     client.log_dict(parent, {"checks": checks}, "segments/checks.json")
     choice = {"finalists": weighed["finalists"], "checks": checks}
     record = studies.Final(
         worker.peers.worker, len(results), chosen.number, model_uri, version, final, choice
     )
     record.save(worker.study)
-    return _result(worker, name, results, chosen, record, segmenter, finalised_here=True)
+    result = _result(worker, name, results, chosen, record, segmenter, finalised_here=True)
+    return dataclasses.replace(result, segments=summary_table(segments))
 
 
 def _remeasure(
@@ -498,16 +517,22 @@ def _log_study(
         )
     client.log_figure(parent, report.history_plot(results, objectives), "study/history.png")
     ids = segmenter.segment_ids(segmenter.segmentation.labels)
-    client.log_figure(
-        parent, report.embedding_plot(Z, ids, segmenter.segment_names()), "segments/embedding.png"
-    )
-    client.log_figure(parent, report.size_chart(segmenter.catalog), "segments/sizes.png")
     k = spec.min_report_size
     business = segment_table(ids, outcome_frame(spec, table))
+    hidden = report.hidden_segments(business, k)  # with the noise row, as the segment report
+    names = segmenter.segment_names()
+    client.log_figure(
+        parent, report.embedding_plot(Z, ids, names, hidden), "segments/embedding.png"
+    )
+    client.log_figure(parent, report.size_chart(segmenter.catalog, hidden), "segments/sizes.png")
     profile = feature_profile(table[segmenter.features].select_dtypes("number"), ids)
-    client.log_table(parent, report.suppress_small(business, k), "segments/business.json")
     client.log_table(
-        parent, report.suppress_small(_sized(profile, business), k), "segments/profile.json"
+        parent, report.suppress_small(business, k, hidden=hidden), "segments/business.json"
+    )
+    client.log_table(
+        parent,
+        report.suppress_small(_sized(profile, business), k, hidden=hidden),
+        "segments/profile.json",
     )
     return front
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from segml import privacy
+from segml.customer_value import History, ValueModel, fit_value_model, history
 from segml.data import RETURN_COLUMN, Intake, read_customers
 from segml.spec import Spec
 
@@ -41,18 +44,64 @@ MAX_CATEGORIES = 30
 
 @dataclass(frozen=True, slots=True)
 class FeatureSet:
-    """The customer table (id, features, outcomes), its feature columns and the intake."""
+    """The customer table (id, features, outcomes), its feature columns, the intake and the
+    value model fitted for ``features.clv`` (None without it)."""
 
     table: pd.DataFrame
     features: list[str]
     intake: Intake
+    value: ValueModel | None = None
 
 
 def build_features(spec: Spec, reference_date: dt.date | None = None) -> FeatureSet:
-    """Read the spec's data and build one row per customer as of ``reference_date``."""
+    """Read the spec's data and build one row per customer as of ``reference_date``, with the
+    ``features.clv`` columns of a value model fitted on them."""
     intake = read_customers(spec, reference_date)
     table = customer_table(spec, intake, reference_date)
-    return FeatureSet(table, feature_columns(spec, table), intake)
+    value = None
+    if spec.features.clv is not None:
+        past = value_history(spec, intake, table)
+        value = fit_value_model(spec.features.clv, past)
+        table = _joined(table, value.columns(past))
+    return FeatureSet(table, feature_columns(spec, table), intake, value)
+
+
+def value_history(spec: Spec, intake: Intake, table: pd.DataFrame) -> History:
+    """The customers of ``table`` (from ``customer_table``) as the value models see them."""
+    repeat_value = repeat_order_value(intake.frame, spec)
+    return history(table, repeat_value.reindex(table[spec.data.id_column]))
+
+
+def with_value(spec: Spec, intake: Intake, table: pd.DataFrame, value: ValueModel) -> pd.DataFrame:
+    """``table`` with the ``features.clv`` columns that ``value`` predicts for its customers."""
+    return _joined(table, value.columns(value_history(spec, intake, table)))
+
+
+def _joined(table: pd.DataFrame, predicted: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat([table, predicted.set_axis(table.index)], axis=1)
+
+
+def repeat_order_value(transactions: pd.DataFrame, spec: Spec) -> pd.Series:
+    """Per customer, the mean value of their orders after the first (orders as ``frequency``
+    counts them; returns left out), NaN without a repeat order: the Gamma-Gamma model's
+    spend, which leaves out the first purchase as the papers do."""
+    tx = spec.data.transactions
+    assert tx is not None
+    id_col = spec.data.id_column
+    purchases = transactions
+    if RETURN_COLUMN in transactions:
+        purchases = transactions[~transactions[RETURN_COLUMN]]
+    day = purchases[tx.timestamp].dt.normalize()
+    order = purchases[tx.order_id] if tx.order_id else day
+    orders = (
+        purchases.assign(_order=order, _day=day)
+        .groupby([id_col, "_order"], sort=False)
+        .agg(_day=("_day", "min"), _value=(tx.amount_column, "sum"))
+        .reset_index()
+        .sort_values([id_col, "_day", "_order"], kind="stable")
+    )
+    repeats = orders[orders.duplicated(id_col)]
+    return repeats.groupby(id_col)["_value"].mean()
 
 
 def customer_table(
@@ -137,6 +186,8 @@ def feature_columns(spec: Spec, table: pd.DataFrame) -> list[str]:
     never |= set(spec.features.exclude)
     if data.kind == "transactions":
         derived = [c for c in (*RFM_COLUMNS, QUANTITY_COLUMN) if c in table.columns]
+        if spec.features.clv is not None:
+            derived += list(spec.features.clv.segment_on)
         candidates = derived + list(data.attributes.columns())
     else:
         candidates = list(data.attributes.columns())
@@ -147,7 +198,8 @@ def build_preprocessor(spec: Spec, table: pd.DataFrame) -> ColumnTransformer:
     """An unfitted preprocessing step for ``table``'s feature columns.
 
     Numeric columns: median imputation, log1p of heavy-tailed non-negative columns, scaling.
-    Categorical columns: imputation and one-hot encoding that ignores unseen categories.
+    Categorical columns: imputation, categories of fewer than ``min_report_size`` customers
+    (and unseen ones) pooled, and one-hot encoding.
     """
     columns = feature_columns(spec, table)
     categorical = [
@@ -172,6 +224,7 @@ def build_preprocessor(spec: Spec, table: pd.DataFrame) -> ColumnTransformer:
                     strategy="constant", fill_value=MISSING_CATEGORY, missing_values=pd.NA
                 ),
             ),
+            ("pool", RareCategories(spec.min_report_size)),
             (
                 "onehot",
                 OneHotEncoder(
@@ -348,6 +401,34 @@ class SkewedLog1p(TransformerMixin, BaseEstimator):
         return np.asarray(input_features, dtype=object)
 
 
+class RareCategories(TransformerMixin, BaseEstimator):
+    """Pool the categories fewer than ``min_count`` training rows share into
+    ``privacy.RARE_CATEGORY``, at fit and at transform (unseen ones too), so that the fitted
+    encoders after it keep no category of fewer than ``min_count`` customers."""
+
+    def __init__(self, min_count: int = 1) -> None:
+        self.min_count = min_count
+
+    def fit(self, X: Any, y: object = None) -> RareCategories:
+        """Learn each column's categories shared by at least ``min_count`` rows."""
+        frame = pd.DataFrame(np.asarray(X, dtype=object))
+        self.kept_ = [privacy.common_values(frame[c], self.min_count) for c in frame.columns]
+        self.n_features_in_ = frame.shape[1]
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """The columns with every category not kept at fit as ``privacy.RARE_CATEGORY``."""
+        out = np.array(X, dtype=object)
+        for j, kept in enumerate(self.kept_):
+            column = pd.Series(out[:, j])
+            out[:, j] = column.where(column.isin(kept), privacy.RARE_CATEGORY).to_numpy()
+        return out
+
+    def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
+        """Names pass through unchanged."""
+        return np.asarray(input_features, dtype=object)
+
+
 def outcome_frame(spec: Spec, table: pd.DataFrame) -> pd.DataFrame:
     """Business outcomes per customer, one column per role (revenue, clv, conversion, ...).
 
@@ -356,6 +437,8 @@ def outcome_frame(spec: Spec, table: pd.DataFrame) -> pd.DataFrame:
     tables contribute the spec's declared outcome columns.
     """
     roles = {role: table[col] for role, col in spec.data.outcomes.columns().items()}
+    if spec.features.clv is not None:
+        roles |= {role: table[role] for role in ("clv", "p_alive", "expected_purchases")}
     if spec.data.kind == "transactions":
         if "revenue" in roles:  # else revenue is the spend, and one name is enough for it
             roles["monetary"] = table["monetary_total"]

@@ -22,6 +22,7 @@ from mlflow.types.schema import AnyType, ParamSchema, ParamSpec
 from segml import __version__
 from segml._intake import clean_ids
 from segml._rows import Reasons
+from segml.customer_value import ValueModel
 from segml.data import read_attribute_table
 from segml.errors import DataError, ModelFormatError
 from segml.families import FAMILIES
@@ -34,13 +35,14 @@ from segml.features import (
 )
 from segml.metrics.drift import DriftReference, drift_reference
 from segml.naming import segment_names
+from segml.privacy import example_row, pool_rare, without_training_rows
 from segml.spec import Spec
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The layout of a saved segment model (the ``Segmenter`` and what it holds). Raise it with any
 change a model saved before could not be read back with: models of another version are refused
 on load, with what to do, rather than read with guessed defaults. (2: the spec's line items,
-returns and attributes from the log; file names instead of paths.)"""
+returns and attributes from the log; file names instead of paths. 3: the fitted value model.)"""
 FORMAT_VERSION_KEY = "segml_format_version"
 """The key of ``FORMAT_VERSION`` in a logged model's ``model_config`` (its ``MLmodel`` file),
 readable before the segmenter is unpickled."""
@@ -143,8 +145,9 @@ def training_tail(Z: np.ndarray, is_novel: np.ndarray) -> TrainingTail:
 class Segmenter:
     """Everything needed to assign customers, fitted once: preprocessing, reducer, clusterer,
     the segment catalogue, the novelty calibration and the training distribution of the input
-    columns (for drift checks) and of its novel customers (for emerging segments), saved in
-    model format ``format_version``. Pure Python; no MLflow inside."""
+    columns (for drift checks) and of its novel customers (for emerging segments), the value
+    model of ``features.clv`` (None without it), saved in model format ``format_version``.
+    Pure Python; no MLflow inside."""
 
     spec: Spec
     features: list[str]
@@ -155,6 +158,7 @@ class Segmenter:
     reference: DriftReference
     tail: TrainingTail
     label_to_id: dict[int, int] = field(default_factory=dict)
+    value: ValueModel | None = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -245,10 +249,14 @@ def build_segmenter(
     segmentation: Segmentation,
     table: pd.DataFrame,
     Z: np.ndarray,
+    value: ValueModel | None = None,
 ) -> Segmenter:
-    """Package a refitted segmentation with its catalogue and novelty calibration."""
+    """Package a refitted segmentation with its catalogue and novelty calibration (and the
+    value model that scoring predicts the ``features.clv`` columns with)."""
     spec = spec.model_copy(update={"data": spec.data.recorded()})
     categorical = column_kinds(preprocessor)[1]
+    k = spec.min_report_size
+    shown = pool_rare(with_missing_category(table[features], categorical), categorical, k)
     labels = segmentation.labels
     segments = sorted(int(s) for s in np.unique(labels) if s >= 0)
     label_to_id = {label: i for i, label in enumerate(segments)}
@@ -262,14 +270,13 @@ def build_segmenter(
         segmentation,
         catalog=pd.DataFrame(),
         novelty_threshold=threshold,
-        reference=drift_reference(
-            with_missing_category(table[features], categorical), categorical
-        ),
+        reference=drift_reference(shown, categorical, k),
         tail=training_tail(Z, (novelty > threshold) | (labels < 0)),
         label_to_id=label_to_id,
+        value=value,
     )
     ids = draft.segment_ids(labels)
-    return replace(draft, catalog=segment_catalog(table[features], ids))
+    return replace(draft, catalog=segment_catalog(shown, ids))
 
 
 def segment_catalog(features: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
@@ -378,7 +385,7 @@ def log_segment_model(
     output = segmenter.predict(example)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
         path = Path(tmp) / "segmenter.joblib"
-        joblib.dump(segmenter, path)
+        joblib.dump(saved(segmenter), path)
         artifacts = {ARTIFACT_KEY: str(path)}
         for name, text in (pages or {}).items():
             (Path(tmp) / name).write_text(text, encoding="utf-8")
@@ -401,22 +408,21 @@ def log_segment_model(
 
 
 def input_example(segmenter: Segmenter, table: pd.DataFrame) -> pd.DataFrame:
-    """A made-up customer, so no real row leaves the data: an id no training customer has, the
-    median of each numeric feature (whole where the column holds whole numbers, as counts do)
-    and the most common value of each other one."""
-    ids = table[segmenter.id_column]
-    made_up = int(ids.max()) + 1 if pd.api.types.is_integer_dtype(ids) else "example-customer"
-    row: dict[str, Any] = {segmenter.id_column: made_up}
-    for column in segmenter.features:
-        values = table[column]
-        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-            row[column] = values.mode()[0]
-            continue
-        median = float(values.median())
-        present = values.dropna()
-        whole = bool((present == present.round()).all()) and not math.isnan(median)
-        row[column] = int(round(median)) if whole else round(median, 2)
-    return pd.DataFrame([row])
+    """A made-up customer (:func:`segml.privacy.example_row`), so no real row leaves the data."""
+    k = segmenter.spec.min_report_size
+    return pd.DataFrame([example_row(table, segmenter.id_column, segmenter.features, k)])
+
+
+def saved(segmenter: Segmenter) -> Segmenter:
+    """``segmenter`` as a model file keeps it: the clusterer without the training rows that
+    assigning does not read, and no training labels."""
+    segmentation = segmenter.segmentation
+    stripped = replace(
+        segmentation,
+        estimator=without_training_rows(segmentation.estimator),
+        labels=np.empty(0, dtype=segmentation.labels.dtype),
+    )
+    return replace(segmenter, segmentation=stripped)
 
 
 def _input_schema(segmenter: Segmenter, table: pd.DataFrame) -> Schema:

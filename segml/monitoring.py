@@ -181,6 +181,8 @@ def find_emerging(
         training (see :meth:`TrainingTail.growth`). The usual tail of a distribution
         has a growth near 1, a group the model has never seen one in the hundreds.
     """
+    if not len(space.ids):  # no customer fits a segment: nothing to measure a candidate by
+        return _emerging(Z, numeric, [], n_scored, space, names, previous)
     max_radius = max_spread * space.spread
     raw, strength = _density_clusters(Z, order, min_size, max_radius)
     kept = _cohesive_clusters(Z, raw, strength, min_size, max_radius, n_scored, tail, min_growth)

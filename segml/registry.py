@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import tempfile
 import warnings
@@ -19,8 +21,10 @@ from mlflow.tracking import MlflowClient
 
 from segml import report
 from segml import tracking as keys
+from segml._io import created_parents
 from segml.alignment import Alignment, align_labels
-from segml.errors import GateFailed, ModelFormatError, RegistryError, SegmlWarning
+from segml.errors import GateFailed, ModelFormatError, RegistryError, SegmlError, SegmlWarning
+from segml.locks import model_lock
 from segml.model import SEGMENT_ID, SEGMENT_NAME, Segmenter
 from segml.segment_report import SegmentReport, rule_table, value_table
 
@@ -52,14 +56,15 @@ def resolve_ref(
 ) -> ModelRef:
     """Resolve ``ref`` to a loadable model.
 
-    Accepted: ``models:/name@alias``, ``models:/name/3``, an exported model directory,
-    ``runs:/<id>/model``, or with ``model_name`` a bare version (``3``) or alias
-    (``champion`` / ``@champion``). Registry references are checked to exist and pinned
-    to a version, so a later alias move cannot change what a job scored with.
+    Accepted: ``models:/name@alias``, ``models:/name/3``, an exported model directory
+    written as a path (``./champion``, ``models/x``), ``runs:/<id>/model``, or with
+    ``model_name`` a bare version (``3``) or alias (``champion`` / ``@champion``): a bare
+    name is never a folder, whatever the working directory holds. Registry references are
+    checked to exist and pinned to a version, so a later alias move cannot change what a
+    job scored with; with ``client``, an exported folder is checked against its version.
     """
-    path = Path(ref)
-    if (path / "MLmodel").is_file():
-        return _exported(path)
+    if is_folder_ref(ref):
+        return _exported(Path(ref), client)
     if ref.startswith("runs:/"):
         return ModelRef(ref)
     match = _MODELS_URI.match(ref)
@@ -69,9 +74,10 @@ def resolve_ref(
         name = model_name
         alias, version = (None, ref) if ref.isdigit() else (ref.lstrip("@"), None)
     else:
+        folder = f"; write ./{ref} for the model folder" if Path(ref, "MLmodel").is_file() else ""
         raise RegistryError(
             f"model reference {ref!r}: expected models:/NAME@ALIAS, models:/NAME/VERSION, "
-            "an exported model directory, or a version/alias with the spec's model name"
+            f"an exported model directory, or a version/alias with the spec's model name{folder}"
         )
     client = client or MlflowClient()
     try:
@@ -85,10 +91,58 @@ def resolve_ref(
     return ModelRef(f"models:/{name}/{found.version}", name, str(found.version))
 
 
-def _exported(path: Path) -> ModelRef:
+def is_folder_ref(ref: str) -> bool:
+    """True for a model reference written as a path; ``models:/`` and ``runs:/`` are not."""
+    return not re.match(r"^[a-z]+:/", ref) and (ref.startswith(".") or "/" in ref or os.sep in ref)
+
+
+def _exported(path: Path, client: MlflowClient | None) -> ModelRef:
+    """An exported folder; with a reachable registry that holds its version, checked to
+    hold that version's files (a model folder is code: loading it unpickles objects)."""
+    if not (path / "MLmodel").is_file():
+        raise RegistryError(f"{path}: not a model folder (no MLmodel file)")
     record = path / EXPORT_RECORD
-    origin = json.loads(record.read_text()) if record.is_file() else {}
-    return ModelRef(str(path.resolve()), origin.get("name"), origin.get("version"))
+    try:
+        origin = json.loads(record.read_text()) if record.is_file() else {}
+        ref = ModelRef(str(path.resolve()), origin.get("name"), origin.get("version"))
+    except (ValueError, AttributeError) as exc:
+        raise RegistryError(
+            f"{record}: not a segml export record ({exc}); export the model again"
+        ) from None
+    if client is not None and ref.name and ref.version:
+        _check_export(client, path, ref.name, ref.version)
+    return ref
+
+
+def _check_export(client: MlflowClient, path: Path, name: str, version: str) -> None:
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        return  # another registry, or offline: nothing to compare with
+    with tempfile.TemporaryDirectory() as tmp:
+        registered = Path(
+            mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp)
+        )
+        changed = _changed_files(path, registered)
+    if changed:
+        raise RegistryError(
+            f"{path}: differs from its registered version {name} v{version} ({changed[0]}); "
+            "export it again"
+        )
+
+
+def _changed_files(folder: Path, reference: Path) -> list[str]:
+    """Files (relative paths) that differ between two model folders, export record aside."""
+
+    def digests(root: Path) -> dict[str, str]:
+        return {
+            str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in root.rglob("*")
+            if p.is_file() and p.name != EXPORT_RECORD
+        }
+
+    mine, theirs = digests(folder), digests(reference)
+    return sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
 
 
 def load_segmenter(ref: ModelRef) -> Segmenter:
@@ -97,8 +151,13 @@ def load_segmenter(ref: ModelRef) -> Segmenter:
         model = mlflow.pyfunc.load_model(ref.uri)
     except ModelFormatError as exc:
         raise ModelFormatError(f"model {ref.label}: {exc}") from None
-    except (MlflowException, OSError) as exc:
-        raise RegistryError(f"model {ref.label}: cannot be loaded ({exc})") from exc
+    except SegmlError:
+        raise
+    except Exception as exc:  # a damaged model fails anywhere: MLflow, YAML, unpickling
+        reason = (str(exc).splitlines() or [""])[0][:200]
+        raise RegistryError(
+            f"model {ref.label}: cannot be loaded ({type(exc).__name__}: {reason})"
+        ) from exc
     python_model = model.unwrap_python_model()
     segmenter = getattr(python_model, "segmenter", None)
     if not isinstance(segmenter, Segmenter):
@@ -180,7 +239,9 @@ def model_card(
     tuning run (``link``) and the segments (with their value and rules, given ``segments``)."""
     spec, tags, metrics = segmenter.spec, run.data.tags, run.data.metrics
     shown = {k: metrics[k] for k in CARD_METRICS if k in metrics}
-    catalog = report.suppress_small(segmenter.catalog, spec.min_report_size)
+    k = spec.min_report_size
+    hidden = report.catalog_hidden(segmenter.catalog, k)
+    catalog = report.suppress_small(segmenter.catalog, k, hidden=hidden)
     if segments is not None:
         catalog = value_table(segments).join(rule_table(segments)).reset_index()
         catalog = catalog.drop(columns=[c for c in catalog.columns if c.startswith("spend_")])
@@ -250,30 +311,34 @@ def register(
 ) -> str:
     """Register run ``run_id``'s segment model as a version of ``name``; alias ``challenger``.
 
-    Safe to re-run: a model (of this run) already registered keeps its version.
+    Safe to re-run: a model (of this run) already registered keeps its version. The lookup
+    and the registration hold the model's lock, so two registrations cannot both miss it.
     """
     model_uri = _model_uri(client, run_id)
-    _ensure_registered_model(client, name)
-    existing = [
-        v
-        for v in client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
-        if v.source == model_uri
-    ]
-    if existing:
-        version = str(max(int(v.version) for v in existing))
-    else:
-        created = client.create_model_version(
-            name,
-            model_uri,
-            run_id=run_id,
-            description=description,
-            tags=tags,
-            model_id=model_uri.removeprefix("models:/"),
-        )
-        version = str(created.version)
-    for key, value in keys.audit_tags("register", run_id=run_id).items():
-        client.set_model_version_tag(name, version, key, value)
-    client.set_registered_model_alias(name, CHALLENGER, version)
+    with model_lock(client.tracking_uri, name):
+        _ensure_registered_model(client, name)
+        existing = [
+            v
+            for v in client.search_model_versions(
+                f"name={keys.quoted(name)} and run_id='{run_id}'"
+            )
+            if v.source == model_uri
+        ]
+        if existing:
+            version = str(max(int(v.version) for v in existing))
+        else:
+            created = client.create_model_version(
+                name,
+                model_uri,
+                run_id=run_id,
+                description=description,
+                tags=tags,
+                model_id=model_uri.removeprefix("models:/"),
+            )
+            version = str(created.version)
+        for key, value in keys.audit_tags("register", run_id=run_id).items():
+            client.set_model_version_tag(name, version, key, value)
+        client.set_registered_model_alias(name, CHALLENGER, version)
     return version
 
 
@@ -297,12 +362,20 @@ def promote(
     The old champion keeps the alias ``previous``. ``force`` needs a ``reason`` and records
     both. The version is tagged before any alias moves, so ``champion`` never points at a
     version without its review or override on record, and each step leaves the aliases
-    consistent: an interrupted promote completes when re-run.
+    consistent: an interrupted promote completes when re-run. The model's lock makes two
+    promotes at once run one after the other: the second sees the first one's champion.
     """
-    found = _version(client, name, version)
-    verdict = found.tags.get(keys.TAG_VERDICT)
     if force and not reason:
         raise RegistryError("--force needs --reason: say why the review is overridden")
+    with model_lock(client.tracking_uri, name):
+        return _promote(client, name, version, force, reason)
+
+
+def _promote(
+    client: MlflowClient, name: str, version: str, force: bool, reason: str | None
+) -> str | None:
+    found = _version(client, name, version)
+    verdict = found.tags.get(keys.TAG_VERDICT)
     if verdict != keys.VERDICT_PASSED and not force:
         state = f"its latest review {verdict}" if verdict else "it has not been reviewed"
         raise GateFailed(
@@ -323,10 +396,22 @@ def promote(
 
 
 def rollback(client: MlflowClient, name: str, reason: str | None = None) -> str:
-    """Make the ``previous`` champion the champion again; return its version."""
+    """Make the ``previous`` champion the champion again; return its version.
+
+    Re-running a rollback whose last write (removing ``previous``) was done returns the
+    champion it restored. Runs under the model's lock, as :func:`promote` does.
+    """
+    with model_lock(client.tracking_uri, name):
+        return _rollback(client, name, reason)
+
+
+def _rollback(client: MlflowClient, name: str, reason: str | None) -> str:
     previous = champion_version(client, name, PREVIOUS)
     if previous is None:
-        raise RegistryError(f"{name}: no previous champion to roll back to")
+        restored = crowned_by(client, name, "rollback")
+        if restored is None:
+            raise RegistryError(f"{name}: no previous champion to roll back to")
+        return restored
     current = champion_version(client, name)
     if current != previous:
         for key, value in keys.audit_tags("rollback", reason).items():
@@ -337,6 +422,29 @@ def rollback(client: MlflowClient, name: str, reason: str | None = None) -> str:
         client.set_registered_model_alias(name, CHAMPION, previous)
     client.delete_registered_model_alias(name, PREVIOUS)
     return previous
+
+
+def promotable(client: MlflowClient, ref: str, name: str) -> str:
+    """The version ``segml promote REF`` promotes: ``ref`` resolved; or, for ``challenger``
+    once its alias is gone, the champion a promote made (a rerun after its last write)."""
+    try:
+        return resolve_ref(ref, name, client).version or ref
+    except RegistryError:
+        done = crowned_by(client, name, "promote") if ref.lstrip("@") == CHALLENGER else None
+        if done is None:
+            raise
+        return done
+
+
+def crowned_by(client: MlflowClient, name: str, action: str) -> str | None:
+    """The champion, if ``action`` (promote or rollback) is what made it champion last;
+    else None. Lets a rerun of an action whose last write was done report it done."""
+    version = champion_version(client, name)
+    if version is None:
+        return None
+    tags = _version(client, name, version).tags
+    at = {done: tags.get(keys.audit_key(done, "at"), "") for done in ("promote", "rollback")}
+    return version if at[action] and at[action] == max(at.values()) else None
 
 
 def _version(client: MlflowClient, name: str, version: str) -> ModelVersion:
@@ -353,11 +461,13 @@ def export(ref: ModelRef, target: Path) -> Path:
     version is kept (re-running is safe), anything else already there is refused.
     """
     if target.exists():
-        if target.is_dir() and _exported(target).version == ref.version and ref.version:
+        if target.is_dir() and _exported(target, None).version == ref.version and ref.version:
             return target
         raise RegistryError(f"{target}: already exists; choose another folder or remove it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
+    with (
+        created_parents(target),
+        tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp,
+    ):
         staged = Path(mlflow.artifacts.download_artifacts(ref.uri, dst_path=tmp))
         record = {"name": ref.name, "version": ref.version, "source": ref.uri}
         (staged / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from segml import privacy
 from segml import tracking as keys
 from segml.features import CUMULATIVE_COLUMNS
 from segml.model import NO_SEGMENT, SEGMENT_ID, SEGMENT_NAME
@@ -132,8 +133,15 @@ def scan_plot(scan: pd.DataFrame) -> Figure:
     return fig
 
 
-def embedding_plot(Z: np.ndarray, ids: np.ndarray, names: dict[int, str], seed: int = 0) -> Figure:
-    """A 2-D map of (a sample of) customers coloured by segment (PCA of the clusterer's space)."""
+def embedding_plot(
+    Z: np.ndarray,
+    ids: np.ndarray,
+    names: dict[int, str],
+    hidden: Collection[int] = (),
+    seed: int = 0,
+) -> Figure:
+    """A 2-D map of (a sample of) customers coloured by segment (PCA of the clusterer's
+    space); customers of ``hidden`` segments are left out."""
     from sklearn.decomposition import PCA
 
     rng = np.random.default_rng(seed)
@@ -141,7 +149,7 @@ def embedding_plot(Z: np.ndarray, ids: np.ndarray, names: dict[int, str], seed: 
     points = Z[take] if Z.shape[1] == 2 else PCA(2, random_state=seed).fit_transform(Z[take])
     fig = new_figure(7.0, 5.5)
     ax = fig.subplots()
-    for segment in sorted(np.unique(ids[take])):
+    for segment in sorted(set(np.unique(ids[take]).tolist()) - set(hidden)):
         mask = ids[take] == segment
         label = names.get(int(segment), "no segment")
         color = "0.75" if segment < 0 else None
@@ -158,38 +166,74 @@ def embedding_plot(Z: np.ndarray, ids: np.ndarray, names: dict[int, str], seed: 
     return fig
 
 
-def size_chart(catalog: pd.DataFrame) -> Figure:
-    """Share of customers per segment."""
+def size_chart(catalog: pd.DataFrame, hidden_ids: Collection[int]) -> Figure:
+    """Share of customers per segment; ``hidden_ids`` (see ``hidden_segments``) have no bar."""
     fig = new_figure(7.0, 0.5 + 0.45 * len(catalog))
     ax = fig.subplots()
+    hidden = catalog[SEGMENT_ID].isin(list(hidden_ids))
     labels = [
-        f"{i}: {n}" for i, n in zip(catalog["segment_id"], catalog["segment_name"], strict=True)
+        f"{i}: {n}{' (hidden)' if h else ''}"
+        for i, n, h in zip(catalog[SEGMENT_ID], catalog[SEGMENT_NAME], hidden, strict=True)
     ]
-    ax.barh(labels, catalog["share"], color="C0")
+    ax.barh(labels, catalog["share"].where(~hidden, 0.0), color="C0")
     ax.invert_yaxis()
     ax.set_xlabel("share of customers")
     ax.set_title("Segment sizes")
     return fig
 
 
-def suppress_small(table: pd.DataFrame, k: int, size_column: str = "customers") -> pd.DataFrame:
-    """Blank every statistic of segments with fewer than ``k`` customers (privacy)."""
-    small = table[size_column] < k
-    keep = {"segment_id", "segment_name", size_column}
+def hidden_segments(
+    table: pd.DataFrame, k: int, size_columns: Sequence[str] = ("customers",)
+) -> set[int]:
+    """The segments of ``table`` (one or more rows each) a publication must hide:
+    :func:`segml.privacy.hidden_segments` of its ``size_columns``."""
+    sizes = table.drop_duplicates(SEGMENT_ID).set_index(SEGMENT_ID)[list(size_columns)]
+    return privacy.hidden_segments(sizes.apply(pd.to_numeric, errors="coerce"), k)
+
+
+def catalog_hidden(catalog: pd.DataFrame, k: int) -> set[int]:
+    """The segments of a model's catalog that ``hidden_segments`` hides among all its
+    training customers (those in no segment a group of their own, as in the tune's tables)."""
+    counted = catalog["customers"].sum()
+    total = round(counted / catalog["share"].sum()) if counted else 0
+    noise = pd.DataFrame({SEGMENT_ID: [-1], "customers": [total - counted]})
+    return hidden_segments(pd.concat([catalog[[SEGMENT_ID, "customers"]], noise]), k)
+
+
+def suppress_small(
+    table: pd.DataFrame,
+    k: int,
+    size_column: str = "customers",
+    hidden: Collection[int] | None = None,
+) -> pd.DataFrame:
+    """Blank every statistic of the segments a publication must hide (privacy): those with
+    fewer than ``k`` customers (size shown as ``<k``) and as many others as keep a hidden
+    size from being read off the total (``>=k``). ``hidden`` (default:
+    :func:`hidden_segments` of ``size_column``) names them when tables must agree."""
+    if hidden is None:
+        hidden = hidden_segments(table, k, [size_column])
+    blank = table[SEGMENT_ID].isin(list(hidden))
+    keep = {SEGMENT_ID, SEGMENT_NAME, size_column}
     masked = table.copy()
     for column in masked.columns.difference(list(keep)):
-        masked[column] = masked[column].astype(object).where(~small, None)
-    masked[size_column] = masked[size_column].astype(object).where(~small, f"<{k}")
+        masked[column] = masked[column].astype(object).where(~blank, None)
+    label = pd.Series(np.where(table[size_column] < k, f"<{k}", f">={k}"), index=table.index)
+    masked[size_column] = masked[size_column].astype(object).where(~blank, label)
     return masked
 
 
 def migration_heatmap(
-    counts: pd.DataFrame, names: dict[int, str], new_names: dict[int, str] | None = None
+    counts: pd.DataFrame,
+    names: dict[int, str],
+    new_names: dict[int, str] | None = None,
+    hidden: np.ndarray | None = None,
 ) -> Figure:
     """Row shares of a migration matrix: where each old segment's customers went; rows named
-    by ``names``, columns by ``new_names`` (default: ``names``)."""
+    by ``names``, columns by ``new_names`` (default: ``names``); ``hidden`` cells blank."""
     new_names = names if new_names is None else new_names
     shares = counts.div(counts.sum(axis=1).replace(0, 1), axis=0)
+    if hidden is not None:
+        shares = shares.mask(hidden)
     fig = new_figure(3.5 + 1.1 * shares.shape[1], 2.5 + 0.5 * shares.shape[0])
     ax = fig.subplots()
     image = ax.imshow(shares.to_numpy(dtype=float), cmap="Blues", vmin=0, vmax=1, aspect="auto")
@@ -297,11 +341,29 @@ def scoring_tables(summary: ScoreSummary) -> dict[str, pd.DataFrame]:
     }
 
 
+def published_migration(summary: ScoreSummary) -> pd.DataFrame:
+    """The migration counts with the cells ``privacy.hidden_cells`` hides blank; a column of
+    a segment the share table hides is hidden whole."""
+    counts = summary.report.migration
+    assert counts is not None
+    shares = summary.report.shares.table
+    hidden = hidden_segments(shares, summary.min_report_size)
+    cells = privacy.hidden_cells(counts, summary.min_report_size, columns=hidden)
+    return counts.astype(object).mask(cells, None).reset_index()
+
+
 def _share_table(summary: ScoreSummary) -> pd.DataFrame:
     table = summary.report.shares.table.copy()
     names = {-1: NO_SEGMENT} | summary.segment_names
     table.insert(1, SEGMENT_NAME, table[SEGMENT_ID].map(names))
     table["shift"] = psi_level(table["psi"], summary.settings)
+    # A training share (and the PSI and tests computed from it) of a segment the training
+    # reports hide would show its size there.
+    training = [
+        c for c in table.columns if c not in (SEGMENT_ID, SEGMENT_NAME, "customers", "share")
+    ]
+    table[training] = table[training].astype(object)
+    table.loc[table[SEGMENT_ID].isin(list(summary.training_hidden)), training] = None
     return suppress_small(table, summary.min_report_size)
 
 
@@ -344,7 +406,7 @@ def _scoring_sections(summary: ScoreSummary) -> list[tuple[str, str | pd.DataFra
         matched, share = migration_summary(found.migration)
         sections += [
             ("Migration", f"{matched} customers in both outputs; {share:.1%} changed segment"),
-            ("Migration counts (previous rows, new columns)", found.migration.reset_index()),
+            ("Migration counts (previous rows, new columns)", published_migration(summary)),
         ]
     return sections
 
@@ -405,7 +467,8 @@ def _scoring_overview(summary: ScoreSummary) -> str:
     unseen = {c: n for c, n in summary.unseen.items() if n}
     if unseen:
         parts.append(
-            "unseen categories (ignored): " + ", ".join(f"{c} {n}" for c, n in unseen.items())
+            "rare or unseen categories (pooled): "
+            + ", ".join(f"{c} {n}" for c, n in unseen.items())
         )
     return "; ".join(parts)
 

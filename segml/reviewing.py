@@ -31,6 +31,7 @@ from segml.metrics import (
     transitions,
 )
 from segml.model import NO_SEGMENT, SEGMENT_ID, SEGMENT_NAME, Segmenter
+from segml.privacy import hidden_cells, published_share
 from segml.registry import ModelRef, load_segmenter
 from segml.segment_report import (
     SegmentReport,
@@ -91,6 +92,8 @@ class Review:
     """The spec whose data was reviewed (gates, source, reference date)."""
     dataset: pd.DataFrame
     """The reviewed customers' features (logged as the review run's dataset)."""
+    hidden: set[int]
+    """Segment ids every published table blanks (privacy: ``report.suppress_small``)."""
 
     @property
     def passed(self) -> bool:
@@ -140,14 +143,6 @@ def review(
     spec, table = review_data(challenger, data)
     new_ids, new_side = _score(client, challenger_ref, challenger, spec, table)
     names = challenger.segment_names()
-    segments = segment_report(
-        spec,
-        table,
-        challenger.features,
-        new_ids,
-        names,
-        f"{challenger_ref.label} on {len(table):,} reviewed customers",
-    )
     side = {keys.CHALLENGER_PREFIX + k: v for k, v in new_side.items()}
     outcomes = outcome_frame(spec, table)
     business = {keys.CHALLENGER_PREFIX: segment_table(new_ids, outcomes)}
@@ -172,6 +167,19 @@ def review(
         }
     gates = check_gates(spec.gates, new_side | metrics, champion_ref is not None)
     metrics |= side | {keys.REVIEW_PASSED: float(all(g.passed for g in gates))}
+    k = spec.min_report_size
+    # One set of hidden segments for every table of the review, so that none shows a size
+    # another hides.
+    hidden = report.hidden_segments(_merged(business), k, [p + "customers" for p in business])
+    segments = segment_report(
+        spec,
+        table,
+        challenger.features,
+        new_ids,
+        challenger.segment_names(),
+        f"{challenger_ref.label} on {len(table):,} reviewed customers",
+        hidden,
+    )
     return Review(
         challenger_ref,
         champion_ref,
@@ -181,14 +189,15 @@ def review(
         migration,
         fates,
         new_only,
-        business_table(business, spec.min_report_size),
+        business_table(business, k, hidden),
         gates,
         names,
-        granularity_checks(new_ids, value_outcome(spec, table), spec.constraints.min_share),
+        granularity_checks(new_ids, value_outcome(spec, table), spec.constraints.min_share, k),
         challenger.segment_names(),
         segments,
         spec,
         table[challenger.features],
+        hidden,
     )
 
 
@@ -200,11 +209,13 @@ def _score(
     ids = found.segment_ids
     X = segmenter.preprocess(table)
     quality = quality_metrics(X, ids, sample_size=spec.search.silhouette_sample, seed=0)
-    business = business_metrics(ids)
+    business = business_metrics(ids, min_count=spec.min_report_size)
     return ids, {
         keys.QUALITY_SILHOUETTE: quality.silhouette,
         keys.QUALITY_DAVIES_BOULDIN: quality.davies_bouldin,
-        keys.QUALITY_NOISE_SHARE: quality.noise_share,
+        keys.QUALITY_NOISE_SHARE: published_share(
+            quality.noise_share, len(ids), spec.min_report_size
+        ),
         keys.BUSINESS_N_SEGMENTS: float(business.n_segments),
         keys.BUSINESS_MIN_SHARE: business.min_share,
         keys.BUSINESS_MAX_SHARE: business.max_share,
@@ -271,12 +282,24 @@ def _side_by_side(side: dict[str, float]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["metric", "champion", "challenger"])
 
 
-def business_table(tables: dict[str, pd.DataFrame], k: int) -> pd.DataFrame:
-    """Per segment id, each model's business figures (``champion.*``, ``challenger.*``) and
-    their differences (``delta.*``); segments below ``k`` customers in either are blanked."""
-    merged = pd.concat(
-        [t.set_index(SEGMENT_ID).add_prefix(prefix) for prefix, t in tables.items()], axis=1
+def _merged(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per segment id, each model's figures prefixed by the model (``champion.customers``)."""
+    return (
+        pd.concat(
+            [t.set_index(SEGMENT_ID).add_prefix(prefix) for prefix, t in tables.items()], axis=1
+        )
+        .rename_axis(SEGMENT_ID)
+        .reset_index()
     )
+
+
+def business_table(
+    tables: dict[str, pd.DataFrame], k: int, hidden: set[int] | None = None
+) -> pd.DataFrame:
+    """Per segment id, each model's business figures (``champion.*``, ``challenger.*``) and
+    their differences (``delta.*``); segments below ``k`` customers in either, and those that
+    would give their sizes away, are blanked (``hidden``: the review's set)."""
+    merged = _merged(tables).set_index(SEGMENT_ID)
     if len(tables) == 2:
         champion = tables[keys.CHAMPION_PREFIX]
         for column in champion.select_dtypes("number").columns.drop(SEGMENT_ID):
@@ -285,7 +308,9 @@ def business_table(tables: dict[str, pd.DataFrame], k: int) -> pd.DataFrame:
     sizes = merged[[p + "customers" for p in tables]].fillna(np.inf).min(axis=1)
     merged.insert(0, SIZE_COLUMN, sizes.astype(int))
     table = merged.rename_axis(SEGMENT_ID).reset_index().sort_values(SEGMENT_ID)
-    return report.suppress_small(table.reset_index(drop=True), k, SIZE_COLUMN)
+    if hidden is None:
+        hidden = report.hidden_segments(table, k, [p + "customers" for p in tables])
+    return report.suppress_small(table.reset_index(drop=True), k, SIZE_COLUMN, hidden)
 
 
 def review_params(review: Review) -> dict[str, object]:
@@ -331,7 +356,7 @@ def log_review(
     client.log_text(run_id, segment_html(review.segments), "review/segments.html")
     client.log_text(run_id, review.business.to_csv(index=False), "review/business.csv")
     if not review.migration.empty:
-        client.log_text(run_id, review.migration.to_csv(), "review/migration.csv")
+        client.log_text(run_id, published_migration(review).to_csv(), "review/migration.csv")
     if review.challenger.name and review.challenger.version:
         tags = {keys.TAG_VERDICT: review.verdict, keys.TAG_REVIEW_RUN: run_id}
         for key, value in (tags | keys.audit_tags("review", run_id=run_id)).items():
@@ -393,9 +418,23 @@ def review_markdown(review: Review) -> str:
     return "\n".join(lines) + "\n"
 
 
-def migration_table(review: Review) -> pd.DataFrame:
-    """Customers per (champion segment, challenger segment), both labelled ``id: name``."""
+def published_migration(review: Review) -> pd.DataFrame:
+    """The migration counts with the cells :func:`segml.privacy.hidden_cells` hides (the
+    review's hidden segments whole, and every count under ``min_report_size`` with what would
+    give it away) as missing."""
     counts = review.migration
+    return counts.astype(object).mask(_hidden_cells(review), None)
+
+
+def _hidden_cells(review: Review) -> np.ndarray:
+    k = review.spec.min_report_size
+    return hidden_cells(review.migration, k, rows=review.hidden, columns=review.hidden)
+
+
+def migration_table(review: Review) -> pd.DataFrame:
+    """Customers per (champion segment, challenger segment), both labelled ``id: name``;
+    hidden cells blank."""
+    counts = published_migration(review)
     rows = [_label(int(i), review.names) for i in counts.index]
     columns = [_label(int(c), review.challenger_names) for c in counts.columns]
     table = pd.DataFrame(counts.to_numpy(), index=rows, columns=columns)
@@ -434,7 +473,9 @@ def review_html(review: Review) -> str:
         ("Under- and over-segmentation", report.table_html(_check_table(review.checks))),
     ]
     if review.champion is not None:
-        heatmap = report.migration_heatmap(review.migration, review.names, review.challenger_names)
+        heatmap = report.migration_heatmap(
+            review.migration, review.names, review.challenger_names, _hidden_cells(review)
+        )
         sections += [
             ("Agreement", report.table_html(_agreement_table(review))),
             ("Champion segments", report.table_html(_fate_table(review))),
@@ -465,7 +506,10 @@ def _agreement_table(review: Review) -> pd.DataFrame:
 
 
 def _fate_table(review: Review) -> pd.DataFrame:
+    """What became of each champion segment; a hidden one's overlap is not shown."""
     fates = review.fates.copy()
+    hidden = fates[SEGMENT_ID].isin(list(review.hidden))
+    fates["kept_share"] = fates["kept_share"].astype(object).where(~hidden, None)
     fates.insert(1, SEGMENT_NAME, fates[SEGMENT_ID].map(review.names))
     fates["into"] = fates["into"].map(lambda ids: ", ".join(map(str, ids)))
     return fates

@@ -1,15 +1,17 @@
 """The segment report: who is in each segment, what they are worth and a rule that finds them.
 
 For marketing and reviewers: per segment its name, size, share, value (revenue share, mean and
-median spend, CLV or conversion when the spec declares them), a profile in the data's own
-units, a membership rule with its precision and coverage, and a priority ranking. Rendered as
-one self-contained HTML page (pandas ``Styler`` tables, inline charts) and as Markdown.
-Segments smaller than the spec's ``min_report_size`` are listed with their size only.
+median spend, CLV or conversion when the spec declares them; with ``features.clv``, the
+predicted CLV's mean and total, the mean probability alive and expected purchases), a profile
+in the data's own units, a membership rule with its precision and coverage, and a priority
+ranking. Rendered as one self-contained HTML page (pandas ``Styler`` tables, inline charts)
+and as Markdown. Segments smaller than the spec's ``min_report_size`` are listed with their
+size only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,7 @@ from segml.features import outcome_frame
 from segml.metrics import feature_profile
 from segml.metrics.surrogate import Rules, membership_rules
 from segml.model import NO_SEGMENT, SEGMENT_ID, SEGMENT_NAME
+from segml.privacy import pool_rare
 from segml.spec import Spec
 
 if TYPE_CHECKING:
@@ -84,15 +87,28 @@ def segment_report(
     ids: np.ndarray,
     names: dict[int, str],
     title: str,
+    hidden: Collection[int] | None = None,
 ) -> SegmentReport:
-    """Describe the segments ``ids`` (one per row of the customer ``table``) named ``names``."""
+    """Describe the segments ``ids`` (one per row of the customer ``table``) named ``names``;
+    the segments ``hidden`` (default: those ``report.suppress_small`` picks) by size only.
+
+    Categories fewer than ``min_report_size`` customers share are pooled first
+    (:func:`segml.privacy.pool_rare`): neither a rule nor a profile names one.
+    """
+    k = spec.min_report_size
     shown = {**{-1: NO_SEGMENT}, **names}
-    rules = membership_rules(table[features], ids)
+    text = [
+        c
+        for c in features
+        if c in spec.features.categorical or not pd.api.types.is_numeric_dtype(table[c])
+    ]
+    described = pool_rare(table[features], text, k)
+    rules = membership_rules(described, ids)
     segments, value = _segment_table(spec, table, ids, shown)
     segments = segments.merge(rules.table, on=SEGMENT_ID, how="left")
-    segments = report.suppress_small(segments, spec.min_report_size)
+    segments = report.suppress_small(segments, k, hidden=hidden)
     large = segments.loc[segments["customers"].map(lambda n: isinstance(n, int | np.integer))]
-    medians, percentiles = _medians(table[features], ids, large, shown)
+    medians, percentiles = _medians(described, ids, large, shown)
     numeric = table[features].select_dtypes("number")
     profile = feature_profile(numeric, ids)
     profile = profile[profile[SEGMENT_ID].isin(large[SEGMENT_ID])].reset_index(drop=True)
@@ -119,6 +135,11 @@ def _segment_table(
     for role, column in (("clv", "clv_mean"), ("conversion", "conversion_rate")):
         if role in outcomes:
             frame[column] = by_id.map(grouped[role].mean())
+    if "clv" in outcomes:
+        frame["clv_total"] = by_id.map(grouped["clv"].sum())
+    for role in ("p_alive", "expected_purchases"):  # predicted by features.clv
+        if role in outcomes:
+            frame[f"{role}_mean"] = by_id.map(grouped[role].mean())
     value = "CLV" if "clv" in outcomes else "spend" if "revenue" in outcomes else "customers"
     frame["priority"] = frame["share"]
     if value != "customers":
@@ -165,6 +186,9 @@ _FORMATS = {
     "spend_mean": "{:,.2f}",
     "spend_median": "{:,.2f}",
     "clv_mean": "{:,.2f}",
+    "clv_total": "{:,.0f}",
+    "p_alive_mean": "{:.0%}",
+    "expected_purchases_mean": "{:,.2f}",
     "conversion_rate": "{:.1%}",
     "priority": "{:.1%}",
     "precision": "{:.0%}",
@@ -178,6 +202,9 @@ _HEADERS = {
     "spend_mean": "mean spend",
     "spend_median": "median spend",
     "clv_mean": "mean CLV",
+    "clv_total": "total CLV",
+    "p_alive_mean": "P(alive)",
+    "expected_purchases_mean": "expected purchases",
     "conversion_rate": "conversion",
     "priority": "priority",
     "rank": "rank",
@@ -195,6 +222,19 @@ def value_table(segment_report: SegmentReport) -> pd.DataFrame:
     table = _labelled(segment_report.segments)[columns]
     numbers = [c for c in columns if c != "customers"]  # a blanked size reads "<20"
     return table.assign(**{c: pd.to_numeric(table[c], errors="coerce") for c in numbers})
+
+
+PREDICTED_VALUE = ("clv_mean", "clv_total", "p_alive_mean", "expected_purchases_mean")
+"""The per-segment columns of ``features.clv``."""
+
+
+def summary_table(segment_report: SegmentReport) -> pd.DataFrame:
+    """Segments by id: id, name, customers, share and, with ``features.clv``, the predicted
+    value (mean and total CLV, mean probability alive and expected purchases)."""
+    segments = segment_report.segments
+    columns = [SEGMENT_ID, SEGMENT_NAME, "customers", "share"]
+    columns += [c for c in PREDICTED_VALUE if c in segments.columns]
+    return segments[columns].sort_values(SEGMENT_ID, ignore_index=True)
 
 
 def rule_table(segment_report: SegmentReport) -> pd.DataFrame:

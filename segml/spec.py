@@ -5,11 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from segml.errors import SpecError
 
@@ -24,6 +32,15 @@ ATTRIBUTE_KINDS = (
 OUTCOME_ROLES = ("revenue", "clv", "conversion", "churn")
 FamilyName = Literal["kmeans", "gmm", "hdbscan"]
 FAMILY_NAMES: tuple[FamilyName, ...] = ("kmeans", "gmm", "hdbscan")
+
+
+def check_reference_date(day: dt.date) -> dt.date:
+    """``day``, refused when after tomorrow (a time zone ahead): features as of a day to come
+    would count days that have not passed, as a typo such as 2205 for 2025 does."""
+    today = dt.date.today()
+    if day > today + dt.timedelta(days=1):
+        raise ValueError(f"reference date {day} is after today ({today})")
+    return day
 
 
 class _Frozen(BaseModel):
@@ -84,6 +101,16 @@ class TransactionColumns(_Frozen):
     quantity: str | None = None
     returns: Returns = Returns()
 
+    @field_validator("timestamp_format")
+    @classmethod
+    def _known_directives(cls, fmt: str | None) -> str | None:
+        try:  # strptime knows the directives pandas does; an empty text never matches
+            dt.datetime.strptime("", fmt or "")
+        except ValueError as exc:
+            if "does not match format" not in str(exc):
+                raise ValueError(f"not a date format ({exc})") from None
+        return fmt
+
     @model_validator(mode="after")
     def _marker_column(self) -> TransactionColumns:
         if self.returns.order_prefix is not None and self.order_id is None:
@@ -138,7 +165,7 @@ class DataSpec(_Frozen):
     source: Path
     kind: Literal["transactions", "customers"]
     id_column: str
-    delimiter: str = ","
+    delimiter: str = Field(",", min_length=1)
     transactions: TransactionColumns | None = None
     customers: Path | None = None
     attributes: Attributes = Attributes()
@@ -146,6 +173,11 @@ class DataSpec(_Frozen):
     personal: tuple[str, ...] = ()
     reference_date: dt.date | None = None
     bad_rows: Literal["fail", "drop"] = "fail"
+
+    @field_validator("reference_date")
+    @classmethod
+    def _past(cls, day: dt.date | None) -> dt.date | None:
+        return day if day is None else check_reference_date(day)
 
     @model_validator(mode="after")
     def _consistent(self) -> DataSpec:
@@ -156,6 +188,7 @@ class DataSpec(_Frozen):
         if self.kind == "customers" and self.customers is not None:
             raise ValueError("'customers' (an attribute table) is only for kind 'transactions'")
         self._attributes_have_a_source()
+        self._one_role_per_column()
         leaked = set(self.personal) & (
             set(self.attributes.columns()) | set(self.outcomes.columns().values())
         )
@@ -164,6 +197,22 @@ class DataSpec(_Frozen):
                 f"personal columns can never be features or outcomes: {sorted(leaked)}"
             )
         return self
+
+    def _one_role_per_column(self) -> None:
+        """A column is the id, an attribute or an outcome: outcomes never become features,
+        so a column declared as two would silently lose one of its roles."""
+        roles: dict[str, str] = {self.id_column: "data.id_column"}
+        declared = [
+            *(
+                (c, f"data.attributes.{kind}")
+                for kind in ATTRIBUTE_KINDS
+                for c in getattr(self.attributes, kind)
+            ),
+            *((c, f"data.outcomes.{role}") for role, c in self.outcomes.columns().items()),
+        ]
+        for column, role in declared:
+            if roles.setdefault(column, role) != role:
+                raise ValueError(f"column {column!r} is both {roles[column]} and {role}")
 
     def _attributes_have_a_source(self) -> None:
         derived = self.attributes.from_log
@@ -198,6 +247,23 @@ class DataSpec(_Frozen):
         return tuple(c for c in self.attributes.columns() if c not in self.attributes.from_log)
 
 
+ClvColumn = Literal["expected_purchases", "p_alive", "expected_spend", "clv"]
+CLV_COLUMNS: tuple[ClvColumn, ...] = ("expected_purchases", "p_alive", "expected_spend", "clv")
+
+
+class ClvSpec(_Frozen):
+    """Predicted lifetime value from a transaction log (BG/NBD and Gamma-Gamma, fitted on the
+    log up to the reference date): per customer ``expected_purchases`` over the horizon,
+    ``p_alive`` (probability still active), ``expected_spend`` per order and ``clv``, the
+    spend expected over the horizon discounted at ``discount_rate`` a year. Reported per
+    segment; the columns in ``segment_on`` are features too (a value-based segmentation).
+    """
+
+    horizon_days: int = Field(365, ge=7)
+    discount_rate: float = Field(0.10, ge=0, lt=1)
+    segment_on: tuple[ClvColumn, ...] = ()
+
+
 class FeatureSpec(_Frozen):
     """Preprocessing choices for the feature matrix."""
 
@@ -205,6 +271,7 @@ class FeatureSpec(_Frozen):
     log1p: Literal["auto", "none"] | tuple[str, ...] = "auto"
     skew_threshold: float = Field(1.0, gt=0)
     exclude: tuple[str, ...] = ()
+    clv: ClvSpec | None = None
 
 
 def _every_family() -> dict[FamilyName, dict[str, Dimension]]:
@@ -304,6 +371,16 @@ class RegistrySpec(_Frozen):
 
     model_name: str = Field(min_length=1)
 
+    @field_validator("model_name")
+    @classmethod
+    def _mlflow_accepts(cls, name: str) -> str:
+        # MLflow's own rule (checked when the first version registers, after every trial)
+        if not name.strip() or name in {".", ".."} or any(c in name for c in "/:"):
+            raise ValueError("MLflow refuses a model name that is blank, '.', '..' or has / or :")
+        if "'" in name and '"' in name:  # a registry search filter can quote one kind only
+            raise ValueError("a model name may hold ' or \", not both")
+        return name
+
 
 class Spec(_Frozen):
     """One segmentation experiment, as written in ``experiments/<name>.yaml``."""
@@ -320,10 +397,29 @@ class Spec(_Frozen):
     min_report_size: Annotated[int, Field(ge=1)] = 20
     path: Path | None = Field(None, exclude=True)
 
+    @model_validator(mode="after")
+    def _clv_from_a_log(self) -> Spec:
+        if self.features.clv is None:
+            return self
+        if self.data.kind != "transactions":
+            raise ValueError("features.clv needs a transaction log (data.kind: transactions)")
+        if self.data.outcomes.clv is not None:
+            raise ValueError(
+                "features.clv predicts the CLV that data.outcomes.clv names: declare one of them"
+            )
+        return self
+
     @property
     def model_name(self) -> str:
         """The registered model name (defaults to the experiment name)."""
         return self.registry.model_name if self.registry else self.name
+
+
+MAX_SPEC_BYTES = 1 << 20
+"""A spec is a page of YAML; a larger file is a mistake (or an attack), not a spec."""
+MAX_SPEC_VALUES = 100_000
+"""Values a spec may hold once its aliases are expanded: anchors for shared search spaces
+are fine, an alias bomb (a few lines that expand to billions of values) is not."""
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -332,17 +428,11 @@ def load_spec(path: str | Path) -> Spec:
     Raises
     ------
     SpecError
-        The file is missing or unreadable, or a key is unknown, mistyped or out of range;
-        the message names the file and the dotted key.
+        The file is missing, unreadable, too large, holds a duplicate key or a key that is
+        unknown, mistyped or out of range; the message names the file and the dotted key.
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(f"{path}: spec file not found") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SpecError(f"{path}: not a readable YAML spec ({reason})") from None
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a spec is a YAML mapping of keys (got {type(raw).__name__})")
     try:
@@ -351,6 +441,63 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(_describe(path, exc)) from None
     _check_family_params(path, spec)
     return _resolve_paths(spec, path.parent)
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``, refused when too large, too deep, expanding past
+    ``MAX_SPEC_VALUES`` or holding a key twice (YAML would keep the last value silently)."""
+    if path.is_dir():
+        raise SpecError(f"{path}: is a folder, not a spec file")
+    try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError(f"{path}: larger than {MAX_SPEC_BYTES >> 20} MB; not a spec")
+        loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_node(path, node)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: spec file not found") from None
+    except RecursionError:
+        raise SpecError(f"{path}: not a readable YAML spec (nested too deep)") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SpecError(f"{path}: not a readable YAML spec ({reason})") from None
+
+
+def _check_node(path: Path, root: yaml.Node) -> None:
+    """Refuse duplicate keys (with their dotted path and line) and alias expansions."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, key: str) -> int:
+        if id(node) in sizes:  # an alias: the anchored node again, counted again
+            return sizes[id(node)]
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for name, value in node.value:
+                label = f"{key}.{name.value}" if key else str(name.value)
+                if isinstance(name, yaml.ScalarNode) and name.value != "<<":
+                    if name.value in seen:
+                        line = name.start_mark.line + 1
+                        raise SpecError(f"{path}: line {line}: duplicate key {label!r}")
+                    seen.add(name.value)
+                total += size(value, label)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item, key) for item in node.value)
+        if total > MAX_SPEC_VALUES:
+            raise SpecError(
+                f"{path}: expands to more than {MAX_SPEC_VALUES:,} values through its aliases; "
+                "not a spec"
+            )
+        sizes[id(node)] = total
+        return total
+
+    size(root, "")
 
 
 def spec_digest(spec: Spec) -> str:
@@ -366,7 +513,7 @@ def _describe(path: Path, exc: ValidationError) -> str:
     if error["type"] == "extra_forbidden":
         message = "unknown key"
     elif "input" in error and not isinstance(error["input"], dict):
-        message += f" (got {error['input']!r})"
+        message += f" (got {reprlib.repr(error['input'])})"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{path}: {key}: {message}{more}"
 

@@ -30,6 +30,7 @@ WORKER_ATTR = "segml.worker"
 ERROR_ATTR = "segml.error"
 WORKERS_ATTR = "segml.n_workers"
 FINAL_ATTR = "segml.final"
+RUN_NAME_ATTR = "segml.run_name"
 KEPT_STORAGE = "optuna.db"
 
 
@@ -104,6 +105,9 @@ class Final:
     metrics: dict[str, float] = field(default_factory=dict)
     choice: dict[str, Any] = field(default_factory=dict)
     """What the pick weighed (the finalists) and the granularity checks of the pick."""
+    logged_model: str | None = None
+    """The model this finalisation logged, kept for a finaliser that takes over from a dead one
+    (so that it registers that model, not a second one)."""
 
     @classmethod
     def of(cls, study: optuna.Study) -> Final | None:
@@ -168,13 +172,23 @@ def finalise_step(study: optuna.Study, worker: str, alive: Callable[[str], bool]
         return Step.WAIT
     complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     record = Final.of(study)
+    logged = None
     if record is not None and record.n_trials == complete:
         if record.model_uri is not None:
             return Step.DONE
         if alive(record.worker):
             return Step.WAIT
-    Final(worker, complete).save(study)
+        logged = record.logged_model
+    Final(worker, complete, logged_model=logged).save(study)
     return Step.FINALISE
+
+
+def run_name(study: optuna.Study, name: str) -> str:
+    """The name of the study's run: ``name``, unless the study recorded another before."""
+    recorded = study.user_attrs.get(RUN_NAME_ATTR)
+    if recorded is None:
+        study.set_user_attr(RUN_NAME_ATTR, name)
+    return recorded or name
 
 
 def enqueue(study: optuna.Study, trials: Sequence[dict[str, Any]]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import getpass
+import hashlib
 import json
 import logging
 import os
@@ -13,16 +14,23 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
 from mlflow.data.pandas_dataset import from_pandas
-from mlflow.entities import DatasetInput, InputTag, LoggedModelInput, Metric, Param, RunTag
+from mlflow.entities import DatasetInput, InputTag, LoggedModelInput, Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+from segml.errors import RegistryError
+from segml.locks import SQLITE_PREFIX, sqlite_file
+from segml.store import ensure_store
+
+if TYPE_CHECKING:
+    from segml.tuning import TrialResult
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ARTIFACTS_FOLDER = "mlartifacts"
@@ -48,6 +56,9 @@ TAG_VERDICT = "segml.review.verdict"
 TAG_REVIEW_RUN = "segml.review.run_id"
 TAG_RUN_LINK = "segml.run_link"
 TAG_SCORED_MODEL = "segml.scored_model"
+TAG_COMMAND = "segml.command"
+"""On a scoring run: a digest of the command's parameters, by which its rerun finds a run that
+a killed process left RUNNING."""
 VERDICT_PASSED = "passed"
 VERDICT_FAILED = "failed"
 ROLE_STUDY = "study"
@@ -120,15 +131,17 @@ METRICS: Mapping[str, str] = {
     "(HDBSCAN trials and the pick's finalists; -1..1)",
     QUALITY_BIC: "Bayesian information criterion of a Gaussian mixture fitted without a reducer "
     "(lower is better)",
-    QUALITY_NOISE_SHARE: "share of customers left without a segment (HDBSCAN noise)",
+    QUALITY_NOISE_SHARE: "share of customers left without a segment (HDBSCAN noise; NaN when "
+    "they are fewer than min_report_size)",
     STABILITY_JACCARD_MIN: "smallest per-segment mean bootstrap Jaccard (clusterboot)",
     STABILITY_JACCARD_MEAN: "mean over segments of the per-segment mean bootstrap Jaccard",
     STABILITY_ARI_MEAN: "mean ARI of each bootstrap refit vs the original (shared customers)",
     STABILITY_N_DISSOLVED: "segments whose mean Jaccard is <= 0.5 (Hennig: dissolved)",
     STABILITY_N_STABLE: "segments whose mean Jaccard is >= 0.75 (Hennig: stable)",
     BUSINESS_N_SEGMENTS: "number of segments (noise excluded)",
-    BUSINESS_MIN_SHARE: "share of customers in the smallest segment",
-    BUSINESS_MAX_SHARE: "share of customers in the largest segment",
+    BUSINESS_MIN_SHARE: "share of customers in the smallest segment (NaN when it holds fewer "
+    "than min_report_size customers)",
+    BUSINESS_MAX_SHARE: "share of customers in the largest segment (NaN likewise)",
     BUSINESS_VALUE_R2: "share of the value outcome's variance explained by segment (eta squared)",
     COST_FIT_SECONDS: "seconds to reduce (if UMAP) and fit the clusterer",
     COST_STABILITY_SECONDS: "seconds spent on the bootstrap stability step",
@@ -183,12 +196,17 @@ def audit_tags(
 ) -> dict[str, str]:
     """Who did ``action``, when, why and from which run: ``segml.<action>.by`` etc."""
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    tags = {f"segml.{action}.by": getpass.getuser(), f"segml.{action}.at": stamp}
+    tags = {audit_key(action, "by"): getpass.getuser(), audit_key(action, "at"): stamp}
     if reason:
-        tags[f"segml.{action}.reason"] = reason
+        tags[audit_key(action, "reason")] = reason
     if run_id:
-        tags[f"segml.{action}.run_id"] = run_id
+        tags[audit_key(action, "run_id")] = run_id
     return tags
+
+
+def audit_key(action: str, field: str) -> str:
+    """The tag ``segml.<action>.<field>`` (field: by, at, reason, run_id) of a registry action."""
+    return f"segml.{action}.{field}"
 
 
 def param_key(namespace: str, name: str) -> str:
@@ -203,11 +221,10 @@ def resolve_tracking_uri(option: str | None = None) -> str:
 
 def artifact_root(tracking_uri: str) -> str | None:
     """For an embedded SQLite store, the artifact folder beside the database; else None."""
-    prefix = "sqlite:///"
-    if not tracking_uri.startswith(prefix):
+    database = sqlite_file(tracking_uri)
+    if database is None:
         return None
-    database = Path(tracking_uri[len(prefix) :]).resolve()
-    return (database.parent / ARTIFACTS_FOLDER).as_uri()
+    return (database.resolve().parent / ARTIFACTS_FOLDER).as_uri()
 
 
 def key_table() -> str:
@@ -221,14 +238,47 @@ def flat_params(params: Mapping[str, Any]) -> dict[str, str]:
     return {key: str(value) for key, value in params.items()}
 
 
-def connect(tracking_uri: str | None = None) -> MlflowClient:
-    """A client on the resolved tracking store; the registry lives in the same store."""
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_store(tracking_uri: str | None = None, *, create: bool = True) -> str:
+    """The resolved tracking URI, checked before a command does any work: an embedded
+    (SQLite) store must exist, or with ``create`` its folder must (a command that only reads
+    the registry must not leave a new empty store behind a wrong path)."""
     uri = resolve_tracking_uri(tracking_uri)
+    if not uri.startswith(SQLITE_PREFIX):
+        return uri
+    database = Path(uri[len(SQLITE_PREFIX) :].split("?")[0])
+    hint = "check --tracking-uri or MLFLOW_TRACKING_URI"
+    if database.is_file():
+        with database.open("rb") as head:
+            start = head.read(len(SQLITE_MAGIC))
+        if start and start != SQLITE_MAGIC:
+            raise RegistryError(f"{database}: not an MLflow store (not an SQLite database)")
+    elif database.exists() or not create:
+        raise RegistryError(f"{database}: no MLflow store here; {hint}")
+    elif not database.absolute().parent.is_dir():
+        raise RegistryError(f"{database.parent}: the store's folder does not exist; {hint}")
+    return uri
+
+
+def connect(tracking_uri: str | None = None, *, create: bool = True) -> MlflowClient:
+    """A client on the resolved tracking store (checked by :func:`check_store`); the
+    registry lives in the same store."""
+    uri = check_store(tracking_uri, create=create)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    database = sqlite_file(uri)
+    if database is not None:  # check_store has checked its folder
+        ensure_store(database, artifact_root(uri))
+    try:
+        client = MlflowClient(uri, registry_uri=uri)
+    except MlflowException as exc:  # an unknown scheme
+        reason = exc.message.strip().split(". ")[0]
+        raise RegistryError(f"tracking URI {uri!r}: {reason}") from None
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return MlflowClient(uri, registry_uri=uri)
+    return client
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -354,15 +404,59 @@ def tag_trials(
     client: MlflowClient, parent_run_id: str, tags: Mapping[int, Mapping[str, str]]
 ) -> None:
     """Set ``tags[number]`` on the run of each trial ``number`` of the study ``parent_run_id``."""
+    for number, runs in _trial_runs(client, parent_run_id).items():
+        if number in tags:
+            batch = [RunTag(k, v) for k, v in tags[number].items()]
+            for run in runs:
+                client.log_batch(run.info.run_id, tags=batch)
+
+
+def settle_trials(
+    client: MlflowClient, parent_run_id: str, complete: Mapping[int, TrialResult], digest: str
+) -> None:
+    """Give each complete trial of study ``parent_run_id`` exactly one FINISHED run, logged
+    from the study's record if a killed worker left it RUNNING or missing, and end the runs of
+    the other trials KILLED; call it when no trial runs."""
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    runs = _trial_runs(client, parent_run_id)
+    left: list[Run] = []
+    for number, outcome in complete.items():
+        found = sorted(runs.pop(number, []), key=lambda r: r.info.status != "FINISHED")
+        if not found or found[0].info.status != "FINISHED":
+            run_id = found[0].info.run_id if found else None
+            run_id = run_id or start_trial(client, experiment, parent_run_id, number, digest)
+            finish_trial(client, run_id, number, outcome.params, outcome.metrics, outcome.feasible)
+        left += found[1:]
+    for run in left + [r for found in runs.values() for r in found]:
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, "KILLED")
+
+
+def _trial_runs(client: MlflowClient, parent_run_id: str) -> dict[int, list[Run]]:
+    """The trial runs of a study run, by trial number."""
     experiment = client.get_run(parent_run_id).info.experiment_id
     runs = client.search_runs(
         [experiment], filter_string=f"tags.`{TAG_PARENT}` = '{parent_run_id}'", max_results=50_000
     )
+    found: dict[int, list[Run]] = {}
     for run in runs:
         number = run.data.tags.get(TAG_TRIAL)
-        if number is not None and int(number) in tags:
-            batch = [RunTag(k, v) for k, v in tags[int(number)].items()]
-            client.log_batch(run.info.run_id, tags=batch)
+        if number is not None:
+            found.setdefault(int(number), []).append(run)
+    return found
+
+
+def find_study_run(client: MlflowClient, experiment: str, names: tuple[str, str]) -> str | None:
+    """The run of study ``names[0]`` named ``names[1]``, if a worker created it (and was
+    killed before the study recorded it)."""
+    study_name, run_name = names
+    runs = client.search_runs(
+        [experiment], filter_string=f"tags.`{TAG_ROLE}` = '{ROLE_STUDY}'", max_results=50_000
+    )
+    for run in runs:
+        if run.info.run_name == run_name and run.data.tags.get(TAG_STUDY) == study_name:
+            return run.info.run_id
+    return None
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float]) -> None:
@@ -405,6 +499,12 @@ def dataset_name(source: str | Path, reference_date: object = None) -> str:
     return f"{name} as of {reference_date}" if reference_date else name
 
 
+def quoted(value: str) -> str:
+    """``value`` as a string in an MLflow search filter: in double quotes when it holds a
+    single one (``o'brien``); the spec refuses model names that hold both kinds."""
+    return f'"{value}"' if "'" in value else f"'{value}'"
+
+
 def previous_candidates(
     client: MlflowClient, experiment_name: str, label: str
 ) -> pd.DataFrame | None:
@@ -416,7 +516,7 @@ def previous_candidates(
         [experiment.experiment_id],
         filter_string=(
             f"tags.`{TAG_ROLE}` = '{ROLE_SCORING}' and "
-            f"tags.`{TAG_SCORED_MODEL}` = '{label}' and attributes.status = 'FINISHED'"
+            f"tags.`{TAG_SCORED_MODEL}` = {quoted(label)} and attributes.status = 'FINISHED'"
         ),
         order_by=["attributes.start_time DESC"],
         max_results=1,
@@ -455,21 +555,37 @@ def log_scoring_run(
     Returns the run id.
     """
     experiment, parent = run_home(client, experiment_name)
+    command = hashlib.sha256(json.dumps(flat_params(params), sort_keys=True).encode())
     tags = {TAG_ROLE: ROLE_SCORING, TAG_SCORED_MODEL: label, TAG_FAMILY: family}
+    tags[TAG_COMMAND] = command.hexdigest()[:16]
+    close_strays(client, experiment, tags[TAG_COMMAND])
     run_id = new_run(client, experiment, f"score {label}", tags, parent, started)
-    model_id = _logged_model_id(client, *model)
-    if model_id:
-        client.log_inputs(run_id, models=[LoggedModelInput(model_id)])
-    frame, name, source, digest = dataset
-    log_dataset(client, run_id, frame, name, source=source, context="scoring", digest=digest)
-    log_params(client, run_id, params)
-    log_metrics(client, run_id, metrics)
-    for name, table in tables.items():
-        client.log_table(run_id, table, f"{SCORING_ARTIFACTS}/{name}.json")
-    for name, text in texts.items():
-        client.log_text(run_id, text, f"{SCORING_ARTIFACTS}/{name}")
+    with failed_on_error(client, run_id):
+        model_id = _logged_model_id(client, *model)
+        if model_id:
+            client.log_inputs(run_id, models=[LoggedModelInput(model_id)])
+        frame, name, source, digest = dataset
+        log_dataset(client, run_id, frame, name, source=source, context="scoring", digest=digest)
+        log_params(client, run_id, params)
+        log_metrics(client, run_id, metrics)
+        for name, table in tables.items():
+            client.log_table(run_id, table, f"{SCORING_ARTIFACTS}/{name}.json")
+        for name, text in texts.items():
+            client.log_text(run_id, text, f"{SCORING_ARTIFACTS}/{name}")
     client.set_terminated(run_id)
     return run_id
+
+
+def close_strays(client: MlflowClient, experiment: str, command: str) -> None:
+    """Mark KILLED the runs of the same command (tag ``segml.command``) left RUNNING by a
+    killed process: its rerun replaces them. A run of the same command still alive elsewhere
+    would be writing the same output, and ends its run FINISHED all the same."""
+    runs = client.search_runs(
+        [experiment],
+        filter_string=f"tags.`{TAG_COMMAND}` = '{command}' and attributes.status = 'RUNNING'",
+    )
+    for run in runs:
+        client.set_terminated(run.info.run_id, "KILLED")
 
 
 def _logged_model_id(client: MlflowClient, name: str | None, version: str | None) -> str | None:

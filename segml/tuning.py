@@ -21,6 +21,7 @@ from segml.families import FAMILIES, REDUCTION_SPACE, Choice, FloatRange, IntRan
 from segml.families.hdbscan import knn_tree, neighbours
 from segml.families.segmentation import Segmentation, fit_segmentation
 from segml.metrics import bootstrap_stability, business_metrics, quality_metrics
+from segml.privacy import published_share
 from segml.spec import Choices, Constraints, Dimension, Range, Spec
 
 STABILITY_KEYS = (
@@ -252,16 +253,17 @@ def evaluate(
         seed=seed,
         with_dbcv=with_dbcv or FAMILIES[segmentation.family].n_segments_param is None,
     )
-    business, noise_share = business_metrics(labels, data.value), quality.noise_share
-    if data.everyone is not None:
-        business = business_metrics(everyone_labels(segmentation, data), data.everyone.value)
-        noise_share = business.noise_share
+    everyone = everyone_labels(segmentation, data)
+    business = business_metrics(everyone, data.customers.value, spec.min_report_size)
+    noise_share = quality.noise_share if data.everyone is None else business.noise_share
     metrics = {
         keys.QUALITY_SILHOUETTE: quality.silhouette,
         keys.QUALITY_DAVIES_BOULDIN: quality.davies_bouldin,
         keys.QUALITY_CALINSKI_HARABASZ: quality.calinski_harabasz,
         keys.QUALITY_DBCV: quality.dbcv,
-        keys.QUALITY_NOISE_SHARE: noise_share,
+        keys.QUALITY_NOISE_SHARE: published_share(
+            noise_share, everyone.size, spec.min_report_size
+        ),
         keys.QUALITY_BIC: _bic(segmentation, data.X),
         keys.BUSINESS_N_SEGMENTS: float(business.n_segments),
         keys.BUSINESS_MIN_SHARE: business.min_share,
@@ -313,7 +315,9 @@ def constraint_values(metrics: dict[str, float], constraints: Constraints) -> di
         "min_segments": constraints.min_segments - n,
         "max_segments": n - constraints.max_segments,
         "min_share": constraints.min_share - _finite(metrics[keys.BUSINESS_MIN_SHARE], 0.0),
-        "max_noise_share": metrics[keys.QUALITY_NOISE_SHARE] - constraints.max_noise_share,
+        # NaN: fewer than min_report_size customers without a segment, as good as none.
+        "max_noise_share": _finite(metrics[keys.QUALITY_NOISE_SHARE], 0.0)
+        - constraints.max_noise_share,
         "min_stability": constraints.min_stability
         - _finite(metrics[keys.STABILITY_JACCARD_MEAN], 0.0),
     }

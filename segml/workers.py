@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import socket
 import uuid
@@ -20,6 +19,7 @@ from typing import IO, Protocol
 import sqlalchemy as sa
 
 from segml.errors import SpecError
+from segml.locks import advisory_key, digest
 from segml.studies import journal_path
 
 
@@ -96,7 +96,7 @@ class FileLocks:
         folder.mkdir(parents=True, exist_ok=True)
         self.worker = new_worker_id()
         self._folder = folder
-        self._study = (folder / f"study-{_digest(study)}.lock").open("a")
+        self._study = (folder / f"study-{digest(study)}.lock").open("a")
         self._own = self._path(self.worker).open("a")
         fcntl.flock(self._own, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
@@ -128,7 +128,7 @@ class FileLocks:
         self._study.close()
 
     def _path(self, worker: str) -> Path:
-        return self._folder / f"worker-{_digest(worker)}.lock"
+        return self._folder / f"worker-{digest(worker)}.lock"
 
 
 class PostgresLocks:
@@ -138,7 +138,7 @@ class PostgresLocks:
         self.worker = new_worker_id()
         self._engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
         self._connection = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        self._study_key = _key(f"segml.study:{study}")
+        self._study_key = advisory_key(f"segml.study:{study}")
         self._select("pg_advisory_lock", _worker_key(self.worker))
 
     @contextlib.contextmanager
@@ -172,14 +172,5 @@ class PostgresLocks:
         return bool(self._connection.execute(query, {"key": key}).scalar())
 
 
-def _digest(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-
-
 def _worker_key(worker: str) -> int:
-    return _key(f"segml.worker:{worker}")
-
-
-def _key(text: str) -> int:
-    """A signed 64-bit advisory lock key for ``text``."""
-    return int.from_bytes(bytes.fromhex(_digest(text)), "big", signed=True)
+    return advisory_key(f"segml.worker:{worker}")

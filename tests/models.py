@@ -36,5 +36,7 @@ def fit_spec(spec: Spec, family: str, params: dict[str, Any]) -> tuple[Segmenter
     preprocessor = build_preprocessor(spec, built.table).fit(built.table)
     X = preprocessor.transform(built.table)
     segmentation = fit_segmentation(X, family, params, {}, 0)
-    segmenter = build_segmenter(spec, built.features, preprocessor, segmentation, built.table, X)
+    segmenter = build_segmenter(
+        spec, built.features, preprocessor, segmentation, built.table, X, built.value
+    )
     return segmenter, built.table

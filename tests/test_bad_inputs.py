@@ -8,7 +8,11 @@ existing version, the champion reviewed). conftest.py prints the outcomes after 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
+import shutil
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +20,8 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from typer.testing import CliRunner, Result
@@ -329,11 +335,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
         ["promote", "1", "--model", MODEL],
         ["tune", str(spec), "--n-trials", "2", "--seed", "2", "--study", "second"],
         ["tune", str(tx), "--n-trials", "2"],
+        ["export", f"models:/{MODEL}/2", str(tmp / "export-v2")],
     ]
     for step in steps:
         done = runner.invoke(app, [*step, "--tracking-uri", uri])
         assert done.exit_code == 0, done.output
-    return {"uri": uri, "tmp": tmp}
+    return {"uri": uri, "tmp": tmp, "export": tmp / "export-v2"}
 
 
 def _write_spec(path: Path, spec: dict) -> Path:
@@ -384,7 +391,7 @@ def assert_store_whole(uri: str) -> dict[str, int]:
     assert not running, [r.info.run_name for r in running]
     versions = {}
     for model in client.search_registered_models():
-        versions[model.name] = len(client.search_model_versions(f"name='{model.name}'"))
+        versions[model.name] = len(client.search_model_versions(f"name={keys.quoted(model.name)}"))
         for alias, number in model.aliases.items():
             version = client.get_model_version(model.name, number)
             assert version.status == "READY", (model.name, alias, number)
@@ -521,3 +528,903 @@ def test_model_reference_that_does_not_exist(
     assert_refused_in_one_line(result, message, "")
     assert not out.exists()
     assert assert_store_whole(store["uri"]) == before
+
+
+# --------------------------------------------------------------------------------------------
+# Commands: usage, specs, names, paths and model folders. Each case runs one command in its own
+# folder (also the working directory) after ``setup`` wrote its files there; the arguments'
+# placeholders are the shared store's files ({customers}, {spec}, {tx}, {txspec}, {export}: an
+# export of catalogue v2, {uri}) and the case's folder ({tmp}).
+
+TRACKED = ("tune", "score", "review", "promote", "rollback", "export", "register")
+Setup = Callable[[Path, dict], None]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One command line, and the exit code and message (stderr, or stdout on exit 0) it gets."""
+
+    name: str
+    args: tuple[str, ...]
+    code: int
+    message: str
+    setup: Setup | None = None
+
+
+def _spec(text: str | bytes | None = None, tx: bool = False, **data) -> Setup:
+    """Write spec.yaml: ``text`` as it is, or the store's customer (``tx``: log) spec with
+    ``data`` merged into its data section (a ``name``, ``registry`` or ``search`` to the top)."""
+
+    def write(folder: Path, ctx: dict) -> None:
+        if text is not None:
+            (folder / "spec.yaml").write_bytes(text.encode() if isinstance(text, str) else text)
+            return
+        spec = tx_log_spec(ctx["tx"], "case") if tx else synthetic_spec(ctx["customers"], "case")
+        for key in ("registry", "search", "name"):
+            if key in data:
+                spec[key] = data.pop(key)
+        spec["data"] |= data
+        _write_spec(folder / "spec.yaml", spec)
+
+    return write
+
+
+def _files(**files: str | bytes | Callable[[dict], object]) -> Setup:
+    """Write files: text, bytes, a folder for ``"/"``, or a DataFrame (CSV or Parquet, by
+    suffix) or Arrow table made from the store's context."""
+
+    def write(folder: Path, ctx: dict) -> None:
+        for name, body in files.items():
+            path = folder / name
+            body = body(ctx) if callable(body) else body
+            if isinstance(body, str) and body == "/":
+                path.mkdir()
+            elif isinstance(body, bytes):
+                path.write_bytes(body)
+            elif isinstance(body, str):
+                path.write_text(body, encoding="utf-8")
+            elif isinstance(body, pa.Table):
+                pq.write_table(body, path)
+            elif path.suffix == ".parquet":
+                body.to_parquet(path, index=False)
+            else:
+                body.to_csv(path, index=False)
+
+    return write
+
+
+def _both(*setups: Setup) -> Setup:
+    def write(folder: Path, ctx: dict) -> None:
+        for setup in setups:
+            setup(folder, ctx)
+
+    return write
+
+
+def _export_copy(target: str = "m", damage: Callable[[Path], None] | None = None) -> Setup:
+    """Copy the store's export of catalogue v2 to ``target``, then ``damage`` it."""
+
+    def write(folder: Path, ctx: dict) -> None:
+        shutil.copytree(ctx["export"], folder / target)
+        if damage:
+            damage(folder / target)
+
+    return write
+
+
+def _pickle(folder: Path) -> Path:
+    return folder / "artifacts" / "segmenter.joblib"
+
+
+def _unrecorded(damage: Callable[[Path], object]) -> Callable[[Path], None]:
+    """``damage``, and the export record removed: nothing to check the folder against."""
+
+    def apply(folder: Path) -> None:
+        damage(folder)
+        (folder / "segml_export.json").unlink()
+
+    return apply
+
+
+def _store_customers(ctx: dict) -> pd.DataFrame:
+    return pd.read_csv(ctx["customers"])
+
+
+def _store_tx(ctx: dict) -> pd.DataFrame:
+    return pd.read_csv(ctx["tx"])
+
+
+def _list_column(ctx: dict) -> pa.Table:
+    frame = _store_customers(ctx)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    tags = pa.array([["a", "b"][: i % 3] for i in range(len(frame))], pa.list_(pa.string()))
+    return table.append_column("tags", tags)
+
+
+def _duplicate_header(ctx: dict) -> str:
+    text = Path(ctx["customers"]).read_text()
+    header, rest = text.split("\n", 1)
+    return header.replace("basket_index", "engagement") + "\n" + rest
+
+
+def _duplicate_parquet_column(ctx: dict) -> pa.Table:
+    table = pa.Table.from_pandas(_store_customers(ctx), preserve_index=False)
+    return table.rename_columns(
+        [c if c != "basket_index" else "engagement" for c in table.schema.names]
+    )
+
+
+def _tz_log(offsets: tuple[str, ...]) -> Callable[[dict], pd.DataFrame]:
+    def make(ctx: dict) -> pd.DataFrame:
+        frame = _store_tx(ctx)
+        suffix = [offsets[i % len(offsets)] for i in range(len(frame))]
+        return frame.assign(day=frame["day"] + "T12:00:00" + pd.Series(suffix))
+
+    return make
+
+
+def _big_ints(ctx: dict) -> pd.DataFrame:
+    frame = _store_customers(ctx)
+    return frame.assign(engagement=(frame.index.to_numpy(np.int64) + 1) * (2**60 // 400))
+
+
+def _booleans(ctx: dict) -> pd.DataFrame:
+    frame = _store_customers(ctx)
+    return frame.assign(**{c: frame[c] > frame[c].median() for c in FEATURES})
+
+
+ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+)
+SCORE = ("score", "--input", "{customers}", "--output", "{tmp}/s.csv")
+REVIEW = ("review", "--data", "{customers}", "--challenger", "models:/catalogue/2")
+
+CALLS = [
+    # 7. Usage errors: one line, exit 2
+    Call(
+        "--n-trials 0",
+        ("tune", "{spec}", "--n-trials", "0"),
+        2,
+        r"'--n-trials': Input should be greater than or equal to 1",
+    ),
+    Call(
+        "--timeout -1",
+        ("tune", "{spec}", "--timeout", "-1"),
+        2,
+        r"'--timeout': Input should be greater than or equal to 1",
+    ),
+    Call(
+        "--n-trials abc",
+        ("tune", "{spec}", "--n-trials", "abc"),
+        2,
+        r"'--n-trials': Input should be a valid integer",
+    ),
+    Call(
+        "--n-trials without a value",
+        ("tune", "{spec}", "--n-trials"),
+        2,
+        r"'--n-trials': Input should be a valid integer",
+    ),
+    Call(
+        "--seed 1.5",
+        ("tune", "{spec}", "--seed", "1.5"),
+        2,
+        r"'--seed': Input should be a valid integer",
+    ),
+    Call(
+        "a bad --reference-date",
+        (*SCORE, "--reference-date", "2024-13-01"),
+        2,
+        r"--reference-date.*'2024-13-01'",
+    ),
+    Call("a misspelt option", ("tune", "{spec}", "--trials", "3"), 2, r"No such option: --trials"),
+    Call(
+        "score without --output",
+        ("score", "--input", "{customers}"),
+        2,
+        r"Missing option '--output'",
+    ),
+    Call("features without --out", ("features", "{spec}"), 2, r"Missing option '--out'"),
+    Call("an unknown command", ("tunes", "{spec}"), 2, r"No such command 'tunes'"),
+    Call("an unknown --engine", (*SCORE, "--engine", "dask"), 2, r"'dask' is not one of"),
+    Call(
+        "an extra argument",
+        ("validate", "{spec}", "more"),
+        2,
+        r"unexpected extra argument\(s\) \(more\)",
+    ),
+    Call("tune without a spec", ("tune",), 2, r"Missing argument 'spec'"),
+    Call(
+        "promote without a version",
+        ("promote", "--model", "catalogue"),
+        2,
+        r"Missing argument 'version'",
+    ),
+    # 5. Spec parsing
+    Call(
+        "YAML alias bomb",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"spec\.yaml: .*alias",
+        _spec(ALIAS_BOMB),
+    ),
+    Call(
+        "spec over the size limit",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"spec\.yaml: .*larger than",
+        _spec("# pad\n" * 400_000 + "name: x\n"),
+    ),
+    Call(
+        "spec nested 1,100 deep",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"spec\.yaml: .*nest",
+        _spec("name: " + "[" * 1100 + "]" * 1100 + "\n"),
+    ),
+    Call(
+        "duplicate top-level key",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"spec\.yaml: line 2: duplicate key 'name'",
+        _spec("name: a\nname: b\n"),
+    ),
+    Call(
+        "duplicate registry.model_name",
+        ("promote", "1", "--spec", "{tmp}/spec.yaml"),
+        2,
+        r"spec\.yaml: line 4: duplicate key 'registry\.model_name'",
+        _spec("name: a\nregistry:\n  model_name: catalogue\n  model_name: other\n"),
+    ),
+    Call(
+        "spec is a list",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"a spec is a YAML mapping of keys \(got list\)",
+        _spec("- a\n- b\n"),
+    ),
+    Call(
+        "empty spec",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"a spec is a YAML mapping of keys",
+        _spec(""),
+    ),
+    Call(
+        "spec not UTF-8",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"spec\.yaml: not a readable YAML spec",
+        _spec(b"name: \xff\xfe\n"),
+    ),
+    Call(
+        "spec is a folder",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"spec\.yaml: .*folder",
+        _files(**{"spec.yaml": "/"}),
+    ),
+    Call(
+        "spec with a Python tag",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"spec\.yaml: not a readable YAML spec",
+        _spec("name: !!python/object/apply:os.system ['true']\n"),
+    ),
+    Call(
+        "spec with tabs",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"spec\.yaml: not a readable YAML spec",
+        _spec("name: a\ndata:\n\tsource: x\n"),
+    ),
+    Call(
+        "spec misspelt key",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"spec\.yaml: data\.delimter: unknown key",
+        _spec(delimter=";"),
+    ),
+    Call(
+        "spec file missing", ("validate", "{tmp}/nope.yaml"), 2, r"nope\.yaml: spec file not found"
+    ),
+    # 4. Names checked before any work
+    Call(
+        "model name MLflow refuses",
+        ("tune", "{tmp}/spec.yaml", "--n-trials", "2"),
+        2,
+        r"spec\.yaml: registry\.model_name: .*'team/seg'",
+        _spec(registry={"model_name": "team/seg"}),
+    ),
+    Call(
+        "model name '..'",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"spec\.yaml: registry\.model_name: ",
+        _spec(registry={"model_name": ".."}),
+    ),
+    Call(
+        "spec name with a slash",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"spec\.yaml: name: String should match",
+        _spec(name="a/b"),
+    ),
+    Call(
+        "--model with a slash",
+        ("promote", "1", "--model", "team/seg"),
+        2,
+        r"model reference '1': not found in the registry",
+    ),
+    Call(
+        "--model with a quote",
+        ("promote", "1", "--model", "o'brien"),
+        2,
+        r"model reference '1': not found in the registry",
+    ),
+    Call(
+        "model name with a quote",
+        ("tune", "{tmp}/spec.yaml", "--n-trials", "1"),
+        0,
+        r"registered: o'brien v1 \(alias challenger\)",
+        _spec(registry={"model_name": "o'brien"}, search=SEARCH),
+    ),
+    # 6. Accepted without a word
+    Call(
+        "Parquet list column",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"c\.parquet: column 'tags' holds lists",
+        _both(
+            _files(**{"c.parquet": _list_column}),
+            _spec(
+                source="c.parquet",
+                attributes={"behavioural": list(FEATURES), "geographic": ["tags"]},
+            ),
+        ),
+    ),
+    Call(
+        "duplicated column name (CSV)",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"c\.csv: column 'engagement' appears 2 times",
+        _both(_files(**{"c.csv": _duplicate_header}), _spec(source="c.csv")),
+    ),
+    Call(
+        "duplicated column name (Parquet)",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"c\.parquet: column 'engagement' appears 2 times",
+        _both(_files(**{"c.parquet": _duplicate_parquet_column}), _spec(source="c.parquet")),
+    ),
+    Call(
+        "duplicated column in a batch",
+        (
+            "score",
+            "--input",
+            "{tmp}/c.csv",
+            "--output",
+            "{tmp}/s.csv",
+            "--model",
+            "models:/catalogue/1",
+        ),
+        2,
+        r"c\.csv: column 'engagement' appears 2 times",
+        _files(**{"c.csv": _duplicate_header}),
+    ),
+    Call(
+        "reference date centuries ahead",
+        ("validate", "{txspec}", "--reference-date", "2500-01-01"),
+        2,
+        r"reference date 2500-01-01 is after today",
+    ),
+    Call(
+        "spec reference date centuries ahead",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"spec\.yaml: data\.reference_date: .*2999-01-01 is after today",
+        _spec(tx=True, reference_date="2999-01-01"),
+    ),
+    Call(
+        "score as of centuries ahead",
+        (
+            "score",
+            "--input",
+            "{tx}",
+            "--output",
+            "{tmp}/s.csv",
+            "--model",
+            "models:/catalogue_tx/1",
+            "--reference-date",
+            "2500-01-01",
+        ),
+        2,
+        r"reference date 2500-01-01 is after today",
+    ),
+    Call(
+        "outcome also an attribute",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"spec\.yaml: data: .*'engagement' is both data\.attributes\.behavioural and data\.outc",
+        _spec(outcomes={"revenue": "engagement"}),
+    ),
+    Call(
+        "id column also an attribute",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"spec\.yaml: data: .*'customer_id' is both data\.id_column and data\.attributes\.",
+        _spec(attributes={"behavioural": [*FEATURES, ID_COLUMN]}),
+    ),
+    # 1. Library errors that ended as exit 1
+    Call(
+        "time-zone-aware timestamps",
+        ("validate", "{tmp}/spec.yaml"),
+        0,
+        r"valid$",
+        _both(
+            _files(**{"t.csv": _tz_log(("+02:00",))}),
+            _spec(
+                tx=True,
+                source="t.csv",
+                transactions={"timestamp": "day", "amount": "amount", "quantity": "qty"},
+            ),
+        ),
+    ),
+    Call(
+        "mixed-offset timestamps",
+        ("validate", "{tmp}/spec.yaml"),
+        0,
+        r"valid$",
+        _both(
+            _files(**{"t.csv": _tz_log(("+02:00", "-05:00", "Z"))}),
+            _spec(
+                tx=True,
+                source="t.csv",
+                transactions={"timestamp": "day", "amount": "amount", "quantity": "qty"},
+            ),
+        ),
+    ),
+    Call(
+        "timestamp_format with an unknown directive",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"spec\.yaml: data\.transactions\.timestamp_format: .*'Q' is a bad directive",
+        _both(
+            _files(**{"t.csv": _store_tx}),
+            _spec(
+                tx=True,
+                source="t.csv",
+                transactions={
+                    "timestamp": "day",
+                    "timestamp_format": "%Y-%Q",
+                    "amount": "amount",
+                    "quantity": "qty",
+                },
+            ),
+        ),
+    ),
+    Call(
+        "empty delimiter",
+        ("validate", "{tmp}/spec.yaml"),
+        2,
+        r"spec\.yaml: data\.delimiter: ",
+        _spec(delimiter=""),
+    ),
+    Call(
+        "reference date before all the data",
+        ("validate", "{txspec}", "--reference-date", "1990-01-01"),
+        2,
+        r"tx\.csv: no transaction on or before 1990-01-01",
+    ),
+    Call(
+        "int64 above 2^53 in Parquet",
+        (
+            "score",
+            "--input",
+            "{tmp}/c.parquet",
+            "--output",
+            "{tmp}/s.csv",
+            "--model",
+            "models:/catalogue/1",
+        ),
+        0,
+        r"scoring run",
+        _files(**{"c.parquet": _big_ints}),
+    ),
+    Call(
+        "all features boolean",
+        (
+            "score",
+            "--input",
+            "{tmp}/c.parquet",
+            "--output",
+            "{tmp}/s.csv",
+            "--model",
+            "models:/catalogue/1",
+        ),
+        0,
+        r"scoring run",
+        _files(**{"c.parquet": _booleans}),
+    ),
+    Call(
+        "export with a broken MLmodel",
+        (*SCORE, "--model", "{tmp}/m"),
+        2,
+        r"model .*m: cannot be loaded",
+        _export_copy(
+            damage=_unrecorded(lambda m: (m / "MLmodel").write_text("flavors: [unclosed\n"))
+        ),
+    ),
+    Call(
+        "export with a truncated pickle",
+        (*SCORE, "--model", "{tmp}/m"),
+        2,
+        r"model .*m: cannot be loaded",
+        _export_copy(
+            damage=_unrecorded(lambda m: _pickle(m).write_bytes(_pickle(m).read_bytes()[:100]))
+        ),
+    ),
+    Call(
+        "export with a garbage record",
+        (*SCORE, "--model", "{tmp}/m"),
+        2,
+        r"m/segml_export\.json: not a segml export record",
+        _export_copy(damage=lambda m: (m / "segml_export.json").write_text("{not json")),
+    ),
+    Call(
+        "unknown --tracking-uri scheme",
+        (*SCORE, "--tracking-uri", "nosuch://x"),
+        2,
+        r"tracking URI 'nosuch://x': .*unsupported URI",
+    ),
+    Call(
+        "features --out in a folder nobody may write",
+        ("features", "{spec}", "--out", "/proc/segml-features.parquet"),
+        2,
+        r"/proc: cannot write here",
+    ),
+    Call(
+        "score --output in a folder nobody may write",
+        (*SCORE[:4], "/proc/segml/s.csv", "--model", "models:/catalogue/1"),
+        2,
+        r"/proc: cannot write here",
+    ),
+    # 2. Exit 2 that left something behind
+    Call(
+        "score refused into new folders",
+        (*SCORE[:4], "{tmp}/a/b/s.csv", "--model", "models:/nope/1"),
+        2,
+        r"'models:/nope/1': not found",
+    ),
+    Call(
+        "score of a bad batch into new folders",
+        (
+            "score",
+            "--input",
+            "{tmp}/c.csv",
+            "--output",
+            "{tmp}/a/b/s.csv",
+            "--model",
+            "models:/catalogue/1",
+            "--report",
+            "{tmp}/r/s",
+        ),
+        2,
+        r"c\.csv: file is empty",
+        _files(**{"c.csv": ""}),
+    ),
+    Call(
+        "review refused into new folders",
+        (
+            "review",
+            "--data",
+            "{customers}",
+            "--challenger",
+            "models:/nope/1",
+            "--out",
+            "{tmp}/a/b",
+        ),
+        2,
+        r"'models:/nope/1': not found",
+    ),
+    Call(
+        "features of a bad spec into new folders",
+        ("features", "{tmp}/spec.yaml", "--out", "{tmp}/a/b/f.parquet"),
+        2,
+        r"spec\.yaml: data\.kind: ",
+        _spec(kind="people"),
+    ),
+    Call(
+        "export refused into new folders",
+        ("export", "models:/nope/1", "{tmp}/a/b/m"),
+        2,
+        r"'models:/nope/1': not found",
+    ),
+    Call(
+        "store in a missing folder",
+        (
+            *SCORE,
+            "--model",
+            "models:/catalogue/1",
+            "--tracking-uri",
+            "sqlite:///{tmp}/gone/mlflow.db",
+        ),
+        2,
+        r"gone/mlflow\.db: no MLflow store here",
+    ),
+    Call(
+        "store file missing (promote)",
+        ("promote", "1", "--model", "catalogue", "--tracking-uri", "sqlite:///{tmp}/mlflow.db"),
+        2,
+        r"mlflow\.db: no MLflow store here",
+    ),
+    Call(
+        "store file missing (rollback)",
+        ("rollback", "--model", "catalogue", "--tracking-uri", "sqlite:///{tmp}/mlflow.db"),
+        2,
+        r"mlflow\.db: no MLflow store here",
+    ),
+    Call(
+        "store file missing (export)",
+        (
+            "export",
+            "models:/catalogue/1",
+            "{tmp}/m",
+            "--tracking-uri",
+            "sqlite:///{tmp}/mlflow.db",
+        ),
+        2,
+        r"mlflow\.db: no MLflow store here",
+    ),
+    Call(
+        "store file missing (register)",
+        ("register", "0123456789abcdef", "--tracking-uri", "sqlite:///{tmp}/mlflow.db"),
+        2,
+        r"mlflow\.db: no MLflow store here",
+    ),
+    Call(
+        "store file missing (review)",
+        (*REVIEW, "--tracking-uri", "sqlite:///{tmp}/mlflow.db"),
+        2,
+        r"mlflow\.db: no MLflow store here",
+    ),
+    Call(
+        "tune with its store in a missing folder",
+        ("tune", "{spec}", "--tracking-uri", "sqlite:///{tmp}/gone/mlflow.db"),
+        2,
+        r"gone: the store's folder does not exist",
+    ),
+    Call(
+        "store is a folder",
+        ("promote", "1", "--model", "catalogue", "--tracking-uri", "sqlite:///{tmp}/db"),
+        2,
+        r"db: no MLflow store here",
+        _files(db="/"),
+    ),
+    Call(
+        "store is not a database",
+        ("promote", "1", "--model", "catalogue", "--tracking-uri", "sqlite:///{tmp}/x.db"),
+        2,
+        r"x\.db: not an MLflow store",
+        _files(**{"x.db": "hello"}),
+    ),
+    # 3. Work done before a path was checked
+    Call(
+        "score --output is a folder",
+        (*SCORE[:4], "{tmp}/o.csv", "--model", "models:/catalogue/1"),
+        2,
+        r"o\.csv: is a folder; name a file",
+        _files(**{"o.csv": "/"}),
+    ),
+    Call(
+        "score --output under a file",
+        (*SCORE[:4], "{tmp}/f/s.csv", "--model", "models:/catalogue/1"),
+        2,
+        r"f: is a file, not a folder",
+        _files(f="x"),
+    ),
+    Call(
+        "score --report is a file",
+        (*SCORE, "--model", "models:/catalogue/1", "--report", "{tmp}/r"),
+        2,
+        r"r: is a file; name a folder",
+        _files(r="x"),
+    ),
+    Call(
+        "review --out is a file",
+        (*REVIEW, "--champion", "none", "--out", "{tmp}/r"),
+        2,
+        r"r: is a file; name a folder",
+        _files(r="x"),
+    ),
+    Call(
+        "features --out is a folder",
+        ("features", "{spec}", "--out", "{tmp}/f.parquet"),
+        2,
+        r"f\.parquet: is a folder; name a file",
+        _files(**{"f.parquet": "/"}),
+    ),
+    Call(
+        "features --out of an unknown kind",
+        ("features", "{spec}", "--out", "{tmp}/f.xlsx"),
+        2,
+        r"f\.xlsx: the output must end in \.parquet or \.csv",
+    ),
+    Call(
+        "export into a file",
+        ("export", "models:/catalogue/1", "{tmp}/m"),
+        2,
+        r"m: is a file; name a folder",
+        _files(m="x"),
+    ),
+    Call(
+        "export under a file",
+        ("export", "models:/catalogue/1", "{tmp}/f/m"),
+        2,
+        r"f: is a file, not a folder",
+        _files(f="x"),
+    ),
+    Call(
+        "score --output overwrites the input",
+        (
+            "score",
+            "--input",
+            "{tmp}/c.csv",
+            "--output",
+            "{tmp}/c.csv",
+            "--model",
+            "models:/catalogue/1",
+        ),
+        2,
+        r"c\.csv: the output would overwrite an input",
+        _files(**{"c.csv": _store_customers}),
+    ),
+    Call(
+        "score --previous missing",
+        (*SCORE, "--model", "models:/catalogue/1", "--previous", "{tmp}/p.csv"),
+        2,
+        r"p\.csv: file not found",
+    ),
+    Call(
+        "score --input missing",
+        (
+            "score",
+            "--input",
+            "{tmp}/c.csv",
+            "--output",
+            "{tmp}/s.csv",
+            "--model",
+            "models:/catalogue/1",
+        ),
+        2,
+        r"c\.csv: file not found",
+    ),
+    # 8. A local folder does not shadow the registry
+    Call(
+        "folder named champion (promote)",
+        ("promote", "champion", "--model", "catalogue"),
+        0,
+        r"catalogue: champion v1$",
+        _export_copy("champion"),
+    ),
+    Call(
+        "folder named champion (score)",
+        (*SCORE, "--spec", "{spec}"),
+        0,
+        r"catalogue v1",
+        _export_copy("champion"),
+    ),
+    Call(
+        "folder named champion, no model name",
+        SCORE,
+        2,
+        r"model reference 'champion': .*write ./champion",
+        _export_copy("champion"),
+    ),
+    Call(
+        "folder written as ./challenger",
+        (*SCORE, "--model", "./challenger"),
+        0,
+        r"scoring run",
+        _export_copy("challenger"),
+    ),
+    Call(
+        "promote a model folder",
+        ("promote", "./m", "--model", "catalogue"),
+        2,
+        r"'\./m': promote takes a registered version or alias",
+        _export_copy(),
+    ),
+    # 12. Model folders are code: checked against the registry
+    Call(
+        "export with a tampered pickle",
+        (*SCORE, "--model", "{tmp}/m"),
+        2,
+        r"m: differs from its registered version catalogue v2 \(artifacts/segmenter\.joblib\)",
+        _export_copy(damage=lambda m: _pickle(m).write_bytes(_pickle(m).read_bytes() + b"\0")),
+    ),
+    Call(
+        "export with tampered code",
+        (*SCORE, "--model", "{tmp}/m"),
+        2,
+        r"m: differs from its registered version catalogue v2 \(code/segml/model\.py\)",
+        _export_copy(damage=lambda m: (m / "code/segml/model.py").write_text("import os\n")),
+    ),
+    Call(
+        "export with a tampered record",
+        (*SCORE, "--model", "{tmp}/m"),
+        2,
+        r"m: differs from its registered version catalogue v1",
+        _export_copy(
+            damage=lambda m: (m / "segml_export.json").write_text(
+                json.dumps({"name": "catalogue", "version": "1", "source": "models:/catalogue/1"})
+            )
+        ),
+    ),
+    Call(
+        "review with a tampered folder",
+        ("review", "--data", "{customers}", "--challenger", "{tmp}/m", "--champion", "none"),
+        2,
+        r"m: differs from its registered version catalogue v2",
+        _export_copy(damage=lambda m: _pickle(m).write_bytes(_pickle(m).read_bytes() + b"\0")),
+    ),
+]
+
+
+def _snapshot(*folders: Path) -> set[Path]:
+    return {p for folder in folders for p in folder.rglob("*")}
+
+
+def _store_state(uri: str) -> dict[str, object]:
+    """Runs by status, model versions and aliases, read straight from the SQLite store."""
+    with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as db:
+        return {
+            "runs": sorted(db.execute("SELECT status, count(*) FROM runs GROUP BY status")),
+            "versions": sorted(db.execute("SELECT name, version, status FROM model_versions")),
+            "aliases": sorted(
+                db.execute("SELECT name, alias, version FROM registered_model_aliases")
+            ),
+        }
+
+
+@pytest.mark.parametrize("call", CALLS, ids=[c.name for c in CALLS])
+def test_command_case(
+    call: Call,
+    store: dict,
+    tmp_path: Path,
+    record: Callable,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    ctx = {
+        "uri": store["uri"],
+        "tmp": str(tmp_path),
+        "customers": str(store["tmp"] / "customers.csv"),
+        "spec": str(store["tmp"] / "spec.yaml"),
+        "tx": str(store["tmp"] / "tx.csv"),
+        "txspec": str(store["tmp"] / "tx.yaml"),
+        "export": str(store["export"]),
+    }
+    if call.setup:
+        call.setup(tmp_path, ctx)
+    args = [a.format(**ctx) for a in call.args]
+    if args and args[0] in TRACKED and "--tracking-uri" not in args:
+        args += ["--tracking-uri", store["uri"]]
+    files, state = _snapshot(tmp_path, store["tmp"]), _store_state(store["uri"])
+    result = runner.invoke(app, args)
+    record(call.name, " ".join(call.args[:1]), result, tmp_path)
+    assert result.exit_code == call.code, result.output
+    after = _store_state(store["uri"])
+    assert after["runs"] == [r for r in after["runs"] if r[0] != "RUNNING"], after["runs"]
+    if call.code == EXIT_OK:
+        assert re.search(call.message, result.stdout, re.MULTILINE), result.stdout
+        if args[0] != "tune":  # the registry is as it was (a folder named champion moved nothing)
+            assert (after["versions"], after["aliases"]) == (state["versions"], state["aliases"])
+        left = [p for p in _snapshot(tmp_path) - files if p.name.startswith(".")]
+        assert not left, left
+        return
+    assert result.stderr.count("\n") == 1 and len(result.stderr) < 400, result.stderr
+    assert result.stderr.startswith("segml: error: "), result.stderr
+    assert re.search(call.message, result.stderr), result.stderr
+    assert _snapshot(tmp_path, store["tmp"]) == files, "left behind"
+    assert after == state, "the store changed"

@@ -86,3 +86,11 @@ def test_selection_benchmark_scores_every_method_on_every_dataset(bench, tmp_pat
     # The pick's labels come from the registered model, the trial's from a refit: they agree.
     picked = trials[trials["chosen"]].set_index("dataset")["ari"]
     assert picked.loc[names].to_numpy() == pytest.approx(frame["segml_ari"], abs=0.02)
+
+
+def test_privacy_benchmark_compares_saved_clusterers_and_drift_references(bench):
+    privacy = bench("bench_privacy")
+    rows = privacy.saved_clusterers(600, 2_000)
+    assert [r.split(" | ")[3] for r in rows] == ["1.0000"] * 3  # identical labels, each family
+    steady = privacy.drift_agreement(800, 500, 0.0, 2).split(" | ")
+    assert steady[3] == "KS p-value" and steady[6] == "8/8"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import yaml
 
@@ -71,3 +72,19 @@ def test_every_trial_carries_the_documented_keys(
         expected = {keys.param_key(family, name) for name in spaces[family]}
         assert expected <= set(run.data.params), expected - set(run.data.params)
         assert run.data.params[keys.param_key(keys.PREP_NAMESPACE, "reducer")] == "none"
+
+
+def test_the_tune_reports_predicted_value_per_segment(cdnow_tune: tuple[TuneResult, str]) -> None:
+    """The demo spec declares ``features.clv``: the summary, the run's business table and the
+    model card carry expected CLV and probability alive per segment."""
+    result, uri = cdnow_tune
+    assert result.segments is not None and result.segmenter.value is not None
+    summary = result.segments.set_index("segment_id")
+    assert summary["p_alive_mean"].between(0, 1).all() and (summary["clv_mean"] > 0).all()
+    client = mlflow.MlflowClient(uri)
+    path = client.download_artifacts(result.parent_run_id, "segments/business.json")
+    table = pd.read_json(path, orient="split").set_index("segment_id")
+    assert table["clv_share"].sum() == pytest.approx(1.0)
+    assert table["clv_total"].to_dict() == pytest.approx(summary["clv_total"].to_dict())
+    card = client.get_model_version(result.segmenter.spec.model_name, result.model_version)
+    assert "p_alive_mean" in card.description and "clv_total" in card.description

@@ -142,7 +142,10 @@ def test_line_items_through_features_tune_and_score(
     assert not (later / "scores.csv").exists()
     scored = runner.invoke(app, [*score, "--customers", "2024/customers.csv"])
     assert scored.exit_code == 0, scored.output
-    assert "unseen categories (ignored): Country 1" in scored.stdout
+    # Japan, and every country fewer than min_report_size training customers shared, is pooled.
+    kept = log.truth["Country"].value_counts().loc[lambda n: n >= 20].index
+    pooled = (~line_items(120, seed=2).truth["Country"].isin(kept)).sum() + 1
+    assert f"rare or unseen categories (pooled): Country {pooled}" in scored.stdout
     out = pd.read_csv(later / "scores.csv", dtype={ID: str}).set_index(ID)
     assert sorted(out.index) == sorted(line_items(120, seed=2).truth[ID])
 

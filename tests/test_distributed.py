@@ -20,6 +20,7 @@ from docs.screenshots import mlflow_server
 from segml import tracking as keys
 from segml.cli import app
 from segml.experiment import tune
+from segml.locks import model_lock
 from segml.registry import CHALLENGER, ModelRef, load_segmenter, resolve_ref
 from segml.spec import load_spec
 from segml.studies import (
@@ -267,3 +268,23 @@ def test_two_workers_share_one_sqlite_study(tmp_path: Path) -> None:
     finished = _two_workers(spec, storage, tracking_uri)
     study = optuna.load_study(study_name=STUDY, storage=storage)
     _assert_one_study(study, tracking_uri, "embedded", finished)
+
+
+def test_registry_actions_on_a_postgres_store_take_turns(postgres: Postgres) -> None:
+    """The per-model lock on a PostgreSQL tracking store: a second holder of the same model's
+    lock waits for the first; another model's lock does not."""
+    url = postgres.create_database("registry_locks")
+    held = threading.Event()
+
+    def second() -> None:
+        with model_lock(url, "cdnow"):
+            held.set()
+
+    with model_lock(url, "cdnow"):
+        waiting = threading.Thread(target=second)
+        waiting.start()
+        with model_lock(url, "retail"):
+            pass  # another model's actions go on
+        assert not held.wait(0.5), "two holders of one model's lock"
+    assert held.wait(10), "the lock was not passed on"
+    waiting.join()

@@ -1,8 +1,8 @@
-"""The README's commands are real: every ``segml`` command line it shows parses with the CLI's
-own parser, every ``make`` target, benchmark script option and extra exists, and the example
-spec loads.
+"""The manual's commands are real: every ``segml`` command line the README and the pages under
+``docs/`` show parses with the CLI's own parser, every ``make`` target, benchmark script option
+and extra exists, and the example spec loads.
 
-The commands are taken from the README's code blocks and from its inline code that starts
+The commands are taken from the manual's code blocks and from its inline code that starts
 with a command name, so a renamed option or a dropped command fails here, not in a user's
 shell. What each command does is tested elsewhere (``make demo`` runs the demo's lines).
 """
@@ -33,6 +33,9 @@ from .conftest import EXPERIMENTS, ROOT
 from .models import fit_segmenter
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+MANUAL = "\n".join(  # the README and the pages it links under docs/
+    path.read_text(encoding="utf-8") for path in [ROOT / "README.md", *ROOT.glob("docs/*.md")]
+)
 PROGRAMS = ("segml", ".venv/bin/segml", "make", "python", "pip", "mlflow")
 
 
@@ -59,8 +62,8 @@ def _inline_commands(text: str) -> list[str]:
     return [re.sub(r"[\[\]]", "", span) for span in found]
 
 
-BLOCKS = _block_lines(README)
-INLINE = _inline_commands(README)
+BLOCKS = _block_lines(MANUAL)
+INLINE = _inline_commands(MANUAL)
 COMMANDS = [*BLOCKS, *INLINE]
 SEGML = [c for c in COMMANDS if c.split()[0] in ("segml", ".venv/bin/segml")]
 MAKE = [c for c in COMMANDS if c.startswith("make ")]

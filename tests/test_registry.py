@@ -136,7 +136,10 @@ def test_promote_refuses_failed_review_unless_forced_and_rollback_restores(store
     rolled = _cli(store["uri"], "rollback", "--model", MODEL, "--reason", "bad week")
     assert rolled.exit_code == 0, rolled.output
     assert _alias(store, CHAMPION) == "1"
-    assert _cli(store["uri"], "rollback", "--model", MODEL).exit_code == 2
+    again = _cli(store["uri"], "rollback", "--model", MODEL)  # done: a rerun changes nothing
+    assert (again.exit_code, again.output) == (0, f"{MODEL}: champion v1 (rolled back)\n")
+    aliases = _client(store).get_registered_model(MODEL).aliases
+    assert {k: str(v) for k, v in aliases.items()} == {CHAMPION: "1"}
 
 
 def test_fresh_process_by_alias_predicts_byte_identically(store: dict, tmp_path: Path) -> None:

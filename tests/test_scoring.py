@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -21,8 +22,9 @@ from typer.testing import CliRunner
 
 from segml import tracking as keys
 from segml.cli import app
+from segml.data import read_customers
 from segml.errors import DataError
-from segml.features import build_features
+from segml.features import build_features, customer_table, with_value
 from segml.model import IS_NOVEL, SEGMENT_ID, Segmenter, log_segment_model
 from segml.monitoring import EMERGING_FIT_ROWS, EMERGING_ID
 from segml.registry import ModelRef
@@ -30,7 +32,7 @@ from segml.scoring import MODEL_NAME, MODEL_VERSION, _input, output_schema, scor
 from segml.scoring._clean import trimmed_text
 from segml.scoring._collect import Sample
 from segml.scoring._ids import SeenIds, id_hashes
-from segml.spec import Spec, load_spec
+from segml.spec import CLV_COLUMNS, Spec, load_spec
 from segml.synthetic import (
     FEATURES,
     ID_COLUMN,
@@ -561,6 +563,30 @@ def test_transaction_log_is_aggregated_as_at_training(tmp_path: Path) -> None:
     assert summary.rows_scored == len(expected)
     out = _in_batch_order(tmp_path / "out.parquet", expected)
     assert out[SEGMENT_ID].tolist() == expected[SEGMENT_ID].tolist()
+
+
+def test_a_model_with_clv_adds_its_training_fits_predictions_per_customer(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    n = 3_000
+    tx = _log(rng, n, [f"C{i:04d}" for i in rng.integers(0, 400, size=n)])
+    spec = _log_spec(reference_date="2024-08-31") | {"features": {"clv": {}}}
+    segmenter = fit_segmenter(tmp_path, "kmeans", tx, spec, {"n_clusters": 3})
+    cutoff = dt.date(2024, 12, 31)
+    score(segmenter, tmp_path / "tx.csv", tmp_path / "out.parquet", reference_date=cutoff)
+    out = pd.read_parquet(tmp_path / "out.parquet").set_index(ID_COLUMN)
+    assert list(out.columns[-len(CLV_COLUMNS) :]) == list(CLV_COLUMNS)
+    later = load_spec(tmp_path / "spec.yaml")
+    later = later.model_copy(
+        update={"data": later.data.model_copy(update={"reference_date": None})}
+    )
+    intake = read_customers(later, cutoff)
+    customers = customer_table(later, intake, cutoff)
+    assert segmenter.value is not None
+    expected = with_value(later, intake, customers, segmenter.value).set_index(ID_COLUMN)
+    found = out.loc[expected.index, list(CLV_COLUMNS)]
+    np.testing.assert_allclose(found.to_numpy(), expected[list(CLV_COLUMNS)].to_numpy())
+    refit = build_features(later, cutoff).table.set_index(ID_COLUMN).loc[expected.index]
+    assert not np.allclose(refit["clv"], found["clv"]), "the training fit, not a refit"
 
 
 # --------------------------------------------------------------------------------------------

@@ -117,7 +117,27 @@ def test_value_and_priority_are_stated_and_ranked(cdnow_report: SegmentReport) -
     assert value["revenue_share"].sum() == pytest.approx(1.0)
     assert value["priority"].is_monotonic_decreasing
     assert value["rank"].tolist() == list(range(1, len(value) + 1))
-    assert "share of customers x spend per customer" in cdnow_report.priority_rule
+    assert "share of customers x CLV per customer" in cdnow_report.priority_rule
+
+
+def test_cdnow_segments_show_predicted_clv_and_probability_alive(
+    cdnow_report: SegmentReport, cdnow_model: tuple[Segmenter, pd.DataFrame]
+) -> None:
+    segmenter, table = cdnow_model
+    ids = segmenter.segment_ids(segmenter.segmentation.labels)
+    shown = cdnow_report.segments.set_index("segment_id")
+    for segment, row in shown.iterrows():
+        members = table[ids == segment]
+        assert row["clv_mean"] == pytest.approx(members["clv"].mean())
+        assert row["clv_total"] == pytest.approx(members["clv"].sum())
+        assert row["priority"] == pytest.approx(members["clv"].sum() / table["clv"].sum())
+        assert row["p_alive_mean"] == pytest.approx(members["p_alive"].mean())
+        assert row["expected_purchases_mean"] == pytest.approx(
+            members["expected_purchases"].mean()
+        )
+    html = segment_html(cdnow_report)
+    for header in ("mean CLV", "total CLV", "P(alive)", "expected purchases"):
+        assert f">{header}</th>" in html
 
 
 def test_the_pages_show_names_rules_and_no_missing_numbers(cdnow_report: SegmentReport) -> None:

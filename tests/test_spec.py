@@ -45,6 +45,13 @@ BAD_SPECS = [
     ),
     ({"data": {"personal": ["engagement"]}}, r"personal columns can never be features"),
     ({"data": {"kind": "transactions"}}, r"needs a 'transactions' column mapping"),
+    ({"features": {"clv": {}}}, r"features\.clv needs a transaction log \(data\.kind: trans"),
+    (
+        {"features": {"clv": {"segment_on": ["ltv"]}}},
+        r"features\.clv\.segment_on\.0: Input should be 'expected_purchases', 'p_alive', "
+        r"'expected_spend' or 'clv' \(got 'ltv'\)",
+    ),
+    ({"features": {"clv": {"discount_rate": 1.5}}}, r"features\.clv\.discount_rate: Input sh"),
 ]
 
 

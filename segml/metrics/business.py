@@ -12,7 +12,9 @@ NOISE = -1
 OUTCOME_ROLES: dict[str, tuple[tuple[str, str], ...]] = {
     "revenue": (("revenue_share", "share"), ("revenue_mean", "mean")),
     "monetary": (("spend_mean", "mean"),),
-    "clv": (("clv_mean", "mean"),),
+    "clv": (("clv_mean", "mean"), ("clv_total", "sum"), ("clv_share", "share")),
+    "p_alive": (("p_alive_mean", "mean"),),
+    "expected_purchases": (("expected_purchases_mean", "mean"),),
     "conversion": (("conversion_rate", "mean"),),
     "repeat": (("repeat_rate", "mean"),),
     "recency": (("recency_mean", "mean"),),
@@ -21,8 +23,9 @@ OUTCOME_ROLES: dict[str, tuple[tuple[str, str], ...]] = {
 """Outcome columns named after a role, and the ``(output column, statistic)`` pairs they give.
 (``monetary`` gives ``spend_mean``, not ``monetary_mean``, the feature of mean order value.)
 
-``share`` is the segment's part of the column's total over all rows; ``mean`` is the segment
-mean (a rate for 0/1 columns). Columns with any other name give ``<name>_mean``.
+``share`` is the segment's part of the column's total over all rows, ``sum`` that total and
+``mean`` the segment mean (a rate for 0/1 columns). Columns with any other name give
+``<name>_mean``.
 """
 
 LIFT_MIN_MEAN = 0.01
@@ -50,8 +53,9 @@ def segment_table(labels: np.ndarray, outcomes: pd.DataFrame | None = None) -> p
         Integer segment ids; -1 marks noise.
     outcomes : DataFrame, optional
         Numeric outcome columns aligned with ``labels`` by position. Columns named after a role
-        in ``OUTCOME_ROLES`` (``revenue``, ``monetary``, ``clv``, ``conversion``, ``repeat``,
-        ``recency``, ``churn``) give the statistics listed there; 0/1 roles (``conversion``,
+        in ``OUTCOME_ROLES`` (``revenue``, ``monetary``, ``clv``, ``p_alive``,
+        ``expected_purchases``, ``conversion``, ``repeat``, ``recency``, ``churn``) give the
+        statistics listed there; 0/1 roles (``conversion``,
         ``repeat``, ``churn``) give rates. Any other column gives ``<name>_mean``. Missing
         values are skipped.
 
@@ -81,6 +85,8 @@ def segment_table(labels: np.ndarray, outcomes: pd.DataFrame | None = None) -> p
             for name, stat in stats:
                 if stat == "share":
                     values = sums[column] / outcomes[column].sum()
+                elif stat == "sum":
+                    values = sums[column]
                 else:
                     values = means[column]
                 table[name] = values.to_numpy(dtype=float)
@@ -88,7 +94,9 @@ def segment_table(labels: np.ndarray, outcomes: pd.DataFrame | None = None) -> p
     return table.iloc[order].reset_index(drop=True)
 
 
-def business_metrics(labels: np.ndarray, value: np.ndarray | None = None) -> Business:
+def business_metrics(
+    labels: np.ndarray, value: np.ndarray | None = None, min_count: int = 1
+) -> Business:
     """Segment count, size spread and how much of a value's variance the segments explain.
 
     Parameters
@@ -97,12 +105,16 @@ def business_metrics(labels: np.ndarray, value: np.ndarray | None = None) -> Bus
         Integer segment ids; -1 marks noise.
     value : ndarray of shape (n_samples,), optional
         A per-customer value (revenue, CLV, ...).
+    min_count : int
+        The spec's ``min_report_size``: the share of a segment of fewer customers is not
+        given (its size could be read from it beside the customer count).
 
     Returns
     -------
     Business
         ``min_share``/``max_share`` are the smallest and largest segment's share of all rows
-        (noise is not a segment; NaN without segments). ``value_r2`` is eta squared, the
+        (noise is not a segment; NaN without segments, or when that segment holds fewer than
+        ``min_count`` customers). ``value_r2`` is eta squared, the
         between-segment share of the variance of ``value`` over non-noise rows with a finite
         value; NaN if ``value`` is None, constant there, or there are no such rows.
     """
@@ -113,8 +125,8 @@ def business_metrics(labels: np.ndarray, value: np.ndarray | None = None) -> Bus
     shares = counts / n if n else counts.astype(float)
     return Business(
         n_segments=int(counts.size),
-        min_share=float(shares.min()) if counts.size else np.nan,
-        max_share=float(shares.max()) if counts.size else np.nan,
+        min_share=float(shares.min()) if counts.size and counts.min() >= min_count else np.nan,
+        max_share=float(shares.max()) if counts.size and counts.max() >= min_count else np.nan,
         noise_share=float(1 - segment.mean()) if n else np.nan,
         value_r2=np.nan if value is None else _eta_squared(labels, np.asarray(value, float)),
     )

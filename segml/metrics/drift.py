@@ -20,6 +20,8 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
+from segml.privacy import RARE_CATEGORY, microaggregate
+
 PSI_EPS = 1e-4
 """Shares of zero are raised to this before the PSI's logarithm (Evidently's choice)."""
 REFERENCE_QUANTILES = 1_000
@@ -40,8 +42,8 @@ class DriftReference:
     rows : int
         Training customers described.
     quantiles : dict of str to ndarray
-        Per numeric column, ``min(rows, REFERENCE_QUANTILES)`` evenly spaced quantiles
-        (each an observed value): a pseudo-sample of the column, missing values left out.
+        Per numeric column, ``min(rows, REFERENCE_QUANTILES)`` evenly spaced quantiles of
+        its microaggregated values: a pseudo-sample of the column, missing values left out.
     counts : dict of str to dict of str to int
         Per categorical (or few-valued numeric) column, customers per value (as text).
     """
@@ -66,15 +68,21 @@ def category_keys(values: pd.Series) -> pd.Series:
     return values.dropna().astype(str)
 
 
-def drift_reference(frame: pd.DataFrame, categorical: Sequence[str]) -> DriftReference:
+def drift_reference(
+    frame: pd.DataFrame, categorical: Sequence[str], min_count: int = 1
+) -> DriftReference:
     """Summarise the training columns of ``frame`` for later drift checks.
 
     Parameters
     ----------
     frame : DataFrame
-        The training customers' input columns.
+        The training customers' input columns (categories of fewer than ``min_count``
+        customers already pooled, see :func:`segml.privacy.pool_rare`).
     categorical : sequence of str
         Columns compared as categories whatever their type.
+    min_count : int
+        Numeric quantiles are taken of the values microaggregated by ``min_count``
+        (:func:`segml.privacy.microaggregate`): none is a single customer's value.
     """
     quantiles: dict[str, np.ndarray] = {}
     counts: dict[str, dict[str, int]] = {}
@@ -84,7 +92,7 @@ def drift_reference(frame: pd.DataFrame, categorical: Sequence[str]) -> DriftRef
             tally = category_keys(values).value_counts().sort_index()
             counts[column] = {str(k): int(v) for k, v in tally.items()}
         else:
-            present = values.dropna().to_numpy(dtype=float)
+            present = microaggregate(values.dropna().to_numpy(dtype=float), min_count)
             size = min(present.size, REFERENCE_QUANTILES)
             probs = (np.arange(size) + 0.5) / max(size, 1)
             quantiles[column] = np.quantile(present, probs, method="inverted_cdf")
@@ -174,7 +182,8 @@ def feature_drift(
             kind = NUMERIC
         else:
             ref_counts = pd.Series(reference.counts[column], dtype=float)
-            cur_counts = category_keys(current[column]).value_counts().astype(float)
+            cur_counts = _as_reference(category_keys(current[column]), ref_counts.index)
+            cur_counts = cur_counts.value_counts().astype(float)
             method, score, term = _categorical(ref_counts, cur_counts, reference.rows, small)
             kind = CATEGORICAL
         threshold = p_value if small else distance
@@ -182,6 +191,14 @@ def feature_drift(
         rows.append((column, kind, method, score, threshold, drifted, term))
     columns = ["feature", "kind", "method", "score", "threshold", "drifted", "psi"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _as_reference(keys: pd.Series, known: pd.Index) -> pd.Series:
+    """A batch's categories as the reference counts them: when training pooled its rare
+    categories, a category the reference lacks is one of them."""
+    if RARE_CATEGORY not in known:
+        return keys
+    return keys.where(keys.isin(known), RARE_CATEGORY)
 
 
 def _numeric(ref: np.ndarray, cur: np.ndarray, small: bool) -> tuple[str, float, float]:

@@ -28,7 +28,9 @@ class Check:
         return {"name": self.name, "passed": self.passed, "detail": self.detail}
 
 
-def granularity_checks(ids: np.ndarray, value: np.ndarray | None, min_share: float) -> list[Check]:
+def granularity_checks(
+    ids: np.ndarray, value: np.ndarray | None, min_share: float, min_count: int = 1
+) -> list[Check]:
     """Over-segmentation (segments smaller than ``min_share`` of the customers) and
     under-segmentation (one segment holding most of the value with nearly all of its spread).
 
@@ -41,21 +43,28 @@ def granularity_checks(ids: np.ndarray, value: np.ndarray | None, min_share: flo
         check looks at the largest segment by customers.
     min_share : float
         The spec's ``constraints.min_share``.
+    min_count : int
+        The spec's ``min_report_size``: a smaller segment's share is not given.
     """
     segments = np.unique(ids[ids >= 0])
     if segments.size == 0:
         return [Check("segments", False, "no customer is in a segment")]
-    return [_small_segments(ids, segments, min_share), _lumped(ids, segments, value)]
+    return [_small_segments(ids, segments, min_share, min_count), _lumped(ids, segments, value)]
 
 
-def _small_segments(ids: np.ndarray, segments: np.ndarray, min_share: float) -> Check:
-    shares = np.array([np.mean(ids == s) for s in segments])
+def _small_segments(
+    ids: np.ndarray, segments: np.ndarray, min_share: float, min_count: int
+) -> Check:
+    counts = np.array([np.count_nonzero(ids == s) for s in segments])
+    shares = counts / ids.size
     small = segments[shares < min_share]
     smallest = int(segments[shares.argmin()])
-    detail = (
-        f"smallest segment {smallest} holds {shares.min():.1%} of customers "
-        f"(constraints.min_share {min_share:.1%})"
+    held = (
+        f"{shares.min():.1%} of customers"
+        if counts.min() >= min_count
+        else f"fewer than {min_count} customers (min_report_size)"
     )
+    detail = f"smallest segment {smallest} holds {held} (constraints.min_share {min_share:.1%})"
     if small.size:
         detail = f"{small.size} segment(s) below constraints.min_share; " + detail
     return Check("over-segmentation", not small.size, detail)

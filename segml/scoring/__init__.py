@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from segml import report, tracking
+from segml._io import created_parents
 from segml.errors import DataError
 from segml.model import Segmenter
 from segml.registry import ModelRef, load_segmenter
@@ -183,8 +184,7 @@ def _score_with(
     )
     engine.check(job)
     _check_attribute_table(segmenter, input_path, customers)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with staging_folder(output) as folder:
+    with created_parents(output), staging_folder(output) as folder:
         try:
             staged = engine.stage(job, Path(folder))
             if staged.rows_scored == 0:
@@ -217,6 +217,9 @@ def _score_with(
         settings=in_effect.monitoring,
         min_report_size=in_effect.min_report_size,
         segment_names=segmenter.segment_names(),
+        training_hidden=frozenset(
+            report.catalog_hidden(segmenter.catalog, in_effect.min_report_size)
+        ),
     )
 
 
@@ -321,7 +324,7 @@ def _log(
     summaries."""
     texts = {}
     if summary.report.migration is not None:
-        texts["migration.csv"] = summary.report.migration.reset_index().to_csv(index=False)
+        texts["migration.csv"] = report.published_migration(summary).to_csv(index=False)
     texts["summary.md"] = report.scoring_markdown(summary)
     texts["summary.html"] = report.scoring_html(summary)
     return tracking.log_scoring_run(

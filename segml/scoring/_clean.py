@@ -116,7 +116,7 @@ def trimmed_text(column: pa.ChunkedArray | pa.Array) -> pa.LargeStringArray:
 def _numbers(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """Values as float64 (NaN when missing) and the cells that are present but not numbers."""
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        values = column.cast(pa.float64()).to_numpy()
+        values = column.cast(pa.float64(), safe=False).to_numpy()  # int64 past 2^53: rounded
         return values, np.zeros(values.size, dtype=bool)
     text = trimmed_text(column)
     try:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
-from segml._io import is_parquet, open_parquet
+from segml._io import check_columns, csv_header, is_parquet, open_parquet
 from segml.errors import DataError
 
 READ_ROWS = 65_536
@@ -45,14 +45,16 @@ def file_schema(path: Path, delimiter: str) -> pa.Schema:
     """The file's columns (CSV columns as text, names stripped as at training)."""
     try:
         if is_parquet(path):
-            return pq.read_schema(path)
-        sep = r"\s+" if delimiter == "whitespace" else delimiter
-        header = pd.read_csv(path, sep=sep, nrows=0, encoding="utf-8-sig").columns
+            schema = pq.read_schema(path)
+        else:
+            sep = r"\s+" if delimiter == "whitespace" else delimiter
+            schema = pa.schema([(c, pa.string()) for c in csv_header(path, sep)])
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty (no header and no rows)") from None
     except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV or Parquet file ({_first(exc)})") from None
-    return pa.schema([(str(c).strip(), pa.string()) for c in header])
+    check_columns(path, schema)
+    return schema
 
 
 def read_batches(

@@ -20,13 +20,12 @@ import pyarrow as pa
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
-from segml._io import flush_to_disk, is_parquet
+from segml._io import check_output, flush_to_disk, is_parquet
 from segml.errors import DataError
 from segml.model import CONFIDENCE, IS_NOVEL, NOVELTY_SCORE, SEGMENT_ID, SEGMENT_NAME
 from segml.monitoring import EMERGING_ID
 from segml.scoring._input import READ_ROWS
 
-OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv")
 MODEL_NAME = "model_name"
 MODEL_VERSION = "model_version"
 SOURCE_COLUMN = "source"
@@ -35,16 +34,17 @@ QUARANTINE_SUFFIX = ".quarantine.csv"
 
 
 def check_paths(input_path: Path, output: Path, previous: Path | None) -> None:
-    """Refuse an output of an unknown kind or one that would overwrite an input."""
-    if output.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise DataError(f"{output}: the output must end in .parquet or .csv")
+    """Refuse an output that cannot be written (see :func:`check_output`) or that would
+    overwrite an input."""
+    check_output(output, "file")
     for other in (input_path, previous):
         if other is not None and output.resolve() == other.resolve():
             raise DataError(f"{output}: the output would overwrite an input; choose another path")
 
 
-def output_schema(id_column: str) -> pa.Schema:
-    """The columns of a score output, in order."""
+def output_schema(id_column: str, value_columns: tuple[str, ...] = ()) -> pa.Schema:
+    """The columns of a score output, in order: the predicted ``value_columns`` last (those
+    of ``features.clv``, when a model that has them scores a transaction log)."""
     return pa.schema(
         [
             (id_column, pa.string()),
@@ -56,6 +56,7 @@ def output_schema(id_column: str) -> pa.Schema:
             (EMERGING_ID, pa.string()),
             (MODEL_NAME, pa.string()),
             (MODEL_VERSION, pa.string()),
+            *((column, pa.float64()) for column in value_columns),
         ]
     )
 
@@ -76,13 +77,13 @@ def repeated(values: pa.Array, n: int) -> pa.DictionaryArray:
     return coded(np.full(n, 0 if len(values) else -1), values)
 
 
-def staged_schema(id_column: str) -> pa.Schema:
+def staged_schema(id_column: str, value_columns: tuple[str, ...] = ()) -> pa.Schema:
     """The output's columns as staged: large-string ids and dictionary-coded repeated text.
 
     The files are written without the Arrow schema, so readers see plain text columns.
     """
     fields = []
-    for column in output_schema(id_column):
+    for column in output_schema(id_column, value_columns):
         if column.name == id_column:
             column = column.with_type(pa.large_string())
         elif column.type == pa.string():

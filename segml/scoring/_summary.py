@@ -41,6 +41,9 @@ class ScoreSummary:
     settings: Monitoring
     min_report_size: int
     segment_names: dict[int, str]
+    training_hidden: frozenset[int] = frozenset()
+    """Segments the model's training reports hide (``report.catalog_hidden``): the share
+    table does not show their training shares either."""
 
     @property
     def rows_per_second(self) -> float:

@@ -25,7 +25,7 @@ import pyarrow as pa
 from segml import _rows
 from segml._rows import Fault, Reasons
 from segml.data import REASON_COLUMN, ROW_COLUMN, read_customers
-from segml.features import customer_table, select_columns
+from segml.features import customer_table, select_columns, with_value
 from segml.model import Assignment, Segmenter
 from segml.monitoring import EMERGING_ID, Emerging, MigrationCounter
 from segml.scoring._clean import CleanBatch, Signature, clean_batch
@@ -49,6 +49,7 @@ from segml.scoring._output import (
     repeated,
     staged_schema,
 )
+from segml.spec import CLV_COLUMNS
 
 ProgressFn = Callable[[int, int | None], None]
 """Called after each batch with the input rows read so far and the total (None if unknown)."""
@@ -160,12 +161,16 @@ class _Run:
     writer: BackgroundWriter | None = None
     constant_columns: list[pa.DictionaryArray] = field(default_factory=list)
     schema: pa.Schema = field(init=False)
+    value_columns: tuple[str, ...] = field(init=False)
     names: pa.Array = field(init=False)
     model: pa.Array = field(init=False)
     version: pa.Array = field(init=False)
 
     def __post_init__(self) -> None:
-        self.schema = staged_schema(self.signature.id_column)
+        # A model with features.clv scores logs only: their customers' predicted value
+        # goes into the output.
+        self.value_columns = CLV_COLUMNS if self.segmenter.value is not None else ()
+        self.schema = staged_schema(self.signature.id_column, self.value_columns)
         self.names = pa.array(self.segmenter.names_by_position(), pa.string())
         self.model = pa.array([self.model_name], pa.string())
         self.version = pa.array([self.model_version] if self.model_version else [], pa.string())
@@ -197,12 +202,14 @@ class _Run:
         good = ~reasons.bad
         # Under bad_rows: fail a fault stops the scoring; later batches are only checked, so
         # that the error counts every fault.
+        values = [table[column] for column in self.value_columns]
         if not self.faults and good.all():
-            self._score(clean.frame, clean.numeric, clean.ids, checked.hashes)
+            self._score(clean.frame, clean.numeric, clean.ids, checked.hashes, values)
         elif not self.faults and good.any():
             frame = clean.frame[good].reset_index(drop=True)
-            ids = clean.ids.filter(pa.array(good))
-            self._score(frame, clean.numeric[good], ids, checked.hashes[good])
+            kept = pa.array(good)
+            ids, values = clean.ids.filter(kept), [v.filter(kept) for v in values]
+            self._score(frame, clean.numeric[good], ids, checked.hashes[good], values)
         self.rows_read += table.num_rows
         if self.on_progress is not None:
             self.on_progress(self.rows_read, self.total)
@@ -236,12 +243,18 @@ class _Run:
         self.rows_quarantined += bad.size
 
     def _score(
-        self, frame: pd.DataFrame, numeric: np.ndarray, ids: pa.Array, hashes: np.ndarray
+        self,
+        frame: pd.DataFrame,
+        numeric: np.ndarray,
+        ids: pa.Array,
+        hashes: np.ndarray,
+        values: list[pa.ChunkedArray],
     ) -> None:
-        """Score a batch of good rows (``numeric``: its numeric columns, one row per customer)."""
+        """Score a batch of good rows (``numeric``: its numeric columns, one row per customer;
+        ``values``: their ``value_columns``, passed through to the output)."""
         found = self.segmenter.assign(frame)
         segments, novel = found.segment_ids, found.is_novel
-        scores, keep = self._scores(ids, found), None
+        scores, keep = self._scores(ids, found, values), None
         if novel.any():  # their rows are written last, with their emerging ids (``finish``)
             rows = np.flatnonzero(novel)
             self.novel.add(found.Z[rows], numeric[rows], hashes[rows], scores.take(rows))
@@ -257,7 +270,9 @@ class _Run:
             self.migration.add(hashes, segments)
         self.rows_scored += len(segments)
 
-    def _scores(self, ids: pa.Array, found: Assignment) -> pa.RecordBatch:
+    def _scores(
+        self, ids: pa.Array, found: Assignment, values: list[pa.ChunkedArray]
+    ) -> pa.RecordBatch:
         """The output rows of a scored batch (no emerging ids yet)."""
         n = len(found.segment_ids)
         columns = [
@@ -268,6 +283,7 @@ class _Run:
             pa.array(found.novelty, pa.float64()),
             pa.array(found.is_novel, pa.bool_()),
             *self._same_in_every_row(n),
+            *(v.combine_chunks().cast(pa.float64()) for v in values),
         ]
         return pa.RecordBatch.from_arrays(columns, schema=self.schema)
 
@@ -373,12 +389,15 @@ def _feed_transactions(run: _Run, job: Job, reference_date: dt.date | None) -> d
     spec = spec.model_copy(update={"data": data})
     intake = read_customers(spec, reference_date)
     table = customer_table(spec, intake, reference_date)
+    if run.segmenter.value is not None:  # the training fit, not one of this batch
+        table = with_value(spec, intake, table, run.segmenter.value)
     if not intake.quarantine.empty:
         intake.quarantine.to_csv(run.quarantine_path, index=False)
     for report_ in intake.reports:
         run.quarantined.update(report_.quarantined)
         run.rows_quarantined += report_.rows_quarantined
-    customers = pa.Table.from_pandas(table[run.signature.columns], preserve_index=False)
+    columns = list(dict.fromkeys([*run.signature.columns, *run.value_columns]))
+    customers = pa.Table.from_pandas(table[columns], preserve_index=False)
     run.expect(customers.num_rows)
     for start in range(0, customers.num_rows, READ_ROWS):
         run.add(customers.slice(start, READ_ROWS), input_path, start, first=start == 0)
