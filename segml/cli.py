@@ -246,13 +246,9 @@ def tune(
         if math.isfinite(value_r2)
         else "unknown: declare a CLV or revenue outcome"
     )
-    fitted = int(final.get(keys.STUDY_SAMPLE_SIZE, 0))
-    customers = len(result.segmenter.segmentation.labels)
-    sampled = (
-        f" on a seeded sample of {fitted:,} of {customers:,} customers (search.sample_size)"
-        if 0 < fitted < customers
-        else ""
-    )
+    n = len(result.segmenter.segmentation.labels)
+    fitted = final.get(keys.STUDY_SAMPLE_SIZE, n)
+    sampled = f" on a seeded sample of {fitted:,.0f} of {n:,} customers" if fitted < n else ""
     typer.echo(
         f"study {result.study_name}: {result.n_trials} trials{sampled}, "
         f"{result.n_feasible} feasible; chose trial {chosen.number} ({chosen.family}, "

@@ -149,10 +149,8 @@ METRICS: Mapping[str, str] = {
     STUDY_N_TRIALS: "(parent run) completed trials in the study",
     STUDY_N_FEASIBLE: "(parent run) trials that met the spec's constraints",
     STUDY_BEST_TRIAL: "(parent run) number of the chosen trial",
-    STUDY_SAMPLE_SIZE: "(parent run) customers the trials fitted on: all, or the seeded "
-    "`search.sample_size` sample (shares and value separation count all customers)",
-    STUDY_REFIT_ARI: "(parent run, sampled studies) ARI between the pick and its refit on a "
-    "4 times larger sample; below 0.95 the refit is the model",
+    STUDY_SAMPLE_SIZE: "(parent run) customers the trials fitted on (`search.sample_size`)",
+    STUDY_REFIT_ARI: "(parent run) the sampled pick's ARI with its refit on 4x the sample",
     REVIEW_ARI: "(review run) ARI between champion and challenger on the same customers",
     REVIEW_AMI: "(review run) adjusted mutual information between the two assignments",
     REVIEW_MIGRATION_SHARE: "(review run) share of customers whose segment id changes",
