@@ -241,11 +241,13 @@ def test_data_up_to_the_sample_size_is_searched_whole() -> None:
 def test_a_study_on_a_sample_picks_and_assigns_as_a_fit_on_everyone(
     tmp_path: Path, write_spec: Callable[..., Path], tracking_uri: str
 ) -> None:
-    table = synthetic_customers(3_000, seed=2)
-    spec = _spec(tmp_path, write_spec, table, sample_size=1_000, bootstrap_final=2)
+    table = synthetic_customers(2_000, seed=2)
+    spec = _spec(
+        tmp_path, write_spec, table, sample_size=1_000, bootstrap_search=2, bootstrap_final=2
+    )
     result = tune(spec, n_trials=2, families=["kmeans"], register=False)
     assert result.final_metrics[keys.STUDY_SAMPLE_SIZE] == 1_000
-    assert result.final_metrics[keys.STUDY_REFIT_ARI] >= 0.99  # refitted on all 3,000
+    assert result.final_metrics[keys.STUDY_REFIT_ARI] >= 0.99  # refitted on all 2,000
     assert result.chosen.params[keys.param_key("kmeans", "n_clusters")] == 5
     labels = result.segmenter.segmentation.labels
     X = result.segmenter.preprocess(table)
