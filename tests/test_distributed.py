@@ -40,7 +40,7 @@ from tests.postgres import Postgres, running_postgres
 
 pytestmark = pytest.mark.slow  # make test-fast leaves this module out
 
-BUDGET = 10
+BUDGET = 6
 STUDY = "shared"
 SEARCH = {
     "seed": 3,

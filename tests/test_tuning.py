@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
 import numpy as np
-import optuna
 import pandas as pd
 import pytest
 import yaml
@@ -153,49 +147,6 @@ def test_pareto_front_keeps_undominated_trials() -> None:
     ]
     assert [r.number for r in pareto_front(results)] == [3, 4]
     assert [r.number for r in pareto_front([r for r in results if r.feasible])] == [0, 1, 4]
-
-
-@pytest.mark.slow
-def test_killed_tune_resumes_from_where_it_stopped(
-    tmp_path: Path, write_spec: Callable[..., Path], tracking_uri: str, clean_customers
-) -> None:
-    spec = _spec(tmp_path, write_spec, clean_customers.head(600))
-    journal = tmp_path / "study.journal"
-    command = [
-        sys.executable,
-        "-m",
-        "segml",
-        "tune",
-        str(spec.path),
-        "--n-trials",
-        "12",
-        "--families",
-        "kmeans",
-        "--storage",
-        f"journal:{journal}",
-    ]
-    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(journal))
-    )
-    deadline = time.monotonic() + 120
-    done = 0
-    while time.monotonic() < deadline and worker.poll() is None:
-        if spec.name in optuna.get_all_study_names(storage):
-            study = optuna.load_study(study_name=spec.name, storage=storage)
-            done = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
-            if done >= 3:
-                break
-        time.sleep(0.2)
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.wait()
-    assert 3 <= done < 12, "the worker was killed mid-study"
-
-    resumed = subprocess.run(command, capture_output=True, text=True, check=False)
-    assert resumed.returncode == 0, resumed.stderr
-    study = optuna.load_study(study_name=spec.name, storage=storage)
-    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 12
-    assert "12 trials" in resumed.stdout
 
 
 @pytest.mark.slow
