@@ -228,28 +228,36 @@ def differs(table: pd.DataFrame) -> str:
     return "; ".join(f"{r[EMERGING_ID]} ({r['customers']}): {r[column]}" for _, r in table.iterrows())
 
 
+def injected_batch(
+    segmenter: Segmenter, data: Data, pattern: Pattern, share: float, seed: int, workdir: Path
+) -> tuple[pd.DataFrame, str, float, float]:
+    """The candidates of the held-out customers plus ``share`` of injected ones following
+    ``pattern``, and the best candidate's id, precision and recall."""
+    n = injected_count(data.held_out[ID].nunique(), share)
+    rows = pattern_rows(pattern, n, np.random.default_rng(1000 + seed), FIRST_INJECTED_ID)
+    batch = pd.concat([data.held_out, rows], ignore_index=True)
+    table, found = scored(segmenter, segmenter.spec, batch, TRAIN_DATE, workdir)
+    return table, *precision_recall(found, set(rows[ID]))
+
+
 def injected_runs(
     name: str, segmenter: Segmenter, data: Data, patterns: dict[str, Pattern], args: Any
 ) -> list[dict[str, Any]]:
     """One row per (kind, share, seed): candidates, precision, recall."""
-    n_held = data.held_out[ID].nunique()
     results = []
     for kind in args.kinds:
         for share in args.shares:
             for seed in range(args.seeds):
-                rng = np.random.default_rng(1000 + seed)
-                n = injected_count(n_held, share)
-                rows = pattern_rows(patterns[kind], n, rng, FIRST_INJECTED_ID)
-                batch = pd.concat([data.held_out, rows], ignore_index=True)
-                table, found = scored(segmenter, segmenter.spec, batch, TRAIN_DATE, args.workdir)
-                best, precision, recall = precision_recall(found, set(rows[ID]))
+                table, _, precision, recall = injected_batch(
+                    segmenter, data, patterns[kind], share, seed, args.workdir
+                )
                 results.append(
                     {
                         "model": name,
                         "kind": kind,
                         "share": share,
                         "seed": seed,
-                        "injected": n,
+                        "injected": injected_count(data.held_out[ID].nunique(), share),
                         "candidates": len(table),
                         "precision": precision,
                         "recall": recall,
@@ -262,17 +270,23 @@ def injected_runs(
     return results
 
 
-def steady_runs(name: str, segmenter: Segmenter, data: Data, args: Any) -> dict[str, Any]:
-    """Candidates on ``--steady`` subsets of the held-out customers, with small minimums."""
+def steady_batch(segmenter: Segmenter, data: Data, seed: int, workdir: Path) -> pd.DataFrame:
+    """The candidates of a random ``STEADY_SHARE`` of the held-out customers, scored with
+    candidate minimums small enough for any group of novel customers to be reported."""
     spec = with_monitoring(
         segmenter.spec, candidate_min_size=STEADY_MIN_SIZE, candidate_min_share=STEADY_MIN_SHARE
     )
     ids = data.held_out[ID].unique()
+    keep = np.random.default_rng(seed).choice(ids, int(STEADY_SHARE * ids.size), replace=False)
+    rows = data.held_out[data.held_out[ID].isin(keep)]
+    return scored(segmenter, spec, rows, TRAIN_DATE, workdir)[0]
+
+
+def steady_runs(name: str, segmenter: Segmenter, data: Data, args: Any) -> dict[str, Any]:
+    """Candidates on ``--steady`` steady batches."""
     counts, found = [], []
     for seed in range(args.steady):
-        keep = np.random.default_rng(seed).choice(ids, int(STEADY_SHARE * ids.size), replace=False)
-        rows = data.held_out[data.held_out[ID].isin(keep)]
-        table, _ = scored(segmenter, spec, rows, TRAIN_DATE, args.workdir)
+        table = steady_batch(segmenter, data, seed, args.workdir)
         counts.append(len(table))
         if len(table):
             found.append(f"batch {seed}: {differs(table)}")

@@ -252,9 +252,10 @@ class _Check:
 
 def _choose(clusters: list[TreeCluster], fit: np.ndarray, check: _Check) -> list[np.ndarray]:
     """The members (positions among ``fit``) of the clusters chosen from the condensed tree:
-    from the root down, the first cluster on each branch whose core (its densest customers
-    within the allowed radius) passes ``check``. A compact group is found even when the
-    cluster it first merges with, scattered outliers around it, is too wide."""
+    from the root down, the first cluster on each branch whose core passes ``check``. A
+    compact group is found even when the cluster it first merges with, scattered outliers
+    around it, is too wide; in a cluster that no longer splits, the core is its densest
+    customers within the allowed radius."""
     children: dict[int, list[int]] = {}
     for position, cluster in enumerate(clusters):
         children.setdefault(cluster.parent, []).append(position)
@@ -263,7 +264,8 @@ def _choose(clusters: list[TreeCluster], fit: np.ndarray, check: _Check) -> list
     while todo:
         position = todo.pop()
         cluster = clusters[position]
-        members = _core(check.X[fit[cluster.rows]], cluster, check.max_radius)
+        leaf = position not in children
+        members = _core(check.X[fit[cluster.rows]], cluster, check.max_radius if leaf else math.inf)
         if members.size and check.judged(fit[members], scale).passes:
             chosen.append(members)
         else:
@@ -273,8 +275,10 @@ def _choose(clusters: list[TreeCluster], fit: np.ndarray, check: _Check) -> list
 
 def _core(X: np.ndarray, cluster: TreeCluster, max_radius: float) -> np.ndarray:
     """The rows of ``cluster`` at least ``CORE_MEMBERSHIP`` strong, and no less strong than
-    its most inclusive density level whose RMS radius is at most ``max_radius``."""
-    least = max(CORE_MEMBERSHIP, _cohesive_strength(X, cluster.strength, max_radius))
+    its most inclusive density level whose RMS radius is at most ``max_radius`` (inf: all)."""
+    least = CORE_MEMBERSHIP
+    if math.isfinite(max_radius):
+        least = max(least, _cohesive_strength(X, cluster.strength, max_radius))
     return cluster.rows[cluster.strength >= least]
 
 

@@ -86,3 +86,20 @@ def test_selection_benchmark_scores_every_method_on_every_dataset(bench, tmp_pat
     # The pick's labels come from the registered model, the trial's from a refit: they agree.
     picked = trials[trials["chosen"]].set_index("dataset")["ari"]
     assert picked.loc[names].to_numpy() == pytest.approx(frame["segml_ari"], abs=0.02)
+
+
+@pytest.mark.parametrize(
+    ("model", "kind"), [("hdbscan", "EXTREME"), ("kmeans+umap", "COMBINATION")]
+)
+def test_emerging_benchmark_finds_the_injected_group_and_nothing_in_a_steady_batch(
+    bench, tmp_path, model, kind
+):
+    # Real CDNOW customers the model never saw, plus 3% built as raw transaction rows: the
+    # group is one candidate; the same customers without it (80% of them) give none.
+    emerging = bench("bench_emerging")
+    data = emerging.split(emerging.read_log(), train_customers=4_000)
+    segmenter, _ = emerging.fit_model(model, data.train, tmp_path)
+    pattern = getattr(emerging, kind)
+    table, _, precision, recall = emerging.injected_batch(segmenter, data, pattern, 0.03, 0, tmp_path)
+    assert len(table) == 1 and precision >= 0.8 and recall >= 0.8, table.iloc[:, :9]
+    assert emerging.steady_batch(segmenter, data, 0, tmp_path).empty
