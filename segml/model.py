@@ -234,6 +234,7 @@ def build_segmenter(
             transform_features(preprocessor, select_columns(table, features)),
             spec.min_report_size,
             NOVELTY_QUANTILE,
+            novel=(novelty > threshold) | (labels < 0),
         ),
         label_to_id=label_to_id,
     )

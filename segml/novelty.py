@@ -9,8 +9,8 @@ customers, fitted with scikit-learn's ``MiniBatchKMeans``. No training row is ke
 
 A customer's novelty is its distance to the nearest micro-cluster in units of that
 micro-cluster's spread; the threshold is a training quantile. The micro-clusters, read as a
-mixture of spherical Gaussians, also say how many training customers a region held, which
-tells a new group from the usual tail (:meth:`TrainingDensity.share_within`).
+mixture of Gaussians, also say how many training customers a region held, which tells a new
+group from the usual tail (:meth:`TrainingDensity.share_within`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import ncx2
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.metrics import pairwise_distances_argmin
 
@@ -33,31 +32,38 @@ MIN_SPREAD = 0.25
 customers (one-time buyers of one CD at the same price) would otherwise call every neighbour
 novel."""
 MICRO_BATCH = 4_096
+WITHIN_DRAWS = 2_048
+"""Draws per micro-cluster that estimate its customers within a candidate's radius."""
 
 
 @dataclass(frozen=True, slots=True)
-class TrainingDensity:
-    """Micro-clusters of the training customers' preprocessed features.
+class MicroClusters:
+    """Customers summarised as micro-clusters of at least ``min_report_size`` each.
 
     Attributes
     ----------
     centres : ndarray of shape (n_micro, n_features)
         Mean of each micro-cluster's customers.
-    spreads : ndarray of shape (n_micro,)
-        RMS distance of its customers to the centre, per feature (at least ``MIN_SPREAD``
-        times the median micro-cluster's).
+    deviations : ndarray of shape (n_micro, n_features)
+        Standard deviation of each feature among its customers.
     counts : ndarray of shape (n_micro,)
-        Its customers, each at least ``min_report_size`` (or all, for fewer customers).
-    threshold : float
-        Novelty above which a customer is novel: the training quantile the model uses.
+        Its customers.
     """
 
     centres: np.ndarray
-    spreads: np.ndarray
+    deviations: np.ndarray
     counts: np.ndarray
-    threshold: float
 
-    def novelty(self, X: np.ndarray) -> np.ndarray:
+    @property
+    def spreads(self) -> np.ndarray:
+        """RMS distance of each micro-cluster's customers to its centre, per feature (at least
+        ``MIN_SPREAD`` times the median micro-cluster's)."""
+        spreads = np.sqrt((self.deviations**2).mean(axis=1))
+        spreads = np.maximum(spreads, MIN_SPREAD * np.median(spreads))
+        # every customer identical: any difference is novel
+        return spreads if spreads.max(initial=0.0) > 0 else np.full_like(spreads, 1e-12)
+
+    def distance(self, X: np.ndarray) -> np.ndarray:
         """Distance of each row of ``X`` to the nearest micro-cluster, in its spreads."""
         weights = self._weights()
         out = np.empty(X.shape[0])
@@ -78,27 +84,79 @@ class TrainingDensity:
         weights = np.vstack([-2.0 * self.centres.T * inverse, inverse, offsets])
         return weights.astype(np.float32)
 
+    def within(self, centre: np.ndarray, radius: float) -> float:
+        """Customers within ``radius`` of ``centre``, reading each micro-cluster as a Gaussian
+        with its features' deviations (customers often vary along a few features only: one-time
+        buyers share a frequency), its mass in the ball estimated from ``WITHIN_DRAWS`` fixed
+        draws."""
+        if not len(self.counts):
+            return 0.0
+        draws = np.random.default_rng(0).standard_normal((WITHIN_DRAWS, self.centres.shape[1]))
+        inside = np.empty(len(self.counts))
+        for i, (mean, deviation) in enumerate(zip(self.centres, self.deviations, strict=True)):
+            offsets = draws * deviation + (mean - centre)
+            inside[i] = np.count_nonzero(np.einsum("ij,ij->i", offsets, offsets) <= radius**2)
+        return float(self.counts @ inside) / WITHIN_DRAWS
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingDensity:
+    """Where the training customers lay, and where those of them that were novel lay.
+
+    Attributes
+    ----------
+    customers : MicroClusters
+        All training customers.
+    novel : MicroClusters
+        The novel training customers (none when fewer than ``min_report_size``).
+    threshold : float
+        Distance (:meth:`novelty`) above which a customer is novel: the training quantile
+        the model uses.
+    """
+
+    customers: MicroClusters
+    novel: MicroClusters
+    threshold: float
+
+    def novelty(self, X: np.ndarray) -> np.ndarray:
+        """Distance of each row of ``X`` to the nearest micro-cluster, in its spreads."""
+        return self.customers.distance(X)
+
     def share_within(self, centre: np.ndarray, radius: float) -> float:
-        """The share of training customers within ``radius`` of ``centre``, reading each
-        micro-cluster as a spherical Gaussian (never below one customer's share)."""
-        n_features = self.centres.shape[1]
-        offcentre = ((self.centres - centre) ** 2).sum(axis=1) / self.spreads**2
-        inside = ncx2.cdf(radius**2 / self.spreads**2, n_features, offcentre)
-        total = self.counts.sum()
-        return max(float(self.counts @ inside) / total, 1.0 / total)
+        """The share of training customers within ``radius`` of ``centre``: the larger of
+        the estimates from all customers and from the novel ones (Gaussians thin out faster
+        than a customer base's tail, where novel customers lie), never below one customer's."""
+        total = self.customers.counts.sum()
+        within = max(self.customers.within(centre, radius), self.novel.within(centre, radius))
+        return max(within, 1.0) / total
 
 
 def fit_density(
-    X: np.ndarray, min_size: int, quantile: float, seed: int = 0
+    X: np.ndarray, min_size: int, quantile: float, novel: np.ndarray | None = None
 ) -> TrainingDensity:
-    """Micro-clusters of ``X`` of at least ``min_size`` customers each, and the ``quantile``
-    of the training customers' novelty as the threshold.
-
-    The customers of a smaller micro-cluster (a few scattered customers in a tail) count in
-    the nearest big one, but do not move its centre or spread: they stay the training
-    customers farthest from the micro-clusters, the tail the threshold is calibrated on.
-    """
+    """Micro-clusters of ``X`` of at least ``min_size`` customers each, the ``quantile`` of
+    the training customers' novelty as the threshold, and micro-clusters of the customers
+    then novel (above it, or ``novel``: those the family found novel)."""
     X = np.asarray(X, dtype=np.float64)
+    customers = micro_clusters(X, min_size)
+    distance = customers.distance(X)
+    threshold = float(np.quantile(distance, quantile))
+    tail = distance > threshold
+    if novel is not None:
+        tail |= novel
+    none = MicroClusters(np.empty((0, X.shape[1])), np.empty((0, X.shape[1])), np.empty(0))
+    novel_ones = micro_clusters(X[tail], min_size) if tail.sum() >= min_size else none
+    return TrainingDensity(customers, novel_ones, threshold)
+
+
+def micro_clusters(X: np.ndarray, min_size: int, seed: int = 0) -> MicroClusters:
+    """Micro-clusters of the rows of ``X``, at most ``MICRO_CLUSTERS``, of at least
+    ``min_size`` rows each (``MiniBatchKMeans``).
+
+    The rows of a smaller micro-cluster (a few scattered customers in a tail) count in the
+    nearest big one, but do not move its centre or spread: they stay the customers farthest
+    from the micro-clusters, the tail a novelty threshold is calibrated on.
+    """
     n_micro = int(np.clip(len(X) // (2 * min_size), 1, MICRO_CLUSTERS))
     labels = np.zeros(len(X), dtype=np.int64)
     if n_micro > 1:
@@ -112,12 +170,10 @@ def fit_density(
     sizes = np.bincount(which, minlength=big.size)
     centres = np.stack([np.bincount(which, c, big.size) for c in X[own].T], axis=1)
     centres /= sizes[:, np.newaxis]
-    squares = ((X[own] - centres[which]) ** 2).sum(axis=1)
-    spreads = np.sqrt(np.bincount(which, squares, big.size) / sizes / X.shape[1])
-    spreads = np.maximum(spreads, MIN_SPREAD * np.median(spreads))
-    if not spreads.max() > 0:  # every customer identical: any difference is novel
-        spreads = np.full_like(spreads, np.finfo(np.float64).eps)
-    counts = sizes + np.bincount(pairwise_distances_argmin(X[~own], centres), minlength=big.size) if (~own).any() else sizes
-    draft = TrainingDensity(centres, spreads, counts.astype(np.float64), np.inf)
-    threshold = float(np.quantile(draft.novelty(X), quantile))
-    return TrainingDensity(centres, spreads, counts.astype(np.float64), threshold)
+    squares = (X[own] - centres[which]) ** 2
+    deviations = np.sqrt(np.stack([np.bincount(which, c, big.size) for c in squares.T], 1))
+    deviations /= np.sqrt(sizes)[:, np.newaxis]
+    counts = sizes.astype(np.float64)
+    if (~own).any():
+        counts += np.bincount(pairwise_distances_argmin(X[~own], centres), minlength=big.size)
+    return MicroClusters(centres, deviations, counts)

@@ -37,7 +37,7 @@ from segml.monitoring import (
     min_candidate_size,
     segment_space,
 )
-from segml.novelty import TrainingDensity, fit_density
+from segml.novelty import MicroClusters, TrainingDensity, fit_density
 from segml.report import drift_text, scoring_markdown
 from segml.scoring import score
 from segml.spec import Monitoring, load_spec
@@ -178,9 +178,16 @@ def _emerging(
     )  # fmt: skip
 
 
+def _micro(centres: list[tuple[float, float]], counts: list[int]) -> MicroClusters:
+    """Customers as unit-spread micro-clusters at ``centres``."""
+    return MicroClusters(
+        np.array(centres, float).reshape(-1, 2), np.ones((len(centres), 2)), np.array(counts, float)
+    )
+
+
 def _density(centres: list[tuple[float, float]], counts: list[int]) -> TrainingDensity:
-    """Training customers as unit-spread micro-clusters at ``centres``."""
-    return TrainingDensity(np.array(centres, float), np.ones(len(centres)), np.array(counts, float), 3.0)
+    """Training customers at ``centres``, none of them novel."""
+    return TrainingDensity(_micro(centres, counts), _micro([], []), 3.0)
 
 
 def test_a_group_as_common_as_at_training_is_not_a_candidate() -> None:
@@ -203,17 +210,28 @@ def test_training_density_keeps_micro_clusters_of_enough_customers_not_rows() ->
     rng = np.random.default_rng(1)
     # A tight group of 15 customers, too few to be kept as such: they count as the tail.
     X = np.vstack([rng.normal(0, 1, size=(3_000, 3)), rng.normal(8, 0.1, size=(15, 3))])
-    density = fit_density(X, min_size=50, quantile=0.99)
-    assert density.counts.min() >= 50 and density.counts.sum() == len(X)
-    assert len(density.centres) <= len(X) // 100, "aggregates, no row kept"
+    density = fit_density(X, min_size=20, quantile=0.99)
+    customers = density.customers
+    assert customers.counts.min() >= 20 and customers.counts.sum() == len(X)
+    assert len(customers.centres) <= len(X) // 40, "aggregates, no row kept"
+    assert density.novel.counts.tolist() == [31.0], "the 1% then novel, as one micro-cluster"
     assert (density.novelty(X) > density.threshold).mean() == pytest.approx(0.01, abs=0.002)
     assert (density.novelty(X[3_000:]) > density.threshold).all()
     far = np.array([[0.0, 0.0, 9.0], [4.0, 4.0, 4.0]])
     assert (density.novelty(far) > density.threshold).all()
-    # One micro-cluster of spread 1 in 2-D: the share within r is the chi-square mass, 1 - e^(-r²/2).
-    one = TrainingDensity(np.zeros((1, 2)), np.ones(1), np.array([100.0]), 3.0)
-    assert one.share_within(np.zeros(2), 1.5) == pytest.approx(1 - math.exp(-1.125))
+    # One micro-cluster of deviation 1 in 2-D: the share within r is the chi-square mass,
+    # 1 - e^(-r²/2).
+    one = TrainingDensity(_micro([(0, 0)], [100]), _micro([], []), 3.0)
+    assert one.share_within(np.zeros(2), 1.5) == pytest.approx(1 - math.exp(-1.125), abs=0.02)
     assert one.share_within(np.array([50.0, 0.0]), 1.0) == 0.01, "never below one customer"
+    # Where the novel training customers lay, their own micro-clusters say how many were there.
+    tail = TrainingDensity(_micro([(0, 0)], [100]), _micro([(50, 0)], [20]), 3.0)
+    assert tail.share_within(np.array([50.0, 0.0]), 1.5) == pytest.approx(
+        20 * (1 - math.exp(-1.125)) / 100, abs=0.005
+    )
+    # A micro-cluster spread along one feature only puts its customers along that line.
+    flat = MicroClusters(np.zeros((1, 2)), np.array([[1.0, 0.0]]), np.array([100.0]))
+    assert flat.within(np.array([0.0, 0.0]), 0.5) == pytest.approx(100 * 0.383, abs=3)
 
 
 def test_a_dense_group_is_a_candidate_and_scattered_points_are_not() -> None:
