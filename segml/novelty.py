@@ -112,11 +112,14 @@ class TrainingDensity:
     threshold : float
         Distance (:meth:`novelty`) above which a customer is novel: the training quantile
         the model uses.
+    min_size : int
+        Fewest customers in a micro-cluster: a smaller group could have been anywhere.
     """
 
     customers: MicroClusters
     novel: MicroClusters
     threshold: float
+    min_size: int
 
     def novelty(self, X: np.ndarray) -> np.ndarray:
         """Distance of each row of ``X`` to the nearest micro-cluster, in its spreads."""
@@ -125,10 +128,11 @@ class TrainingDensity:
     def share_within(self, centre: np.ndarray, radius: float) -> float:
         """The share of training customers within ``radius`` of ``centre``: the larger of
         the estimates from all customers and from the novel ones (Gaussians thin out faster
-        than a customer base's tail, where novel customers lie), never below one customer's."""
+        than a customer base's tail, where novel customers lie), and never below ``min_size``
+        customers' share: a group smaller than a micro-cluster leaves no trace in them."""
         total = self.customers.counts.sum()
         within = max(self.customers.within(centre, radius), self.novel.within(centre, radius))
-        return max(within, 1.0) / total
+        return max(within, self.min_size) / total
 
 
 def fit_density(
@@ -146,7 +150,7 @@ def fit_density(
         tail |= novel
     none = MicroClusters(np.empty((0, X.shape[1])), np.empty((0, X.shape[1])), np.empty(0))
     novel_ones = micro_clusters(X[tail], min_size) if tail.sum() >= min_size else none
-    return TrainingDensity(customers, novel_ones, threshold)
+    return TrainingDensity(customers, novel_ones, threshold, min_size)
 
 
 def micro_clusters(X: np.ndarray, min_size: int, seed: int = 0) -> MicroClusters:

@@ -187,7 +187,7 @@ def _micro(centres: list[tuple[float, float]], counts: list[int]) -> MicroCluste
 
 def _density(centres: list[tuple[float, float]], counts: list[int]) -> TrainingDensity:
     """Training customers at ``centres``, none of them novel."""
-    return TrainingDensity(_micro(centres, counts), _micro([], []), 3.0)
+    return TrainingDensity(_micro(centres, counts), _micro([], []), 3.0, 1)
 
 
 def test_a_group_as_common_as_at_training_is_not_a_candidate() -> None:
@@ -221,11 +221,13 @@ def test_training_density_keeps_micro_clusters_of_enough_customers_not_rows() ->
     assert (density.novelty(far) > density.threshold).all()
     # One micro-cluster of deviation 1 in 2-D: the share within r is the chi-square mass,
     # 1 - e^(-r²/2).
-    one = TrainingDensity(_micro([(0, 0)], [100]), _micro([], []), 3.0)
+    one = TrainingDensity(_micro([(0, 0)], [100]), _micro([], []), 3.0, 1)
     assert one.share_within(np.zeros(2), 1.5) == pytest.approx(1 - math.exp(-1.125), abs=0.02)
     assert one.share_within(np.array([50.0, 0.0]), 1.0) == 0.01, "never below one customer"
+    hidden = TrainingDensity(_micro([(0, 0)], [100]), _micro([], []), 3.0, 20)
+    assert hidden.share_within(np.array([50.0, 0.0]), 1.0) == 0.2, "nor a micro-cluster's"
     # Where the novel training customers lay, their own micro-clusters say how many were there.
-    tail = TrainingDensity(_micro([(0, 0)], [100]), _micro([(50, 0)], [20]), 3.0)
+    tail = TrainingDensity(_micro([(0, 0)], [100]), _micro([(50, 0)], [20]), 3.0, 1)
     assert tail.share_within(np.array([50.0, 0.0]), 1.5) == pytest.approx(
         20 * (1 - math.exp(-1.125)) / 100, abs=0.005
     )
