@@ -81,12 +81,15 @@ def read_log() -> pd.DataFrame:
     return pd.read_csv(path, sep=r"\s+", dtype={DATE: str})
 
 
-def split(log: pd.DataFrame, train_customers: int | None = None, seed: int = 0) -> Data:
-    """Training and held-out customers (``TRAIN_SHARE``; at most ``train_customers`` trained)."""
-    ids = np.random.default_rng(seed).permutation(log[ID].unique())
+def split(
+    log: pd.DataFrame, train_customers: int | None = None, held_out_customers: int | None = None
+) -> Data:
+    """Training and held-out customers (``TRAIN_SHARE``), at most ``train_customers`` and
+    ``held_out_customers`` of them."""
+    ids = np.random.default_rng(0).permutation(log[ID].unique())
     cut = int(TRAIN_SHARE * ids.size)
-    train = ids[: min(cut, train_customers or cut)]
-    return Data(log[log[ID].isin(train)], log[log[ID].isin(ids[cut:])])
+    train, held_out = ids[: min(cut, train_customers or cut)], ids[cut:][:held_out_customers]
+    return Data(log[log[ID].isin(train)], log[log[ID].isin(held_out)])
 
 
 def spec_for(source: Path, workdir: Path) -> Spec:
