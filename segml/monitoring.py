@@ -58,7 +58,8 @@ class SegmentSpace:
     centroids : ndarray of shape (n_segments, n_dims)
         Segment means in the model's space.
     spread : float
-        Median over segments of their RMS distance to the centroid (NaN without segments).
+        Median over the customers of their segment's RMS distance to its centroid (NaN
+        without segments).
     numeric : DataFrame
         The sample's numeric features on the business scale.
     labels : ndarray
@@ -124,8 +125,16 @@ def segment_space(Z: np.ndarray, ids: np.ndarray, numeric: pd.DataFrame) -> Segm
     centroids = np.stack(sums, axis=1) / sizes[:, np.newaxis]
     squares = ((Z - centroids[which]) ** 2).sum(axis=1)
     radii = np.sqrt(np.bincount(which, weights=squares, minlength=segments.size) / sizes)
-    spread = float(np.median(radii)) if radii.size else math.nan
+    # Weighted by customers: a density model's many small, tight segments would otherwise
+    # make every group of outliers look too wide (benchmarks/results/emerging_designs.md).
+    spread = _weighted_median(radii, sizes) if radii.size else math.nan
     return SegmentSpace(segments, centroids, spread, numeric, ids)
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
 def _rms_radius(Z: np.ndarray, centre: np.ndarray) -> float:
