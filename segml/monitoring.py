@@ -208,7 +208,7 @@ def find_emerging(
         for number, members in enumerate(chosen, start=1):
             labels[fit[members]] = number
         labels = _join_fitted(X, fit, labels, min_samples)
-    kept = [check.judged(np.flatnonzero(labels == n)) for n in range(1, labels.max() + 1)]
+    kept = [check.judged(np.flatnonzero(labels == n)) for n in range(1, labels.max(initial=0) + 1)]
     kept.sort(key=lambda k: (-k.members.size, tuple(k.centre)))
     return _emerging(X, numeric, kept, n_scored, space, names, previous)
 
