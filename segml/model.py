@@ -48,6 +48,11 @@ FORMAT_VERSION_KEY = "segml_format_version"
 readable before the segmenter is unpickled."""
 NOVELTY_QUANTILE = 0.99
 """Training customers above this quantile of novelty count as novel; the scorer's threshold."""
+SEES_DENSITY = ("gmm", "hdbscan")
+"""Families whose own novelty is a density on the features they cluster (likelihood, GLOSH):
+without a reducer, it sees what the training micro-clusters see (at no extra cost; k-means'
+distance to a centroid misses an unusual combination of ordinary values,
+benchmarks/results/emerging_designs.md)."""
 SEGMENT_ID = "segment_id"
 SEGMENT_NAME = "segment_name"
 CONFIDENCE = "confidence"
@@ -139,7 +144,8 @@ class Segmenter:
         found = FAMILIES[self.segmentation.family].assign(self.segmentation.estimator, Z)
         ids = self.segment_ids(found.labels)
         is_novel = (found.novelty > self.novelty_threshold) | (ids < 0)
-        is_novel |= self.density.novelty(X) > self.density.threshold
+        if self.segmentation.reducer is not None or self.segmentation.family not in SEES_DENSITY:
+            is_novel |= self.density.novelty(X) > self.density.threshold
         confidence = np.where(ids >= 0, found.confidence, 0.0)
         return Assignment(X, Z, ids, confidence, found.novelty, is_novel)
 
