@@ -128,11 +128,12 @@ class TrainingDensity:
     def share_within(self, centre: np.ndarray, radius: float) -> float:
         """The share of training customers within ``radius`` of ``centre``: the larger of
         the estimates from all customers and from the novel ones (Gaussians thin out faster
-        than a customer base's tail, where novel customers lie), and never below ``min_size``
-        customers' share: a group smaller than a micro-cluster leaves no trace in them."""
+        than a customer base's tail, where novel customers lie), and never below half of
+        ``min_size`` customers' share: a group smaller than a micro-cluster leaves no trace in
+        them (half: what such a group holds on average)."""
         total = self.customers.counts.sum()
         within = max(self.customers.within(centre, radius), self.novel.within(centre, radius))
-        return max(within, self.min_size) / total
+        return max(within, self.min_size / 2) / total
 
 
 def fit_density(

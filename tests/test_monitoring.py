@@ -201,8 +201,8 @@ def test_a_group_as_common_as_at_training_is_not_a_candidate() -> None:
     found = _emerging(group, space, density=_density([(0, 0), (10, 0)], [1_000, 1_000]))
     assert found.ids == ["E1"]
     # About 63% of a 2-D normal group lies within its RMS radius: 1.3% of the batch, against
-    # no training customer there (one customer's share, 1 in 2,000, at the least).
-    assert found.table["growth"].iloc[0] == pytest.approx(0.0126 * 2_000, rel=0.1)
+    # no training customer there (half of min_size 1 in 2,000, at the least).
+    assert found.table["growth"].iloc[0] == pytest.approx(0.0126 * 4_000, rel=0.1)
     assert math.isnan(_emerging(group, space).table["growth"].iloc[0]), "no density, no growth"
 
 
@@ -223,9 +223,9 @@ def test_training_density_keeps_micro_clusters_of_enough_customers_not_rows() ->
     # 1 - e^(-r²/2).
     one = TrainingDensity(_micro([(0, 0)], [100]), _micro([], []), 3.0, 1)
     assert one.share_within(np.zeros(2), 1.5) == pytest.approx(1 - math.exp(-1.125), abs=0.02)
-    assert one.share_within(np.array([50.0, 0.0]), 1.0) == 0.01, "never below one customer"
+    assert one.share_within(np.array([50.0, 0.0]), 1.0) == 0.005, "never below half a customer"
     hidden = TrainingDensity(_micro([(0, 0)], [100]), _micro([], []), 3.0, 20)
-    assert hidden.share_within(np.array([50.0, 0.0]), 1.0) == 0.2, "nor a micro-cluster's"
+    assert hidden.share_within(np.array([50.0, 0.0]), 1.0) == 0.1, "nor half a micro-cluster's"
     # Where the novel training customers lay, their own micro-clusters say how many were there.
     tail = TrainingDensity(_micro([(0, 0)], [100]), _micro([(50, 0)], [20]), 3.0, 1)
     assert tail.share_within(np.array([50.0, 0.0]), 1.5) == pytest.approx(
