@@ -127,7 +127,10 @@ def _dates(rng: np.random.Generator, n: int, orders: np.ndarray, last_day: np.nd
     start = pd.Timestamp("1997-01-01")
     # A first day in Q1 that leaves at least a day between orders (one order a day at most).
     first = (rng.random(n) * np.clip(last_day - orders, 1, 90)).astype(int)
-    days = [np.linspace(f, last, k).round().astype(int) for f, k, last in zip(first, orders, last_day, strict=True)]
+    days = [
+        np.linspace(f, last, k).round().astype(int)
+        for f, k, last in zip(first, orders, last_day, strict=True)
+    ]
     return [(start + pd.to_timedelta(d, unit="D")).strftime("%Y%m%d") for d in days]
 
 
@@ -147,7 +150,9 @@ EXTREME = Pattern(orders=35, basket=7_400.0, cds=300, last_day=350, jitter=0.25)
 COMBINATION = Pattern(orders=14, basket=7.0, cds=1, last_day=340, jitter=0.1)
 
 
-def pattern_rows(pattern: Pattern, n: int, rng: np.random.Generator, first_id: int) -> pd.DataFrame:
+def pattern_rows(
+    pattern: Pattern, n: int, rng: np.random.Generator, first_id: int
+) -> pd.DataFrame:
     """Raw transaction rows of ``n`` customers following ``pattern``, ids from ``first_id``."""
     spread = max(1, pattern.orders // 5)
     orders = np.maximum(2, rng.integers(pattern.orders - spread, pattern.orders + spread + 1, n))
@@ -160,7 +165,9 @@ def pattern_rows(pattern: Pattern, n: int, rng: np.random.Generator, first_id: i
                 {
                     ID: first_id + i,
                     DATE: dates,
-                    CDS: np.maximum(1, np.round(pattern.cds * basket / pattern.basket)).astype(int),
+                    CDS: np.maximum(1, np.round(pattern.cds * basket / pattern.basket)).astype(
+                        int
+                    ),
                     DOLLARS: basket.round(2),
                 }
             )
@@ -222,13 +229,19 @@ def precision_recall(found: pd.DataFrame, injected: set[int]) -> tuple[str, floa
     hit = members[ID].astype(str).isin({str(i) for i in injected})
     hits = hit.groupby(members[EMERGING_ID]).agg(["sum", "size"])
     best = hits["sum"].idxmax()
-    return best, hits.loc[best, "sum"] / hits.loc[best, "size"], hits.loc[best, "sum"] / len(injected)
+    return (
+        best,
+        hits.loc[best, "sum"] / hits.loc[best, "size"],
+        hits.loc[best, "sum"] / len(injected),
+    )
 
 
 def differs(table: pd.DataFrame) -> str:
     """The candidates' explanations, for the tables."""
     column = "explanation" if "explanation" in table.columns else "differs_by"
-    return "; ".join(f"{r[EMERGING_ID]} ({r['customers']}): {r[column]}" for _, r in table.iterrows())
+    return "; ".join(
+        f"{r[EMERGING_ID]} ({r['customers']}): {r[column]}" for _, r in table.iterrows()
+    )
 
 
 def injected_batch(
@@ -325,7 +338,11 @@ def markdown(
             f"{int(g['passed'].sum())} of {len(g)} | {', '.join(map(str, g['candidates']))} | "
             f"{g['precision'].min():.2f} | {g['recall'].min():.2f} |"
         )
-    lines += ["", "Steady batches (80% of the held-out customers, minimums 20 customers, 0.2%):", ""]
+    lines += [
+        "",
+        "Steady batches (80% of the held-out customers, minimums 20 customers, 0.2%):",
+        "",
+    ]
     lines += ["| model | batches | candidates |", "| --- | ---: | ---: |"]
     lines += [f"| {r.model} | {r.batches} | {r.candidates} |" for r in steady.itertuples()]
     lines += ["", "Later reference dates (all held-out customers, default minimums):", ""]

@@ -26,7 +26,7 @@ from segml.families.hdbscan import TreeCluster, knn_tree, neighbours, tree_clust
 from segml.metrics.business import LIFT_MIN_MEAN
 from segml.metrics.drift import DriftReference, ShareDrift, feature_drift, share_drift
 from segml.model import SEGMENT_ID
-from segml.naming import NAME_MIN_EFFECT
+from segml.naming import NAME_MIN_EFFECT, differs_by
 from segml.novelty import TrainingDensity
 from segml.spec import Monitoring
 
@@ -274,7 +274,9 @@ def _choose(clusters: list[TreeCluster], fit: np.ndarray, check: _Check) -> list
         position = todo.pop()
         cluster = clusters[position]
         leaf = position not in children
-        members = _core(check.X[fit[cluster.rows]], cluster, check.max_radius if leaf else math.inf)
+        members = _core(
+            check.X[fit[cluster.rows]], cluster, check.max_radius if leaf else math.inf
+        )
         if members.size and check.judged(fit[members], scale).passes:
             chosen.append(members)
         else:
@@ -291,7 +293,9 @@ def _core(X: np.ndarray, cluster: TreeCluster, max_radius: float) -> np.ndarray:
     return cluster.rows[cluster.strength >= least]
 
 
-def _join_fitted(X: np.ndarray, fit: np.ndarray, labels: np.ndarray, min_samples: int) -> np.ndarray:
+def _join_fitted(
+    X: np.ndarray, fit: np.ndarray, labels: np.ndarray, min_samples: int
+) -> np.ndarray:
     """``labels`` with each customer not fitted on taking its nearest fitted customer's, when
     within that one's core distance (see :func:`_nearest_fitted`)."""
     rest = np.ones(len(X), dtype=bool)
@@ -442,25 +446,6 @@ def _candidate(
         cluster.radius,
         *cluster.centre.tolist(),
     ]
-
-
-def differs_by(profile: pd.DataFrame, top: int = 3) -> str:
-    """How a candidate differs from its nearest segment in the features' own units: its
-    ``top`` most different features (standardised gap at least ``NAME_MIN_EFFECT``), e.g.
-    "frequency 35 vs 4.1, monetary_mean 7,400 vs 38"."""
-    gaps = profile.set_index("feature")
-    strongest = gaps["std_diff"].abs().sort_values(ascending=False)
-    strongest = strongest[strongest >= NAME_MIN_EFFECT].index[:top]
-    return ", ".join(
-        f"{f} {_amount(gaps.at[f, 'mean'])} vs {_amount(gaps.at[f, 'segment_mean'])}"
-        for f in strongest
-    )
-
-
-def _amount(value: float) -> str:
-    """A figure as a report gives it: whole from 100 on (with thousands separators), else
-    two significant digits."""
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2g}"
 
 
 def _seen_before(table: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:

@@ -103,6 +103,8 @@ def test_emerging_benchmark_finds_the_injected_group_and_nothing_in_a_steady_bat
     data = emerging.split(emerging.read_log(), train_customers=5_000, held_out_customers=4_000)
     segmenter, _ = emerging.fit_model(model, data.train, tmp_path)
     pattern = getattr(emerging, kind)
-    table, _, precision, recall = emerging.injected_batch(segmenter, data, pattern, 0.03, 0, tmp_path)
+    table, _, precision, recall = emerging.injected_batch(
+        segmenter, data, pattern, 0.03, 0, tmp_path
+    )
     assert len(table) == 1 and precision >= 0.8 and recall >= 0.8, table.iloc[:, :9]
     assert emerging.steady_batch(segmenter, data, 0, tmp_path).empty

@@ -181,7 +181,9 @@ def _emerging(
 def _micro(centres: list[tuple[float, float]], counts: list[int]) -> MicroClusters:
     """Customers as unit-spread micro-clusters at ``centres``."""
     return MicroClusters(
-        np.array(centres, float).reshape(-1, 2), np.ones((len(centres), 2)), np.array(counts, float)
+        np.array(centres, float).reshape(-1, 2),
+        np.ones((len(centres), 2)),
+        np.array(counts, float),
     )
 
 
