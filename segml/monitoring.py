@@ -319,7 +319,8 @@ def _emerging(
 ) -> Emerging:
     """The candidates ``E1``, ``E2``, ... of the clusters ``kept`` that pass, in their order."""
     labels = np.zeros(len(X), dtype=np.int64)
-    rows, profiles = [], []
+    rows: list[list[object]] = []
+    profiles: list[pd.DataFrame] = []
     for cluster in (k for k in kept if k.passes):
         name = f"E{len(rows) + 1}"
         labels[cluster.members] = len(rows) + 1

@@ -133,12 +133,10 @@ def differs_by(profile: pd.DataFrame, top: int = 3) -> str:
     ``top`` most different features (standardised gap at least ``NAME_MIN_EFFECT``), e.g.
     "frequency 35 vs 4.1, monetary_mean 7,400 vs 38"."""
     gaps = profile.set_index("feature")
-    strongest = gaps["std_diff"].abs().sort_values(ascending=False)
-    strongest = strongest[strongest >= NAME_MIN_EFFECT].index[:top]
-    return ", ".join(
-        f"{f} {_amount(gaps.at[f, 'mean'])} vs {_amount(gaps.at[f, 'segment_mean'])}"
-        for f in strongest
-    )
+    size = gaps["std_diff"].abs().sort_values(ascending=False)
+    strongest = size[size >= NAME_MIN_EFFECT].index[:top]
+    means, bases = gaps["mean"].astype(float), gaps["segment_mean"].astype(float)
+    return ", ".join(f"{f} {_amount(means[f])} vs {_amount(bases[f])}" for f in strongest)
 
 
 def _amount(value: float) -> str:

@@ -173,8 +173,8 @@ def micro_clusters(X: np.ndarray, min_size: int, seed: int = 0) -> MicroClusters
     own = np.isin(labels, big)
     which = np.searchsorted(big, labels[own])
     sizes = np.bincount(which, minlength=big.size)
-    centres = np.stack([np.bincount(which, c, big.size) for c in X[own].T], axis=1)
-    centres /= sizes[:, np.newaxis]
+    sums = np.stack([np.bincount(which, c, big.size) for c in X[own].T], axis=1)
+    centres = sums / sizes[:, np.newaxis]
     squares = (X[own] - centres[which]) ** 2
     deviations = np.sqrt(np.stack([np.bincount(which, c, big.size) for c in squares.T], 1))
     deviations /= np.sqrt(sizes)[:, np.newaxis]
