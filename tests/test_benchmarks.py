@@ -100,7 +100,7 @@ def test_emerging_benchmark_finds_the_injected_group_and_nothing_in_a_steady_bat
     # candidate search found no group: UMAP's transform hides outliers, one flat density cut
     # merged the group with scattered noise.
     emerging = bench("bench_emerging")
-    data = emerging.split(emerging.read_log(), train_customers=5_000, held_out_customers=4_000)
+    data = emerging.split(emerging.read_log(), train_customers=3_000, held_out_customers=2_500)
     segmenter, _ = emerging.fit_model(model, data.train, tmp_path)
     pattern = getattr(emerging, kind)
     table, _, precision, recall = emerging.injected_batch(
