@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -35,21 +34,26 @@ from segml.features import (
 )
 from segml.metrics.drift import DriftReference, drift_reference
 from segml.naming import segment_names
+from segml.novelty import TrainingDensity, fit_density
 from segml.privacy import example_row, pool_rare, without_training_rows
 from segml.spec import Spec
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """The layout of a saved segment model (the ``Segmenter`` and what it holds). Raise it with any
 change a model saved before could not be read back with: models of another version are refused
 on load, with what to do, rather than read with guessed defaults. (2: the spec's line items,
-returns and attributes from the log; file names instead of paths. 3: the fitted value model.)"""
+returns and attributes from the log; file names instead of paths. 3: the fitted value model.
+4: the training density as micro-clusters instead of the novel training customers.)"""
 FORMAT_VERSION_KEY = "segml_format_version"
 """The key of ``FORMAT_VERSION`` in a logged model's ``model_config`` (its ``MLmodel`` file),
 readable before the segmenter is unpickled."""
 NOVELTY_QUANTILE = 0.99
 """Training customers above this quantile of novelty count as novel; the scorer's threshold."""
-TAIL_ROWS = 20_000
-"""Most novel training customers a model keeps to tell an emerging group from the usual tail."""
+SEES_DENSITY = ("gmm", "hdbscan")
+"""Families whose own novelty is a density on the features they cluster (likelihood, GLOSH):
+without a reducer, it sees what the training micro-clusters see (at no extra cost; k-means'
+distance to a centroid misses an unusual combination of ordinary values,
+benchmarks/results/emerging_designs.md)."""
 SEGMENT_ID = "segment_id"
 SEGMENT_NAME = "segment_name"
 CONFIDENCE = "confidence"
@@ -81,16 +85,20 @@ class Assignment:
 
     Attributes
     ----------
+    X : ndarray of shape (n_customers, n_features)
+        The customers' preprocessed features (where novelty and emerging segments are judged).
     Z : ndarray of shape (n_customers, n_dims)
-        The customers in the space the clusterer saw.
+        The customers in the space the clusterer saw (``X`` itself without a reducer).
     segment_ids : ndarray of int64
         Stable segment ids; -1 = no segment.
     confidence, novelty : ndarray of float64
         The family's confidence (0 without a segment) and novelty score.
     is_novel : ndarray of bool
-        Novelty above the calibrated threshold, or no segment.
+        Novelty above the calibrated threshold, far from every training customer (see
+        :class:`~segml.novelty.TrainingDensity`), or no segment.
     """
 
+    X: np.ndarray
     Z: np.ndarray
     segment_ids: np.ndarray
     confidence: np.ndarray
@@ -99,55 +107,12 @@ class Assignment:
 
 
 @dataclass(frozen=True, slots=True)
-class TrainingTail:
-    """Where the training customers no segment fitted (the novel ones) lie in the model's
-    space: a batch's novel customers are emerging only where they are more common than that.
-
-    Attributes
-    ----------
-    Z : ndarray of shape (n_kept, n_dims)
-        Novel training customers, at most ``TAIL_ROWS`` of them (evenly spaced in training
-        order).
-    share : float
-        The share of all training customers that were novel.
-    """
-
-    Z: np.ndarray
-    share: float
-
-    def share_within(self, centre: np.ndarray, radius: float) -> float:
-        """The share of training customers that were novel and lie within ``radius`` of
-        ``centre``, counting one more kept customer there: above 0 whenever training had novel
-        customers (with none, ``share`` is 0)."""
-        return (_inside(self.Z, centre, radius) + 1) / (len(self.Z) + 1) * self.share
-
-    def growth(self, Z: np.ndarray, n_scored: int, centre: np.ndarray, radius: float) -> float:
-        """The share of a batch of ``n_scored`` customers that is novel (``Z``) within
-        ``radius`` of ``centre``, over that share at training (inf if training had no novel
-        customer: every group is new then)."""
-        expected = self.share_within(centre, radius)
-        found = _inside(Z, centre, radius) / n_scored
-        return found / expected if expected > 0 else math.inf
-
-
-def _inside(Z: np.ndarray, centre: np.ndarray, radius: float) -> int:
-    return int(np.count_nonzero(np.linalg.norm(Z - centre, axis=1) <= radius))
-
-
-def training_tail(Z: np.ndarray, is_novel: np.ndarray) -> TrainingTail:
-    """The ``TrainingTail`` of training customers ``Z`` of which ``is_novel`` were novel."""
-    novel = np.flatnonzero(is_novel)
-    kept = novel[np.linspace(0, novel.size - 1, min(novel.size, TAIL_ROWS)).astype(np.int64)]
-    return TrainingTail(np.asarray(Z[kept], dtype=np.float64), novel.size / max(len(Z), 1))
-
-
-@dataclass(frozen=True, slots=True)
 class Segmenter:
     """Everything needed to assign customers, fitted once: preprocessing, reducer, clusterer,
     the segment catalogue, the novelty calibration and the training distribution of the input
-    columns (for drift checks) and of its novel customers (for emerging segments), the value
-    model of ``features.clv`` (None without it), saved in model format ``format_version``.
-    Pure Python; no MLflow inside."""
+    columns (for drift checks) and of its customers as micro-clusters (for novelty and emerging
+    segments), the value model of ``features.clv`` (None without it), saved in model format
+    ``format_version``. Pure Python; no MLflow inside."""
 
     spec: Spec
     features: list[str]
@@ -156,7 +121,7 @@ class Segmenter:
     catalog: pd.DataFrame
     novelty_threshold: float
     reference: DriftReference
-    tail: TrainingTail
+    density: TrainingDensity
     label_to_id: dict[int, int] = field(default_factory=dict)
     value: ValueModel | None = None
     format_version: int = FORMAT_VERSION
@@ -175,13 +140,17 @@ class Segmenter:
         return self.segmentation.embed(self.preprocess(table))
 
     def assign(self, table: pd.DataFrame) -> Assignment:
-        """The segments of customers (one row each), with their model-space coordinates."""
-        Z = self.embed(table)
+        """The segments of customers (one row each), with their features and model-space
+        coordinates."""
+        X = self.preprocess(table)
+        Z = self.segmentation.embed(X)
         found = FAMILIES[self.segmentation.family].assign(self.segmentation.estimator, Z)
         ids = self.segment_ids(found.labels)
         is_novel = (found.novelty > self.novelty_threshold) | (ids < 0)
+        if self.segmentation.reducer is not None or self.segmentation.family not in SEES_DENSITY:
+            is_novel |= self.density.novelty(X) > self.density.threshold
         confidence = np.where(ids >= 0, found.confidence, 0.0)
-        return Assignment(Z, ids, confidence, found.novelty, is_novel)
+        return Assignment(X, Z, ids, confidence, found.novelty, is_novel)
 
     def predict(self, table: pd.DataFrame) -> pd.DataFrame:
         """One row per customer: id, segment id and name, confidence, novelty, is_novel.
@@ -251,8 +220,9 @@ def build_segmenter(
     Z: np.ndarray,
     value: ValueModel | None = None,
 ) -> Segmenter:
-    """Package a refitted segmentation with its catalogue and novelty calibration (and the
-    value model that scoring predicts the ``features.clv`` columns with)."""
+    """Package a refitted segmentation with its catalogue and novelty calibration (``Z``: the
+    training customers in the clusterer's space; ``value``: the model that scoring predicts
+    the ``features.clv`` columns with)."""
     spec = spec.model_copy(update={"data": spec.data.recorded()})
     categorical = column_kinds(preprocessor)[1]
     k = spec.min_report_size
@@ -271,7 +241,12 @@ def build_segmenter(
         catalog=pd.DataFrame(),
         novelty_threshold=threshold,
         reference=drift_reference(shown, categorical, k),
-        tail=training_tail(Z, (novelty > threshold) | (labels < 0)),
+        density=fit_density(
+            transform_features(preprocessor, select_columns(table, features)),
+            spec.min_report_size,
+            NOVELTY_QUANTILE,
+            novel=(novelty > threshold) | (labels < 0),
+        ),
         label_to_id=label_to_id,
         value=value,
     )

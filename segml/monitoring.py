@@ -1,11 +1,13 @@
 """What a scored batch says about the segmentation: emerging segments, drift and migration.
 
 Emerging segments follow MINAS (Faria et al., 2016) and DenStream (Cao et al., 2006): customers
-that no segment fits (novel, or HDBSCAN noise) are collected over the whole batch and clustered
-by density (HDBSCAN with a minimum size from the spec). A cluster becomes a candidate only if
-it is about as cohesive as the existing segments (its RMS radius at most
-``candidate_max_spread`` times theirs): scattered outliers, which HDBSCAN may gather into one
-wide cluster, never qualify.
+that no segment fits (novel, far from every training customer, or HDBSCAN noise) are collected
+over the whole batch and clustered by density (HDBSCAN's hierarchy with a minimum size from the
+spec), on their preprocessed features, where outliers stay outliers whatever reducer the model
+has. Any cluster of the hierarchy can become a candidate: one about as cohesive as the existing
+segments (its RMS radius at most ``candidate_max_spread`` times theirs), unlike its nearest
+segment, and more common than at training. Scattered outliers, which HDBSCAN may gather into one
+wide cluster, never qualify; a compact group among them still does.
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from segml.families.hdbscan import density_groups, knn_tree, neighbours
+from segml.families.hdbscan import TreeCluster, knn_tree, neighbours, tree_clusters
 from segml.metrics.business import LIFT_MIN_MEAN
 from segml.metrics.drift import DriftReference, ShareDrift, feature_drift, share_drift
-from segml.model import SEGMENT_ID, TrainingTail
-from segml.naming import describe
+from segml.model import SEGMENT_ID
+from segml.naming import NAME_MIN_EFFECT, differs_by
+from segml.novelty import TrainingDensity
 from segml.spec import Monitoring
 
 EMERGING_ID = "emerging_id"
@@ -54,7 +58,8 @@ class SegmentSpace:
     centroids : ndarray of shape (n_segments, n_dims)
         Segment means in the model's space.
     spread : float
-        Median over segments of their RMS distance to the centroid (NaN without segments).
+        Median over the customers of their segment's RMS distance to its centroid (NaN
+        without segments).
     numeric : DataFrame
         The sample's numeric features on the business scale.
     labels : ndarray
@@ -120,8 +125,16 @@ def segment_space(Z: np.ndarray, ids: np.ndarray, numeric: pd.DataFrame) -> Segm
     centroids = np.stack(sums, axis=1) / sizes[:, np.newaxis]
     squares = ((Z - centroids[which]) ** 2).sum(axis=1)
     radii = np.sqrt(np.bincount(which, weights=squares, minlength=segments.size) / sizes)
-    spread = float(np.median(radii)) if radii.size else math.nan
+    # Weighted by customers: a density model's many small, tight segments would otherwise
+    # make every group of outliers look too wide (benchmarks/results/emerging_designs.md).
+    spread = _weighted_median(radii, sizes) if radii.size else math.nan
     return SegmentSpace(segments, centroids, spread, numeric, ids)
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
 def _rms_radius(Z: np.ndarray, centre: np.ndarray) -> float:
@@ -136,7 +149,7 @@ def min_candidate_size(settings: Monitoring, n_scored: int, min_report_size: int
 
 
 def find_emerging(
-    Z: np.ndarray,
+    X: np.ndarray,
     numeric: pd.DataFrame,
     order: np.ndarray,
     n_scored: int,
@@ -146,21 +159,22 @@ def find_emerging(
     names: dict[int, str],
     previous: pd.DataFrame | None = None,
     *,
-    tail: TrainingTail | None = None,
+    density: TrainingDensity | None = None,
     min_growth: float = 0.0,
 ) -> Emerging:
-    """Cluster the novel customers and keep the cohesive clusters big enough to matter, where
-    novel customers are more common than at training.
+    """Cluster the novel customers by density and keep, at any level of the hierarchy, the
+    clusters that are big, cohesive, unlike every segment and new since training.
 
     Parameters
     ----------
-    Z : ndarray of shape (n_novel, n_dims)
-        The novel customers in the model's space.
+    X : ndarray of shape (n_novel, n_features)
+        The novel customers' preprocessed features (the space of ``space`` and ``density``).
     numeric : DataFrame
         Their numeric features on the business scale (for profiles and lifts).
     order : ndarray of uint64
         A per-customer key (id hash): the customers with the smallest keys are fitted on
-        (:func:`fit_rows` of them).
+        (:func:`fit_rows` of them); the others join the candidate of their nearest fitted
+        customer when within its core distance.
     n_scored : int
         Customers in the batch (for the candidates' shares).
     min_size : int
@@ -173,58 +187,131 @@ def find_emerging(
         Segment names by id.
     previous : DataFrame, optional
         The candidates table of the previous scoring run of the same model.
-    tail : TrainingTail, optional
-        Where the model's novel training customers lie (None: models that did not keep it).
+    density : TrainingDensity, optional
+        Where the training customers lay (None: no growth check).
     min_growth : float
         Least growth a candidate needs (``candidate_min_growth``): the share of the batch's
-        customers that are novel within its RMS radius of its centre, over that share at
-        training (see :meth:`TrainingTail.growth`). The usual tail of a distribution
-        has a growth near 1, a group the model has never seen one in the hundreds.
+        customers that are novel within its RMS radius of its centre, over the share of
+        training customers there (see :meth:`TrainingDensity.share_within`). The usual tail
+        of a distribution has a growth below 1, a group the model has never seen one in the
+        hundreds.
     """
+    labels = np.zeros(len(X), dtype=np.int64)
     if not len(space.ids):  # no customer fits a segment: nothing to measure a candidate by
-        return _emerging(Z, numeric, [], n_scored, space, names, previous)
-    max_radius = max_spread * space.spread
-    raw, strength = _density_clusters(Z, order, min_size, max_radius)
-    kept = _cohesive_clusters(Z, raw, strength, min_size, max_radius, n_scored, tail, min_growth)
-    return _emerging(Z, numeric, kept, n_scored, space, names, previous)
+        return _emerging(X, numeric, [], n_scored, space, names, previous)
+    check = _Check(
+        X, numeric, n_scored, min_size, max_spread * space.spread, space, density, min_growth
+    )
+    if len(X) >= min_size:
+        fit = np.sort(np.argsort(order, kind="stable")[: fit_rows(len(X), min_size)])
+        fit_size = max(2, math.ceil(min_size * fit.size / len(X)))
+        min_samples = min(CANDIDATE_MIN_SAMPLES, fit_size)
+        chosen = _choose(tree_clusters(X[fit], fit_size, min_samples), fit, check)
+        for number, members in enumerate(chosen, start=1):
+            labels[fit[members]] = number
+        labels = _join_fitted(X, fit, labels, min_samples)
+    kept = [check.judged(np.flatnonzero(labels == n)) for n in range(1, labels.max(initial=0) + 1)]
+    kept.sort(key=lambda k: (-k.members.size, tuple(k.centre)))
+    return _emerging(X, numeric, kept, n_scored, space, names, previous)
 
 
-_Kept = tuple[np.ndarray, np.ndarray, float, float]
-"""A candidate cluster: its members (positions among the novel customers), centre, RMS radius
-and growth."""
+class _Kept(NamedTuple):
+    """A cluster of novel customers as judged: members (positions among the novel customers),
+    centre, RMS radius, growth, the profile against its nearest segment, and whether it
+    passes every check."""
+
+    members: np.ndarray
+    centre: np.ndarray
+    radius: float
+    growth: float
+    profile: pd.DataFrame
+    passes: bool
 
 
-def _cohesive_clusters(
-    Z: np.ndarray,
-    raw: np.ndarray,
-    strength: np.ndarray,
-    min_size: int,
-    max_radius: float,
-    n_scored: int,
-    tail: TrainingTail | None,
-    min_growth: float,
-) -> list[_Kept]:
-    """The clusters of ``raw`` whose core members (strength at least ``CORE_MEMBERSHIP``) are
-    at least ``min_size``, within ``max_radius`` of their centre (RMS) and have grown at least
-    ``min_growth`` since training: largest first."""
-    kept = []
-    for cluster in np.unique(raw[raw >= 0]):
-        members = np.flatnonzero((raw == cluster) & (strength >= CORE_MEMBERSHIP))
-        if members.size < min_size:
-            continue
-        centre = Z[members].mean(axis=0)
-        radius = _rms_radius(Z[members], centre)
-        if radius > max_radius:
-            continue
-        growth = math.nan if tail is None else tail.growth(Z, n_scored, centre, radius)
-        if tail is None or growth >= min_growth:
-            kept.append((members, centre, radius, growth))
-    kept.sort(key=lambda k: (-k[0].size, tuple(k[1])))
-    return kept
+@dataclass(frozen=True)
+class _Check:
+    """What a cluster of novel customers must be to become a candidate."""
+
+    X: np.ndarray
+    numeric: pd.DataFrame
+    n_scored: int
+    min_size: int
+    max_radius: float
+    space: SegmentSpace
+    density: TrainingDensity | None
+    min_growth: float
+
+    def judged(self, members: np.ndarray, scale: float = 1.0) -> _Kept:
+        """The cluster of ``members`` (each standing for ``scale`` novel customers: the
+        fitted ones stand for the rest) judged: big enough, cohesive, unlike its nearest
+        segment (a profile that reads "Typical" is no new segment) and grown since training."""
+        centre = self.X[members].mean(axis=0)
+        radius = _rms_radius(self.X[members], centre)
+        if members.size * scale < self.min_size or radius > self.max_radius:
+            return _Kept(members, centre, radius, math.nan, _empty_profile(), False)
+        profile = _profile(self.numeric.iloc[members].mean(), self.space, centre)
+        growth = math.nan if self.density is None else self._growth(centre, radius)
+        differs = bool((profile["std_diff"].abs() >= NAME_MIN_EFFECT).any())
+        grown = self.density is None or growth >= self.min_growth
+        return _Kept(members, centre, radius, growth, profile, differs and grown)
+
+    def _growth(self, centre: np.ndarray, radius: float) -> float:
+        assert self.density is not None
+        inside = np.count_nonzero(np.linalg.norm(self.X - centre, axis=1) <= radius)
+        return inside / self.n_scored / self.density.share_within(centre, radius)
+
+
+def _choose(clusters: list[TreeCluster], fit: np.ndarray, check: _Check) -> list[np.ndarray]:
+    """The members (positions among ``fit``) of the clusters chosen from the condensed tree:
+    from the root down, the first cluster on each branch whose core passes ``check``. A
+    compact group is found even when the cluster it first merges with, scattered outliers
+    around it, is too wide; in a cluster that no longer splits, the core is its densest
+    customers within the allowed radius."""
+    children: dict[int, list[int]] = {}
+    for position, cluster in enumerate(clusters):
+        children.setdefault(cluster.parent, []).append(position)
+    scale = len(check.X) / fit.size
+    chosen, todo = [], list(children.get(-1, []))
+    while todo:
+        position = todo.pop()
+        cluster = clusters[position]
+        leaf = position not in children
+        members = _core(
+            check.X[fit[cluster.rows]], cluster, check.max_radius if leaf else math.inf
+        )
+        if members.size and check.judged(fit[members], scale).passes:
+            chosen.append(members)
+        else:
+            todo += children.get(position, [])
+    return chosen
+
+
+def _core(X: np.ndarray, cluster: TreeCluster, max_radius: float) -> np.ndarray:
+    """The rows of ``cluster`` at least ``CORE_MEMBERSHIP`` strong, and no less strong than
+    its most inclusive density level whose RMS radius is at most ``max_radius`` (inf: all)."""
+    least = CORE_MEMBERSHIP
+    if math.isfinite(max_radius):
+        least = max(least, _cohesive_strength(X, cluster.strength, max_radius))
+    return cluster.rows[cluster.strength >= least]
+
+
+def _join_fitted(
+    X: np.ndarray, fit: np.ndarray, labels: np.ndarray, min_samples: int
+) -> np.ndarray:
+    """``labels`` with each customer not fitted on taking its nearest fitted customer's, when
+    within that one's core distance (see :func:`_nearest_fitted`)."""
+    rest = np.ones(len(X), dtype=bool)
+    rest[fit] = False
+    in_cluster = labels[fit] > 0
+    if rest.any() and in_cluster.any():
+        nearest, joins = _nearest_fitted(X[fit], in_cluster, X[rest], min_samples)
+        labels = labels.copy()
+        labels[np.flatnonzero(rest)[joins]] = labels[fit[nearest]]
+    return labels
 
 
 def _emerging(
-    Z: np.ndarray,
+    X: np.ndarray,
     numeric: pd.DataFrame,
     kept: list[_Kept],
     n_scored: int,
@@ -232,55 +319,19 @@ def _emerging(
     names: dict[int, str],
     previous: pd.DataFrame | None,
 ) -> Emerging:
-    """The candidates ``E1``, ``E2``, ... of the clusters ``kept``, in their order."""
-    labels = np.zeros(len(Z), dtype=np.int64)
-    rows, profiles = [], []
-    for number, (members, centre, radius, growth) in enumerate(kept, start=1):
-        labels[members] = number
-        name = f"E{number}"
-        profile = _profile(numeric.iloc[members].mean(), space, centre)
-        profiles.append(profile.assign(**{EMERGING_ID: name}))
-        rows.append(
-            _candidate(name, members.size, n_scored, centre, radius, growth, space, names, profile)
-        )
-    table = pd.DataFrame(rows, columns=_candidate_columns(Z.shape[1]))
+    """The candidates ``E1``, ``E2``, ... of the clusters ``kept`` that pass, in their order."""
+    labels = np.zeros(len(X), dtype=np.int64)
+    rows: list[list[object]] = []
+    profiles: list[pd.DataFrame] = []
+    for cluster in (k for k in kept if k.passes):
+        name = f"E{len(rows) + 1}"
+        labels[cluster.members] = len(rows) + 1
+        profiles.append(cluster.profile.assign(**{EMERGING_ID: name}))
+        rows.append(_candidate(name, cluster, n_scored, space, names))
+    table = pd.DataFrame(rows, columns=_candidate_columns(X.shape[1]))
     table = _seen_before(table, previous)
     profile = pd.concat(profiles, ignore_index=True) if profiles else _empty_profile()
     return Emerging(labels, table, profile[[EMERGING_ID, *_PROFILE_COLUMNS]])
-
-
-def _density_clusters(
-    Z: np.ndarray, order: np.ndarray, min_size: int, max_radius: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """HDBSCAN labels (-1 noise) and membership strengths of ``Z``, fitted on
-    :func:`fit_rows` of them; the others take those of their nearest fitted customer when
-    within its core distance (see :func:`_nearest_fitted`), and are noise otherwise. A single
-    cluster is allowed (one group among outliers): when the tree never splits, the cluster is
-    the densest rows whose RMS radius is at most ``max_radius`` (see
-    :func:`_cohesive_strength`)."""
-    labels, strength = np.full(len(Z), -1, dtype=np.int64), np.zeros(len(Z))
-    if len(Z) < min_size:
-        return labels, strength
-    fit = np.sort(np.argsort(order, kind="stable")[: fit_rows(len(Z), min_size)])
-    rest = np.ones(len(Z), dtype=bool)
-    rest[fit] = False
-    fit_size = max(2, math.ceil(min_size * fit.size / len(Z)))
-    min_samples = min(CANDIDATE_MIN_SAMPLES, fit_size)
-    groups = density_groups(Z[fit], fit_size, min_samples)
-    if groups is None:
-        return labels, strength
-    if groups.splits:
-        labels[fit], strength[fit] = groups.labels, groups.strength
-    else:  # one group, or a scattered cloud: its most cohesive density level, if any
-        strength[fit] = groups.strength
-        least = _cohesive_strength(Z[fit], strength[fit], max_radius)
-        labels[fit[strength[fit] >= least]] = 0
-    in_cluster = labels[fit] >= 0
-    if rest.any() and in_cluster.any():  # (a steady batch's cloud often has none)
-        nearest, joins = _nearest_fitted(Z[fit], in_cluster, Z[rest], min_samples)
-        joined, nearest = np.flatnonzero(rest)[joins], fit[nearest]
-        labels[joined], strength[joined] = labels[nearest], strength[nearest]
-    return labels, strength
 
 
 def _nearest_fitted(
@@ -380,32 +431,23 @@ def _candidate_columns(n_dims: int) -> list[str]:
 
 
 def _candidate(
-    name: str,
-    size: int,
-    n_scored: int,
-    centre: np.ndarray,
-    radius: float,
-    growth: float,
-    space: SegmentSpace,
-    names: dict[int, str],
-    profile: pd.DataFrame,
+    name: str, cluster: _Kept, n_scored: int, space: SegmentSpace, names: dict[int, str]
 ) -> list[object]:
-    nearest = _nearest(space, centre)
+    nearest = _nearest(space, cluster.centre)
     segment = int(space.ids[nearest])
-    distance = float(np.linalg.norm(space.centroids[nearest] - centre))
-    differs = describe(profile.set_index("feature")["std_diff"])
+    distance = float(np.linalg.norm(space.centroids[nearest] - cluster.centre))
     return [
         name,
-        size,
-        size / n_scored,
-        radius / space.spread,
-        growth,
+        cluster.members.size,
+        cluster.members.size / n_scored,
+        cluster.radius / space.spread,
+        cluster.growth,
         segment,
         names.get(segment, ""),
         distance / space.spread,
-        differs,
-        radius,
-        *centre.tolist(),
+        differs_by(cluster.profile),
+        cluster.radius,
+        *cluster.centre.tolist(),
     ]
 
 

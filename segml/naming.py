@@ -128,15 +128,21 @@ def _phrase(traits: dict[str, float]) -> str:
     return text[0].upper() + text[1:]
 
 
-def describe(effect: pd.Series, top: int = WORDS_PER_NAME) -> str:
-    """A readable phrase from standardised mean differences (an emerging candidate's
-    profile), e.g. "High value, frequent, recent"."""
-    strongest = effect[effect.abs() >= NAME_MIN_EFFECT].abs().sort_values(ascending=False)
-    words = []
-    for feature in strongest.index[:top]:
-        high, low = _WORDS.get(str(feature), (f"high {feature}", f"low {feature}"))
-        words.append(high if effect[feature] > 0 else low)
-    return _phrase({word: -i for i, word in enumerate(words)})
+def differs_by(profile: pd.DataFrame, top: int = 3) -> str:
+    """How a candidate differs from its nearest segment in the features' own units: its
+    ``top`` most different features (standardised gap at least ``NAME_MIN_EFFECT``), e.g.
+    "frequency 35 vs 4.1, monetary_mean 7,400 vs 38"."""
+    gaps = profile.set_index("feature")
+    size = gaps["std_diff"].abs().sort_values(ascending=False)
+    strongest = size[size >= NAME_MIN_EFFECT].index[:top]
+    means, bases = gaps["mean"].astype(float), gaps["segment_mean"].astype(float)
+    return ", ".join(f"{f} {_amount(means[f])} vs {_amount(bases[f])}" for f in strongest)
+
+
+def _amount(value: float) -> str:
+    """A figure as a report gives it: whole from 100 on (with thousands separators), else
+    two significant digits."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2g}"
 
 
 def _unique_names(names: dict[int, str]) -> dict[int, str]:

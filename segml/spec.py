@@ -340,7 +340,7 @@ class Monitoring(_Frozen):
     (never fewer than ``min_report_size``) customers, an RMS radius at most
     ``candidate_max_spread`` times the segments' median one, and a growth of at least
     ``candidate_min_growth``: novel customers must be that many times as common within its
-    radius as at training (0 turns the check off).
+    radius as training customers were (0 turns the check off).
     Drift defaults follow Evidently's: a two-sample test (KS, chi-square, z-test) at
     ``p_value`` when either sample has at most ``test_max_rows`` rows, else a distance
     (normed Wasserstein, Jensen-Shannon) at ``distance``; PSI levels 0.1 and 0.25.

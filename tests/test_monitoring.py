@@ -23,7 +23,7 @@ from segml.metrics.drift import (
     share_drift,
     wasserstein,
 )
-from segml.model import Segmenter, TrainingTail, training_tail
+from segml.model import Segmenter
 from segml.monitoring import (
     EMERGING_FIT_ROWS,
     EXPECTED,
@@ -37,6 +37,7 @@ from segml.monitoring import (
     min_candidate_size,
     segment_space,
 )
+from segml.novelty import MicroClusters, TrainingDensity, fit_density
 from segml.report import drift_text, scoring_markdown
 from segml.scoring import score
 from segml.spec import Monitoring, load_spec
@@ -165,45 +166,76 @@ def _emerging(
     space,
     previous: pd.DataFrame | None = None,
     n_scored: int = 20_000,
-    tail: TrainingTail | None = None,
+    density: TrainingDensity | None = None,
 ):
     numeric = pd.DataFrame({"a": Z[:, 0] + 20.0, "b": Z[:, 1] + 20.0})
     order = np.random.default_rng(0).permutation(len(Z)).astype(np.uint64)
     size = min_candidate_size(SETTINGS, n_scored, 20)
     return find_emerging(
         Z, numeric, order, n_scored, size, space, SETTINGS.candidate_max_spread,
-        {0: "first", 1: "second"}, previous, tail=tail, min_growth=SETTINGS.candidate_min_growth,
+        {0: "first", 1: "second"}, previous, density=density,
+        min_growth=SETTINGS.candidate_min_growth,
     )  # fmt: skip
 
 
+def _micro(centres: list[tuple[float, float]], counts: list[int]) -> MicroClusters:
+    """Customers as unit-spread micro-clusters at ``centres``."""
+    return MicroClusters(
+        np.array(centres, float).reshape(-1, 2),
+        np.ones((len(centres), 2)),
+        np.array(counts, float),
+    )
+
+
+def _density(centres: list[tuple[float, float]], counts: list[int]) -> TrainingDensity:
+    """Training customers at ``centres``, none of them novel."""
+    return TrainingDensity(_micro(centres, counts), _micro([], []), 3.0, 1)
+
+
 def test_a_group_as_common_as_at_training_is_not_a_candidate() -> None:
-    # 400 of 20,000 batch customers (2%) sit in the group; at training, 2% (40 of 2,000 kept
-    # novel customers, which were 50% of training) sat there as well: the usual tail.
+    # 400 of 20,000 batch customers (2%) sit in the group; at training, 2% (40 of 2,000) sat
+    # there as well: the usual tail.
     rng = np.random.default_rng(3)
     space = _space(rng)
     group = rng.normal((5, 15), 1.0, size=(400, 2))
-    elsewhere = rng.normal((-30, -30), 1.0, size=(1_960, 2))
-    there = TrainingTail(np.vstack([elsewhere, rng.normal((5, 15), 1.0, size=(40, 2))]), 0.5)
-    assert _emerging(group, space, tail=there).table.empty
-    found = _emerging(group, space, tail=TrainingTail(elsewhere, 0.5))
+    there = _density([(0, 0), (10, 0), (5, 15)], [980, 980, 40])
+    assert _emerging(group, space, density=there).table.empty
+    found = _emerging(group, space, density=_density([(0, 0), (10, 0)], [1_000, 1_000]))
     assert found.ids == ["E1"]
     # About 63% of a 2-D normal group lies within its RMS radius: 1.3% of the batch, against
-    # one (smoothed) training customer in 1,961 kept, of a 50% tail.
-    assert found.table["growth"].iloc[0] == pytest.approx(0.0126 / (0.5 / 1_961), rel=0.1)
-    assert math.isnan(_emerging(group, space).table["growth"].iloc[0]), "no tail, no growth"
+    # no training customer there (half of min_size 1 in 2,000, at the least).
+    assert found.table["growth"].iloc[0] == pytest.approx(0.0126 * 4_000, rel=0.1)
+    assert math.isnan(_emerging(group, space).table["growth"].iloc[0]), "no density, no growth"
 
 
-def test_training_tail_keeps_novel_customers_evenly_and_their_share(monkeypatch) -> None:
-    Z = np.arange(100, dtype=float).reshape(50, 2)
-    novel = np.arange(50) % 5 == 0
-    tail = training_tail(Z, novel)
-    np.testing.assert_array_equal(tail.Z, Z[::5])
-    assert tail.share == 0.2
-    # Within 3 of (0, 0) lies one kept customer, (0, 1): (1 + 1) / (10 + 1) of a 20% tail.
-    assert tail.share_within(np.array([0.0, 0.0]), 3.0) == pytest.approx(2 / 11 * 0.2)
-    monkeypatch.setattr("segml.model.TAIL_ROWS", 4)
-    np.testing.assert_array_equal(training_tail(Z, novel).Z, Z[[0, 15, 30, 45]])
-    assert training_tail(Z, np.zeros(50, dtype=bool)).share == 0.0
+def test_training_density_keeps_micro_clusters_of_enough_customers_not_rows() -> None:
+    rng = np.random.default_rng(1)
+    # A tight group of 15 customers, too few to be kept as such: they count as the tail.
+    X = np.vstack([rng.normal(0, 1, size=(3_000, 3)), rng.normal(8, 0.1, size=(15, 3))])
+    density = fit_density(X, min_size=20, quantile=0.99)
+    customers = density.customers
+    assert customers.counts.min() >= 20 and customers.counts.sum() == len(X)
+    assert len(customers.centres) <= len(X) // 40, "aggregates, no row kept"
+    assert density.novel.counts.tolist() == [31.0], "the 1% then novel, as one micro-cluster"
+    assert (density.novelty(X) > density.threshold).mean() == pytest.approx(0.01, abs=0.002)
+    assert (density.novelty(X[3_000:]) > density.threshold).all()
+    far = np.array([[0.0, 0.0, 9.0], [4.0, 4.0, 4.0]])
+    assert (density.novelty(far) > density.threshold).all()
+    # One micro-cluster of deviation 1 in 2-D: the share within r is the chi-square mass,
+    # 1 - e^(-r²/2).
+    one = TrainingDensity(_micro([(0, 0)], [100]), _micro([], []), 3.0, 1)
+    assert one.share_within(np.zeros(2), 1.5) == pytest.approx(1 - math.exp(-1.125), abs=0.02)
+    assert one.share_within(np.array([50.0, 0.0]), 1.0) == 0.005, "never below half a customer"
+    hidden = TrainingDensity(_micro([(0, 0)], [100]), _micro([], []), 3.0, 20)
+    assert hidden.share_within(np.array([50.0, 0.0]), 1.0) == 0.1, "nor half a micro-cluster's"
+    # Where the novel training customers lay, their own micro-clusters say how many were there.
+    tail = TrainingDensity(_micro([(0, 0)], [100]), _micro([(50, 0)], [20]), 3.0, 1)
+    assert tail.share_within(np.array([50.0, 0.0]), 1.5) == pytest.approx(
+        20 * (1 - math.exp(-1.125)) / 100, abs=0.005
+    )
+    # A micro-cluster spread along one feature only puts its customers along that line.
+    flat = MicroClusters(np.zeros((1, 2)), np.array([[1.0, 0.0]]), np.array([100.0]))
+    assert flat.within(np.array([0.0, 0.0]), 0.5) == pytest.approx(100 * 0.383, abs=3)
 
 
 def test_a_dense_group_is_a_candidate_and_scattered_points_are_not() -> None:

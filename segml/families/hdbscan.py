@@ -198,61 +198,62 @@ def _point_lambdas(raw: np.ndarray, n_train: int) -> np.ndarray:
     return point_lambda
 
 
-def splits(clusterer: hdbscan_lib.HDBSCAN) -> bool:
-    """Whether the condensed tree of a fitted clusterer holds a cluster below its root (an
-    ``AssignIndex``'s ``has_clusters``), without its prediction data."""
-    return bool(_cluster_rows(clusterer.condensed_tree_.to_numpy()).any())
-
-
-class DensityGroups(NamedTuple):
-    """Groups of rows by density, as :func:`density_groups` finds them.
+class TreeCluster(NamedTuple):
+    """A cluster of a condensed tree, at any level.
 
     Attributes
     ----------
-    labels : ndarray of int64
-        Group of each row, -1 for noise; all -1 when the tree never ``splits``.
+    parent : int
+        Position of its parent cluster in the list (-1 for the root).
+    rows : ndarray of intp
+        The rows in it (in it or any cluster below it).
     strength : ndarray of float64
-        Each row's membership strength in its group; when the tree never ``splits``, its
-        strength in the root (see :func:`training_root_strengths`).
-    splits : bool
-        Whether the condensed tree holds a cluster below its root. If not, the rows form at
-        most one group, and which of them belong to it is the caller's choice (by strength).
+        Their membership strength in it: ``min(lambda, max_lambda) / max_lambda``, with
+        lambda where a row leaves the tree and max_lambda the largest of the cluster's rows
+        (1 for rows that never leave: more than ``min_samples`` identical ones; the others are
+        then 0, as in hdbscan's ``probabilities_``).
     """
 
-    labels: np.ndarray
+    parent: int
+    rows: np.ndarray
     strength: np.ndarray
-    splits: bool
 
 
-def density_groups(X: np.ndarray, min_cluster_size: int, min_samples: int) -> DensityGroups | None:
-    """Group the rows of ``X`` by density (HDBSCAN, a single group allowed), for rows that no
-    segment fits; no prediction data is kept.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_rows, n_dims)
-        The rows to group.
-    min_cluster_size, min_samples : int
-        HDBSCAN's parameters.
-
-    Returns
-    -------
-    DensityGroups or None
-        None when HDBSCAN finds no group at all (every row noise).
-    """
+def tree_clusters(X: np.ndarray, min_cluster_size: int, min_samples: int) -> list[TreeCluster]:
+    """Every cluster of the HDBSCAN condensed tree of ``X``, at every level, parents first:
+    the whole hierarchy, not one flat selection of it (no prediction data is kept)."""
     clusterer = SegmentHDBSCAN(
         min_cluster_size=min_cluster_size,
         min_samples=min_samples,
-        allow_single_cluster=True,
         core_dist_n_jobs=1,  # hdbscan's default starts a process pool: seconds on 20k rows
     ).fit(X)
-    if not (clusterer.labels_ >= 0).any():
-        return None
-    if splits(clusterer):
-        return DensityGroups(clusterer.labels_, clusterer.probabilities_, True)
-    # hdbscan would label only the rows at the root's largest lambda: no group is chosen here.
-    no_group = np.full(len(clusterer.labels_), -1, dtype=np.int64)
-    return DensityGroups(no_group, training_root_strengths(clusterer), False)
+    raw = clusterer.condensed_tree_.to_numpy()
+    is_cluster = _cluster_rows(raw)
+    root = int(raw["parent"].min()) if len(raw) else 0
+    ids = np.unique(np.append(raw["child"][is_cluster], root)).astype(np.intp) - root
+    parent = np.full(ids.size, -1, dtype=np.intp)
+    parent[raw["child"][is_cluster].astype(np.intp) - root] = (
+        raw["parent"][is_cluster].astype(np.intp) - root
+    )
+    leaves_at = np.full(len(X), root, dtype=np.intp)  # rows missing from the tree: the root's
+    leaves_at[raw["child"][~is_cluster].astype(np.intp)] = raw["parent"][~is_cluster]
+    by_cluster = np.argsort(leaves_at - root, kind="stable")
+    starts = np.searchsorted((leaves_at - root)[by_cluster], np.arange(ids.size + 1))
+    rows = [by_cluster[starts[c] : starts[c + 1]] for c in range(ids.size)]
+    for child in range(ids.size - 1, 0, -1):  # children have larger ids than their parent
+        rows[parent[child]] = np.concatenate([rows[parent[child]], rows[child]])
+    lam = _point_lambdas(raw, len(X))
+    return [TreeCluster(int(parent[c]), r, _strength(lam[r])) for c, r in enumerate(rows)]
+
+
+def _strength(lam: np.ndarray) -> np.ndarray:
+    """As hdbscan's probabilities: an infinite largest lambda makes every other row 0."""
+    max_lambda = lam.max(initial=0.0)
+    if max_lambda <= 0.0:
+        return np.ones(lam.shape[0])
+    out = np.ones(lam.shape[0])
+    np.divide(np.minimum(lam, max_lambda), max_lambda, out=out, where=np.isfinite(lam))
+    return out
 
 
 class SegmentHDBSCAN(hdbscan_lib.HDBSCAN):
@@ -392,24 +393,6 @@ def _membership(
     member = np.ones(lam.shape[0])
     np.divide(np.minimum(max_lambda, lam), max_lambda, out=member, where=max_lambda > 0.0)
     return label, np.where(label >= 0, member, 0.0)
-
-
-def training_root_strengths(clusterer: hdbscan_lib.HDBSCAN) -> np.ndarray:
-    """Membership strengths of the training rows in the root of a clusterer whose condensed
-    tree never splits; no prediction data needed.
-
-    hdbscan leaves such a tree without a usable cluster: ``allow_single_cluster`` labels only
-    the rows at the root's largest lambda. Here the root is the cluster, with strengths as a
-    selected cluster's: ``min(lambda, max_lambda) / max_lambda``, where lambda is where a row
-    leaves the root and max_lambda the largest of them; as hdbscan's probabilities, 1 for an
-    infinite lambda (more than ``min_samples`` identical rows) or a zero max_lambda.
-    """
-    lam = _point_lambdas(clusterer.condensed_tree_.to_numpy(), len(clusterer.labels_))
-    max_lambda = lam.max(initial=0.0)
-    out = np.ones(lam.shape[0])
-    if max_lambda > 0.0:
-        np.divide(np.minimum(lam, max_lambda), max_lambda, out=out, where=np.isfinite(lam))
-    return out
 
 
 def _glosh(

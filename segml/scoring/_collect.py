@@ -54,10 +54,10 @@ class Collected:
     sample : DataFrame
         The ``SAMPLE_ROWS`` customers with the smallest id hashes, in hash order: the model's
         features, ``segment_id`` and ``is_novel``.
-    sample_Z : ndarray
-        The sample in the model's space.
-    novel_Z : ndarray
-        The novel customers in the model's space, in input order.
+    sample_X : ndarray
+        The sample's preprocessed features.
+    novel_X : ndarray
+        The novel customers' preprocessed features, in input order.
     novel_numeric : DataFrame
         Their numeric features.
     novel_hashes : ndarray of uint64
@@ -69,8 +69,8 @@ class Collected:
     rows_scored: int
     counts: pd.Series
     sample: pd.DataFrame
-    sample_Z: np.ndarray
-    novel_Z: np.ndarray
+    sample_X: np.ndarray
+    novel_X: np.ndarray
     novel_numeric: pd.DataFrame
     novel_hashes: np.ndarray
     migration: pd.DataFrame | None
@@ -90,7 +90,7 @@ class Sample:
     hashes: list[np.ndarray] = field(default_factory=list)
     features: list[dict[str, _Values]] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
-    Z: list[np.ndarray] = field(default_factory=list)
+    X: list[np.ndarray] = field(default_factory=list)
     waiting: int = 0
     limit: np.uint64 | None = None
 
@@ -108,41 +108,41 @@ class Sample:
         features: pd.DataFrame,
         segments: np.ndarray,
         novel: np.ndarray,
-        Z: np.ndarray,
+        X: np.ndarray,
     ) -> None:
         """Offer the customers at positions ``rows`` of a batch: their id ``hashes``, model
-        ``features``, segment ids, novelty flags and model-space coordinates ``Z``."""
+        ``features``, segment ids, novelty flags and preprocessed features ``X``."""
         self.hashes.append(hashes[rows])
         self.features.append({str(c): _take(features[c], rows) for c in features.columns})
         self.labels.append(np.column_stack([segments[rows], novel[rows]]))
-        self.Z.append(Z[rows])
+        self.X.append(X[rows])
         self.waiting += rows.size
         if self.waiting >= self.size:
             self._keep_smallest()
 
     def rows(self) -> tuple[pd.DataFrame, np.ndarray]:
-        """The sample (its features, ``segment_id`` and ``is_novel``) and its model-space
-        coordinates, ordered by hash (the same whatever the input order)."""
+        """The sample (its features, ``segment_id`` and ``is_novel``) and its preprocessed
+        features, ordered by hash (the same whatever the input order)."""
         self._keep_smallest()
         order = np.argsort(self.hashes[0], kind="stable")
         labels = self.labels[0][order]
         frame = pd.DataFrame({c: v[order] for c, v in self.features[0].items()}).assign(
             **{SEGMENT_ID: labels[:, 0], IS_NOVEL: labels[:, 1].astype(bool)}
         )
-        return frame, self.Z[0][order]
+        return frame, self.X[0][order]
 
     def _keep_smallest(self) -> None:
         merged = np.concatenate(self.hashes)
         features = {c: _concat([f[c] for f in self.features]) for c in self.features[0]}
         labels = np.concatenate([np.empty((0, 2), np.int64), *self.labels])
-        Z = np.concatenate(self.Z)
+        X = np.concatenate(self.X)
         if merged.size > self.size:
             take = _smallest(merged, self.size)
-            merged, labels, Z = merged[take], labels[take], Z[take]
+            merged, labels, X = merged[take], labels[take], X[take]
             features = {c: values[take] for c, values in features.items()}
         if merged.size == self.size:
             self.limit = merged.max()
-        self.hashes, self.features, self.labels, self.Z = [merged], [features], [labels], [Z]
+        self.hashes, self.features, self.labels, self.X = [merged], [features], [labels], [X]
         self.waiting = 0
 
 
@@ -171,19 +171,19 @@ def _concat(parts: list[_Values]) -> _Values:
 
 @dataclass
 class Novel:
-    """The novel customers, in input order: model-space coordinates, numeric features, id
+    """The novel customers, in input order: preprocessed features, numeric features, id
     hashes, and their output rows (written last, once their emerging ids are known)."""
 
-    Z: list[np.ndarray] = field(default_factory=list)
+    X: list[np.ndarray] = field(default_factory=list)
     numeric: list[np.ndarray] = field(default_factory=list)
     hashes: list[np.ndarray] = field(default_factory=list)
     output: list[pa.RecordBatch] = field(default_factory=list)
 
     def add(
-        self, Z: np.ndarray, numeric: np.ndarray, hashes: np.ndarray, output: pa.RecordBatch
+        self, X: np.ndarray, numeric: np.ndarray, hashes: np.ndarray, output: pa.RecordBatch
     ) -> None:
         """Keep a batch's novel customers (its ``output`` rows are written later)."""
-        self.Z.append(Z)
+        self.X.append(X)
         self.numeric.append(numeric)
         self.hashes.append(hashes)
         self.output.append(output)
@@ -230,11 +230,11 @@ def emerging_candidates(
         The candidates of the previous scoring run of the same model.
     """
     numeric, settings = list(collected.novel_numeric.columns), spec.monitoring
-    sample, Z_sample = collected.sample, collected.sample_Z
+    sample, X_sample = collected.sample, collected.sample_X
     fitted = np.where(sample[IS_NOVEL].to_numpy(), -1, sample[SEGMENT_ID].to_numpy())
-    space = segment_space(Z_sample, fitted, sample[numeric])
+    space = segment_space(X_sample, fitted, sample[numeric])
     return find_emerging(
-        collected.novel_Z if len(collected.novel_Z) else Z_sample[:0],
+        collected.novel_X if len(collected.novel_X) else X_sample[:0],
         collected.novel_numeric.reset_index(drop=True),
         collected.novel_hashes,
         collected.rows_scored,
@@ -243,7 +243,7 @@ def emerging_candidates(
         settings.candidate_max_spread,
         segmenter.segment_names(),
         previous,
-        tail=segmenter.tail,
+        density=segmenter.density,
         min_growth=settings.candidate_min_growth,
     )
 

@@ -257,13 +257,13 @@ class _Run:
         scores, keep = self._scores(ids, found, values), None
         if novel.any():  # their rows are written last, with their emerging ids (``finish``)
             rows = np.flatnonzero(novel)
-            self.novel.add(found.Z[rows], numeric[rows], hashes[rows], scores.take(rows))
+            self.novel.add(found.X[rows], numeric[rows], hashes[rows], scores.take(rows))
             keep = ~novel
         self._write(scores, keep)
         wanted = self.sample.wanted(hashes)
         if wanted.size:
             features = select_columns(frame, self.segmenter.features)
-            self.sample.add(wanted, hashes, features, segments, novel, found.Z)
+            self.sample.add(wanted, hashes, features, segments, novel, found.X)
         per_segment = np.bincount(segments + 1)
         self.counts.update({int(i) - 1: int(n) for i, n in enumerate(per_segment) if n})
         if self.migration is not None:
@@ -326,14 +326,14 @@ class _Run:
 
     def collected(self) -> Collected:
         """What the monitoring needs, from the batches scored."""
-        (sample, sample_Z), novel = self.sample.rows(), self.novel
+        (sample, sample_X), novel = self.sample.rows(), self.novel
         numeric = list(self.signature.numeric)
         return Collected(
             rows_scored=self.rows_scored,
             counts=pd.Series(self.counts).sort_index(),
             sample=sample,
-            sample_Z=sample_Z,
-            novel_Z=np.concatenate(novel.Z) if novel.Z else np.empty((0, 0)),
+            sample_X=sample_X,
+            novel_X=np.concatenate(novel.X) if novel.X else np.empty((0, 0)),
             novel_numeric=pd.DataFrame(
                 np.concatenate([np.empty((0, len(numeric))), *novel.numeric]), columns=numeric
             ),

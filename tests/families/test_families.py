@@ -375,31 +375,27 @@ def test_hdbscan_without_clusters_assigns_noise() -> None:
     np.testing.assert_array_equal(scores, ref_scores)
 
 
-def test_hdbscan_training_root_strengths_when_the_tree_never_splits() -> None:
+def test_hdbscan_tree_clusters_are_every_level_with_strengths_within_each() -> None:
     rng = np.random.default_rng(3)
-    X = np.vstack([rng.normal(size=(400, 2)), rng.uniform(-20, 20, size=(60, 2))])
-    est = seg_hdbscan.SegmentHDBSCAN(
-        min_cluster_size=100, min_samples=10, allow_single_cluster=True, prediction_data=True
-    ).fit(X)
-    assert not (est.condensed_tree_.to_numpy()["child_size"] > 1).any(), "a root-only tree"
-    assert (est.labels_ >= 0).sum() < 200, "hdbscan labels only the densest of 400 rows"
-    training = seg_hdbscan.training_root_strengths(est)
-    assert training.max() == 1.0 and np.median(training[:400]) > 5 * np.median(training[400:])
-    # Neither needs prediction data (the candidate search never makes it).
-    unprepared = seg_hdbscan.SegmentHDBSCAN(
-        min_cluster_size=100, min_samples=10, allow_single_cluster=True
-    ).fit(X)
-    assert not seg_hdbscan.splits(unprepared) and not est.assign_index_.has_clusters
-    assert not hasattr(unprepared, "assign_index_")
-    np.testing.assert_array_equal(seg_hdbscan.training_root_strengths(unprepared), training)
-
-
-def test_hdbscan_splits_tells_a_tree_with_clusters_without_prediction_data() -> None:
-    X, _ = make_blobs(n_samples=600, centers=[(-10, 0), (10, 0)], random_state=0)
-    est = seg_hdbscan.SegmentHDBSCAN(min_cluster_size=50, min_samples=10).fit(X)
-    assert seg_hdbscan.splits(est)
-    est.generate_prediction_data()
-    assert est.assign_index_.has_clusters
+    blobs = [rng.normal(c, 1.0, size=(300, 2)) for c in ((-10, 0), (10, 0))]
+    X = np.vstack([*blobs, rng.uniform(-40, 40, size=(60, 2))])
+    clusters = seg_hdbscan.tree_clusters(X, 50, 10)
+    root, *below = clusters
+    assert root.parent == -1 and sorted(root.rows.tolist()) == list(range(660))
+    children = [c for c in below if c.parent == 0]
+    assert len(children) == 2, "the root splits into the two blobs"
+    for child in children:
+        blob = np.bincount(child.rows // 300, minlength=3)
+        assert sorted(blob[:2].tolist())[0] == 0 and blob.max() >= 290, "one blob each"
+    # In the root the scattered rows are weak and the blobs strong; strengths lie in [0, 1].
+    assert root.strength.max() == 1.0 and root.strength.min() >= 0.0
+    strength = dict(zip(root.rows.tolist(), root.strength.tolist(), strict=True))
+    assert np.median([strength[r] for r in range(600, 660)]) < 0.2 * np.median(
+        [strength[r] for r in range(600)]
+    )
+    # A tree that never splits is its root alone, every row in it.
+    one = seg_hdbscan.tree_clusters(np.vstack([blobs[0], X[600:]]), 100, 10)
+    assert len(one) == 1 and one[0].rows.size == 360
 
 
 # reduction -----------------------------------------------------------------------------------
