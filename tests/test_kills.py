@@ -48,7 +48,7 @@ TUNE_STEPS = {
 10th schema migration run, not recorded); with trial 1 told to the study but its run not
 logged; with trial 3's run logged but not ended (trial 2's ended first); right after the
 model version is created; after registering (its alias set) before the study records it."""
-RANDOM_TUNE_KILLS = 15
+RANDOM_TUNE_KILLS = 20
 SCORE_STEPS = {
     "run created": ("mlflow.tracking:MlflowClient.create_run", 1, "after"),
     "params logged": ("mlflow.tracking:MlflowClient.log_batch", 1, "after"),
