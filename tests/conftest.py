@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -42,6 +43,13 @@ def flushes(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[tuple[Path, A
         return log
 
     return record
+
+
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Any]:
+    """Import a script of ``benchmarks/`` as it imports its neighbours (its folder on the path)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    return importlib.import_module
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

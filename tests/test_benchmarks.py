@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-
 import joblib
 import pandas as pd
 import pytest
 
 from segml.model import SEGMENT_ID
 from segml.synthetic import ID_COLUMN
-
-from .conftest import ROOT
-
-
-@pytest.fixture
-def bench(monkeypatch):
-    """Import a script of ``benchmarks/`` as it imports its neighbours (its folder on the path)."""
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    return importlib.import_module
 
 
 def test_false_alarm_benchmark_finds_the_unseen_group_and_no_alarm(bench, tmp_path):
