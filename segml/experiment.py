@@ -316,15 +316,15 @@ def _finalise(
         )
     keys.study_run(client, worker.experiment, (name, name), worker.digest, parent)
     keys.settle_trials(client, parent, {r.number: r for r in results}, worker.digest)
-    remeasured = {r.number: _remeasure(r, data, spec) for r in selection.finalists(results)}
     reference = selection.kmeans_reference(
         data.X,
         tuning.search_spaces(spec, ["kmeans"])["kmeans"],
         sample_size=spec.search.silhouette_sample,
         seed=data.seed,
     )
+    remeasured = _remeasure(selection.finalists(results), data, spec, reference)
     picked = selection.choose(
-        [r for r, _ in remeasured.values()], spec.constraints.min_stability, reference
+        [r for r, *_ in remeasured.values()], spec.constraints.min_stability, reference
     )
     chosen = next(r for r in results if r.number == picked.number)
     final = picked.metrics | {keys.STUDY_SAMPLE_SIZE: float(len(data.X))}
@@ -378,17 +378,59 @@ def _finalise(
 
 
 def _remeasure(
-    result: tuning.TrialResult, data: tuning.SearchData, spec: Spec
-) -> tuple[tuning.TrialResult, Segmentation]:
-    """A finalist refitted with its trial's seed and measured at ``search.bootstrap_final``,
-    with DBCV, so that neither bootstrap noise at the search's size nor a missing DBCV decides."""
-    params, reduction = tuning.split_params(result)
+    finalists: Sequence[tuning.TrialResult],
+    data: tuning.SearchData,
+    spec: Spec,
+    reference: Callable[[int], float],
+) -> dict[int, _Finalist]:
+    """The finalists refitted with their trials' seeds and measured with DBCV, so that a
+    missing DBCV does not decide; the k-means finalist and the others whose stability can
+    change the pick (:func:`selection.contenders`) at ``search.bootstrap_final`` resamples, so
+    that bootstrap noise at the search's size does not either. The others keep their trial's
+    stability (``bootstraps`` in ``study/finalists.json`` says which): by trial number."""
+    remeasured = {}
+    for result in finalists:
+        params, reduction = tuning.split_params(result)
+        seed = tuning.trial_seed(data.seed, result.number)
+        segmentation = fit_segmentation(data.X, result.family, params, reduction, seed)
+        measured = tuning.measure(segmentation, data, spec, seed, with_dbcv=True)
+        stability = {key: result.metrics.get(key, np.nan) for key in _TRIAL_STABILITY}
+        trial = dataclasses.replace(result, metrics=stability | measured)
+        remeasured[result.number] = (trial, segmentation, spec.search.bootstrap_search)
+    base = selection.kmeans_finalist([r for r, *_ in remeasured.values()])
+    _stabilise(remeasured, base, data, spec)
+    for result in selection.contenders(
+        [r for r, *_ in remeasured.values()], spec.constraints.min_stability, reference
+    ):
+        _stabilise(remeasured, result, data, spec)
+    return remeasured
+
+
+_TRIAL_STABILITY = (*tuning.STABILITY_KEYS, keys.COST_STABILITY_SECONDS)
+_Finalist = tuple[tuning.TrialResult, Segmentation, int]
+"""A finalist re-measured, its refitted segmentation and the resamples its stability took."""
+
+
+def _stabilise(
+    remeasured: dict[int, _Finalist],
+    result: tuning.TrialResult | None,
+    data: tuning.SearchData,
+    spec: Spec,
+) -> None:
+    """Re-measure the stability of the finalist ``result`` (None: none) in ``remeasured`` at
+    ``search.bootstrap_final`` resamples."""
+    if result is None or result.metrics[keys.BUSINESS_N_SEGMENTS] < 1:
+        return
+    segmentation = remeasured[result.number][1]
     seed = tuning.trial_seed(data.seed, result.number)
-    segmentation = fit_segmentation(data.X, result.family, params, reduction, seed)
-    final = tuning.evaluate(
-        segmentation, data, spec, spec.search.bootstrap_final, seed, with_dbcv=True
+    n_boot = spec.search.bootstrap_final
+    stability = tuning.stability_metrics(segmentation, data, n_boot, seed)
+    metrics = result.metrics | stability
+    remeasured[result.number] = (
+        dataclasses.replace(result, metrics=metrics),
+        segmentation,
+        n_boot,
     )
-    return dataclasses.replace(result, metrics=final), segmentation
 
 
 def _of_everyone(segmentation: Segmentation, data: tuning.SearchData) -> tuple[Segmentation, Any]:
@@ -403,7 +445,7 @@ def _of_everyone(segmentation: Segmentation, data: tuning.SearchData) -> tuple[S
 
 
 def _finalists_record(
-    remeasured: dict[int, tuple[tuning.TrialResult, Segmentation]],
+    remeasured: dict[int, _Finalist],
     picked: tuning.TrialResult,
     reference: Callable[[int], float],
 ) -> dict[str, Any]:
@@ -420,12 +462,13 @@ def _finalists_record(
         keys.BUSINESS_VALUE_R2,
     )
     finalists = []
-    for result, _ in remeasured.values():
+    for result, _, n_boot in remeasured.values():
         k = int(result.metrics[keys.BUSINESS_N_SEGMENTS])
         metrics = {key: studies.json_float(result.metrics[key]) for key in shown}
         kmeans = studies.json_float(reference(k)) if k >= 2 else None
         finalists.append(
-            {"trial": result.number, **result.params, **metrics} | {"kmeans_dbcv": kmeans}
+            {"trial": result.number, **result.params, **metrics}
+            | {"kmeans_dbcv": kmeans, "bootstraps": n_boot}
         )
     return {
         "chosen": picked.number,

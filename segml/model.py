@@ -27,6 +27,7 @@ from segml.errors import DataError, ModelFormatError
 from segml.families import FAMILIES
 from segml.families.segmentation import Segmentation
 from segml.features import (
+    CLOCK_COLUMNS,
     column_kinds,
     select_columns,
     transform_features,
@@ -34,26 +35,27 @@ from segml.features import (
 )
 from segml.metrics.drift import DriftReference, drift_reference
 from segml.naming import segment_names
-from segml.novelty import TrainingDensity, fit_density
+from segml.novelty import TrainingDensity, fit_density, joint_quantile, micro_clusters
 from segml.privacy import example_row, pool_rare, without_training_rows
 from segml.spec import Spec
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 """The layout of a saved segment model (the ``Segmenter`` and what it holds). Raise it with any
 change a model saved before could not be read back with: models of another version are refused
 on load, with what to do, rather than read with guessed defaults. (2: the spec's line items,
 returns and attributes from the log; file names instead of paths. 3: the fitted value model.
-4: the training density as micro-clusters instead of the novel training customers.)"""
+4: the training density as micro-clusters instead of the novel training customers. 5: the
+clock features' ceiling.)"""
 FORMAT_VERSION_KEY = "segml_format_version"
 """The key of ``FORMAT_VERSION`` in a logged model's ``model_config`` (its ``MLmodel`` file),
 readable before the segmenter is unpickled."""
 NOVELTY_QUANTILE = 0.99
 """Training customers above this quantile of novelty count as novel; the scorer's threshold."""
-SEES_DENSITY = ("gmm", "hdbscan")
-"""Families whose own novelty is a density on the features they cluster (likelihood, GLOSH):
-without a reducer, it sees what the training micro-clusters see (at no extra cost; k-means'
-distance to a centroid misses an unusual combination of ordinary values,
-benchmarks/results/emerging_designs.md)."""
+SEES_DENSITY = ("gmm",)
+"""Families whose own novelty is a density on the features they cluster (the likelihood):
+without a reducer, it sees what the training micro-clusters see, at no extra cost. k-means'
+distance to a centroid and HDBSCAN's GLOSH miss an unusual combination of ordinary values
+(benchmarks/results/emerging_designs.md)."""
 SEGMENT_ID = "segment_id"
 SEGMENT_NAME = "segment_name"
 CONFIDENCE = "confidence"
@@ -94,8 +96,10 @@ class Assignment:
     confidence, novelty : ndarray of float64
         The family's confidence (0 without a segment) and novelty score.
     is_novel : ndarray of bool
-        Novelty above the calibrated threshold, far from every training customer (see
-        :class:`~segml.novelty.TrainingDensity`), or no segment.
+        Novelty above the calibrated threshold, or far from every training customer (see
+        :class:`~segml.novelty.TrainingDensity`): unlike the training customers, of whom 1 -
+        ``NOVELTY_QUANTILE`` were. A customer no segment takes (HDBSCAN's noise) is not novel
+        for that alone: a fifth of the training customers may be noise.
     """
 
     X: np.ndarray
@@ -122,6 +126,7 @@ class Segmenter:
     novelty_threshold: float
     reference: DriftReference
     density: TrainingDensity
+    clock_ceiling: np.ndarray
     label_to_id: dict[int, int] = field(default_factory=dict)
     value: ValueModel | None = None
     format_version: int = FORMAT_VERSION
@@ -132,8 +137,10 @@ class Segmenter:
         return self.spec.data.id_column
 
     def preprocess(self, table: pd.DataFrame) -> np.ndarray:
-        """The customers' preprocessed features: the space every quality figure is measured in."""
-        return transform_features(self.preprocessor, select_columns(table, self.features))
+        """The customers' preprocessed features: the space every quality figure is measured in,
+        with the clock features at most as far as at training (``clock_ceiling``)."""
+        X = transform_features(self.preprocessor, select_columns(table, self.features))
+        return np.minimum(X, self.clock_ceiling, out=X)
 
     def embed(self, table: pd.DataFrame) -> np.ndarray:
         """The customers in the space the clusterer saw."""
@@ -146,8 +153,8 @@ class Segmenter:
         Z = self.segmentation.embed(X)
         found = FAMILIES[self.segmentation.family].assign(self.segmentation.estimator, Z)
         ids = self.segment_ids(found.labels)
-        is_novel = (found.novelty > self.novelty_threshold) | (ids < 0)
-        if self.segmentation.reducer is not None or self.segmentation.family not in SEES_DENSITY:
+        is_novel = found.novelty > self.novelty_threshold
+        if judged_by_density(self.segmentation):
             is_novel |= self.density.novelty(X) > self.density.threshold
         confidence = np.where(ids >= 0, found.confidence, 0.0)
         return Assignment(X, Z, ids, confidence, found.novelty, is_novel)
@@ -211,6 +218,42 @@ class Segmenter:
         return replace(self, label_to_id=label_to_id, catalog=catalog)
 
 
+def clock_ceiling(preprocessor: Any, X: np.ndarray, transactions: bool) -> np.ndarray:
+    """The most each preprocessed column may be: for a transaction model's clock features
+    (:data:`~segml.features.CLOCK_COLUMNS`) the training maximum, infinity for the others.
+
+    Scored at a later reference date, customers who stopped buying have a recency no training
+    customer could have had; capped, they read as the most lapsed customers seen at training
+    (what they are) instead of as a new kind of customer (the drift check shows the shift).
+    """
+    ceiling = np.full(X.shape[1], np.inf)
+    if transactions:
+        for position, name in enumerate(column_kinds(preprocessor)[0]):  # numeric come first
+            if name in CLOCK_COLUMNS:
+                ceiling[position] = X[:, position].max()
+    return ceiling
+
+
+def judged_by_density(segmentation: Segmentation) -> bool:
+    """Whether the training density flags novel customers besides the family's own novelty:
+    for every family behind a reducer, and for those whose own novelty sees no density."""
+    return segmentation.reducer is not None or segmentation.family not in SEES_DENSITY
+
+
+def novelty_thresholds(
+    novelty: np.ndarray, distance: np.ndarray, joint: bool
+) -> tuple[float, float]:
+    """Thresholds of the family's novelty and of the distance to the training density, each
+    at the training quantile ``NOVELTY_QUANTILE``, or, when both flag customers (``joint``),
+    at the quantile that leaves ``1 - NOVELTY_QUANTILE`` of them above either (two tests
+    would otherwise flag nearly twice as many customers, each one paid again by the
+    emerging-segment search)."""
+    quantile = NOVELTY_QUANTILE
+    if joint:
+        quantile = joint_quantile([novelty, distance], NOVELTY_QUANTILE)
+    return float(np.quantile(novelty, quantile)), float(np.quantile(distance, quantile))
+
+
 def build_segmenter(
     spec: Spec,
     features: list[str],
@@ -230,23 +273,21 @@ def build_segmenter(
     labels = segmentation.labels
     segments = sorted(int(s) for s in np.unique(labels) if s >= 0)
     label_to_id = {label: i for i, label in enumerate(segments)}
-    family = FAMILIES[segmentation.family]
-    novelty = family.assign(segmentation.estimator, Z).novelty
-    threshold = float(np.quantile(novelty[labels >= 0], NOVELTY_QUANTILE))
+    X = transform_features(preprocessor, select_columns(table, features))
+    customers = micro_clusters(X, k)
+    novelty = FAMILIES[segmentation.family].assign(segmentation.estimator, Z).novelty
+    distance = customers.distance(X)
+    own, far = novelty_thresholds(novelty, distance, judged_by_density(segmentation))
     draft = Segmenter(
         spec,
         features,
         preprocessor,
         segmentation,
         catalog=pd.DataFrame(),
-        novelty_threshold=threshold,
+        novelty_threshold=own,
         reference=drift_reference(shown, categorical, k),
-        density=fit_density(
-            transform_features(preprocessor, select_columns(table, features)),
-            spec.min_report_size,
-            NOVELTY_QUANTILE,
-            novel=(novelty > threshold) | (labels < 0),
-        ),
+        density=fit_density(X, customers, far, k, novel=(novelty > own) | (labels < 0)),
+        clock_ceiling=clock_ceiling(preprocessor, X, spec.data.kind == "transactions"),
         label_to_id=label_to_id,
         value=value,
     )

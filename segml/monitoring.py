@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import pairwise_distances_argmin
 
 from segml.families.hdbscan import TreeCluster, knn_tree, neighbours, tree_clusters
 from segml.metrics.business import LIFT_MIN_MEAN
@@ -58,8 +59,8 @@ class SegmentSpace:
     centroids : ndarray of shape (n_segments, n_dims)
         Segment means in the model's space.
     spread : float
-        Median over the customers of their segment's RMS distance to its centroid (NaN
-        without segments).
+        Median over the customers of their segment's RMS distance to its centroid, a customer
+        no segment fits counted in the nearest (NaN without segments).
     numeric : DataFrame
         The sample's numeric features on the business scale.
     labels : ndarray
@@ -120,15 +121,31 @@ def segment_space(Z: np.ndarray, ids: np.ndarray, numeric: pd.DataFrame) -> Segm
     sizes = np.bincount(ids[member])
     segments = np.flatnonzero(sizes)
     which = np.searchsorted(segments, ids[member])
-    Z, sizes = Z[member], sizes[segments]
-    sums = [np.bincount(which, weights=column, minlength=segments.size) for column in Z.T]
-    centroids = np.stack(sums, axis=1) / sizes[:, np.newaxis]
-    squares = ((Z - centroids[which]) ** 2).sum(axis=1)
-    radii = np.sqrt(np.bincount(which, weights=squares, minlength=segments.size) / sizes)
-    # Weighted by customers: a density model's many small, tight segments would otherwise
-    # make every group of outliers look too wide (benchmarks/results/emerging_designs.md).
-    spread = _weighted_median(radii, sizes) if radii.size else math.nan
+    sums = [np.bincount(which, weights=column, minlength=segments.size) for column in Z[member].T]
+    centroids = np.stack(sums, axis=1) / sizes[segments, np.newaxis]
+    spread = _partition_spread(Z, member, which, centroids)
     return SegmentSpace(segments, centroids, spread, numeric, ids)
+
+
+def _partition_spread(
+    Z: np.ndarray, member: np.ndarray, which: np.ndarray, centroids: np.ndarray
+) -> float:
+    """The customers' median RMS distance of their segment to its centroid, each customer no
+    segment fits counted in the nearest segment (``which``: the members' segments)."""
+    if not len(centroids):
+        return math.nan
+    nearest = np.empty(len(Z), dtype=np.int64)
+    nearest[member] = which
+    if (~member).any():
+        nearest[~member] = pairwise_distances_argmin(Z[~member], centroids)
+    sizes = np.bincount(nearest, minlength=len(centroids))
+    squares = ((Z - centroids[nearest]) ** 2).sum(axis=1)
+    radii = np.sqrt(np.bincount(nearest, weights=squares, minlength=len(centroids)) / sizes)
+    # Weighted by customers, noise included: a density model's many small, tight cores would
+    # otherwise make a new group as wide as a k-means segment look too wide
+    # (benchmarks/results/emerging_designs.md).
+    filled = sizes > 0
+    return _weighted_median(radii[filled], sizes[filled])
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:

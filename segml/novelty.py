@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.metrics import pairwise_distances_argmin
 
@@ -137,21 +138,30 @@ class TrainingDensity:
 
 
 def fit_density(
-    X: np.ndarray, min_size: int, quantile: float, novel: np.ndarray | None = None
+    X: np.ndarray,
+    customers: MicroClusters,
+    threshold: float,
+    min_size: int,
+    novel: np.ndarray | None = None,
 ) -> TrainingDensity:
-    """Micro-clusters of ``X`` of at least ``min_size`` customers each, the ``quantile`` of
-    the training customers' novelty as the threshold, and micro-clusters of the customers
-    then novel (above it, or ``novel``: those the family found novel)."""
+    """The training density of ``X`` summarised by ``customers`` (:func:`micro_clusters` of
+    at least ``min_size`` customers), with micro-clusters of the customers then novel: farther
+    than ``threshold`` from ``customers``, or ``novel`` (those the family found novel)."""
     X = np.asarray(X, dtype=np.float64)
-    customers = micro_clusters(X, min_size)
-    distance = customers.distance(X)
-    threshold = float(np.quantile(distance, quantile))
-    tail = distance > threshold
+    tail = customers.distance(X) > threshold
     if novel is not None:
         tail |= novel
     none = MicroClusters(np.empty((0, X.shape[1])), np.empty((0, X.shape[1])), np.empty(0))
     novel_ones = micro_clusters(X[tail], min_size) if tail.sum() >= min_size else none
     return TrainingDensity(customers, novel_ones, threshold, min_size)
+
+
+def joint_quantile(scores: list[np.ndarray], quantile: float) -> float:
+    """The quantile at which to set each of ``scores`` (one value per customer each) for
+    ``1 - quantile`` of the customers to be above at least one: novelty tests combined by
+    "or" flag no more customers than one would."""
+    ranks = [rankdata(score, method="max") / len(score) for score in scores]
+    return float(np.quantile(np.max(ranks, axis=0), quantile, method="lower"))
 
 
 def micro_clusters(X: np.ndarray, min_size: int, seed: int = 0) -> MicroClusters:

@@ -205,27 +205,50 @@ def choose(
     such lead wins. Without a k-means finalist, the largest lead wins, whatever its size (ties:
     earlier trial).
     """
-    stable = [
-        r for r in remeasured if _finite(r.metrics[keys.STABILITY_JACCARD_MEAN]) >= min_stability
-    ] or list(remeasured)
+    stable = [r for r in remeasured if _stable(r, min_stability)] or list(remeasured)
     stable = sorted(stable, key=lambda r: r.number)
-
-    def lead(result: TrialResult) -> float:
-        k = int(result.metrics[keys.BUSINESS_N_SEGMENTS])
-        reference = kmeans_dbcv(k) if k >= 2 else np.nan
-        return _finite(result.metrics[keys.QUALITY_DBCV] - reference)
-
-    base = next((r for r in stable if r.family == "kmeans" and not reduced(r)), None)
+    base = kmeans_finalist(stable)
     if base is None:
-        return max(stable, key=lead)
+        return max(stable, key=lambda r: lead(r, kmeans_dbcv))
     challengers = [
         r
         for r in stable
         if r is not base
-        and lead(r) >= CHALLENGER_MARGIN
+        and lead(r, kmeans_dbcv) >= CHALLENGER_MARGIN
         and _finite(r.metrics[keys.STABILITY_JACCARD_MIN]) >= min_stability
     ]
-    return max(challengers, key=lead) if challengers else base
+    return max(challengers, key=lambda r: lead(r, kmeans_dbcv)) if challengers else base
+
+
+def contenders(
+    finalists: Sequence[TrialResult], min_stability: float, kmeans_dbcv: Callable[[int], float]
+) -> list[TrialResult]:
+    """The finalists besides the k-means one whose stability :func:`choose` depends on, given
+    the k-means finalist's: with a stable k-means finalist, only those leading it by
+    ``CHALLENGER_MARGIN`` can be picked, and the others' stability changes nothing; otherwise
+    all of them. Their ``search.bootstrap_final`` refits (a UMAP finalist's cost most of a
+    large tune) are spent only on these."""
+    base = kmeans_finalist(finalists)
+    others = [r for r in finalists if r is not base]
+    if base is None or not _stable(base, min_stability):
+        return others
+    return [r for r in others if lead(r, kmeans_dbcv) >= CHALLENGER_MARGIN]
+
+
+def kmeans_finalist(finalists: Sequence[TrialResult]) -> TrialResult | None:
+    """The finalist of plain k-means (no reducer), if any."""
+    return next((r for r in finalists if r.family == "kmeans" and not reduced(r)), None)
+
+
+def lead(result: TrialResult, kmeans_dbcv: Callable[[int], float]) -> float:
+    """How much the finalist's DBCV beats that of k-means with as many segments."""
+    k = int(result.metrics[keys.BUSINESS_N_SEGMENTS])
+    reference = kmeans_dbcv(k) if k >= 2 else np.nan
+    return _finite(result.metrics[keys.QUALITY_DBCV] - reference)
+
+
+def _stable(result: TrialResult, min_stability: float) -> bool:
+    return _finite(result.metrics[keys.STABILITY_JACCARD_MEAN]) >= min_stability
 
 
 def kmeans_reference(

@@ -240,11 +240,22 @@ def evaluate(
 
     Every trial is measured on one yardstick: quality in the preprocessed feature space (not a
     reducer's embedding), with customers left without a segment counted, and stability by
-    refitting the whole pipeline (the reducer too) on each resample, so that a reducer cannot
-    manufacture either. DBCV is computed for density families and with ``with_dbcv``. On a
-    sample, quality and stability are the sample's, and the shares (noise included) and value
-    separation every customer's (:func:`everyone_labels`).
+    refitting the whole pipeline (the reducer too) on each of ``n_boot`` resamples, so that a
+    reducer cannot manufacture either. DBCV is computed for density families and with
+    ``with_dbcv``. On a sample, quality and stability are the sample's, and the shares (noise
+    included) and value separation every customer's (:func:`everyone_labels`).
     """
+    metrics = measure(segmentation, data, spec, seed, with_dbcv=with_dbcv)
+    if metrics[keys.BUSINESS_N_SEGMENTS] < 1:
+        return metrics | dict.fromkeys(STABILITY_KEYS, np.nan) | {keys.COST_STABILITY_SECONDS: 0.0}
+    return metrics | stability_metrics(segmentation, data, n_boot, seed)
+
+
+def measure(
+    segmentation: Segmentation, data: SearchData, spec: Spec, seed: int, *, with_dbcv: bool
+) -> dict[str, float]:
+    """Quality and business metrics of a fitted segmentation, as :func:`evaluate` measures
+    them, without stability."""
     labels = segmentation.labels
     quality = quality_metrics(
         data.X,
@@ -256,7 +267,7 @@ def evaluate(
     everyone = everyone_labels(segmentation, data)
     business = business_metrics(everyone, data.customers.value, spec.min_report_size)
     noise_share = quality.noise_share if data.everyone is None else business.noise_share
-    metrics = {
+    return {
         keys.QUALITY_SILHOUETTE: quality.silhouette,
         keys.QUALITY_DAVIES_BOULDIN: quality.davies_bouldin,
         keys.QUALITY_CALINSKI_HARABASZ: quality.calinski_harabasz,
@@ -270,22 +281,26 @@ def evaluate(
         keys.BUSINESS_MAX_SHARE: business.max_share,
         keys.BUSINESS_VALUE_R2: business.value_r2,
     }
+
+
+def stability_metrics(
+    segmentation: Segmentation, data: SearchData, n_boot: int, seed: int
+) -> dict[str, float]:
+    """Bootstrap stability of a segmentation of ``data.X`` (the whole pipeline refitted on each
+    of ``n_boot`` resamples), and the seconds it took."""
     started = time.perf_counter()
-    metrics |= dict.fromkeys(STABILITY_KEYS, np.nan)
-    if business.n_segments >= 1:
-        refit = _Refit(segmentation.family, segmentation.params, segmentation.reduction)
-        stability = bootstrap_stability(
-            data.X, labels, refit, n_boot=n_boot, seed=seed, noise_is_group=True
-        )
-        metrics |= {
-            keys.STABILITY_JACCARD_MIN: stability.jaccard_min,
-            keys.STABILITY_JACCARD_MEAN: stability.jaccard_mean,
-            keys.STABILITY_ARI_MEAN: stability.ari_mean,
-            keys.STABILITY_N_DISSOLVED: float(stability.n_dissolved),
-            keys.STABILITY_N_STABLE: float(stability.n_stable),
-        }
-    metrics[keys.COST_STABILITY_SECONDS] = time.perf_counter() - started
-    return metrics
+    refit = _Refit(segmentation.family, segmentation.params, segmentation.reduction)
+    stability = bootstrap_stability(
+        data.X, segmentation.labels, refit, n_boot=n_boot, seed=seed, noise_is_group=True
+    )
+    return {
+        keys.STABILITY_JACCARD_MIN: stability.jaccard_min,
+        keys.STABILITY_JACCARD_MEAN: stability.jaccard_mean,
+        keys.STABILITY_ARI_MEAN: stability.ari_mean,
+        keys.STABILITY_N_DISSOLVED: float(stability.n_dissolved),
+        keys.STABILITY_N_STABLE: float(stability.n_stable),
+        keys.COST_STABILITY_SECONDS: time.perf_counter() - started,
+    }
 
 
 def _bic(segmentation: Segmentation, X: np.ndarray) -> float:

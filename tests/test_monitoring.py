@@ -23,7 +23,7 @@ from segml.metrics.drift import (
     share_drift,
     wasserstein,
 )
-from segml.model import Segmenter
+from segml.model import Segmenter, novelty_thresholds
 from segml.monitoring import (
     EMERGING_FIT_ROWS,
     EXPECTED,
@@ -37,7 +37,7 @@ from segml.monitoring import (
     min_candidate_size,
     segment_space,
 )
-from segml.novelty import MicroClusters, TrainingDensity, fit_density
+from segml.novelty import MicroClusters, TrainingDensity, fit_density, micro_clusters
 from segml.report import drift_text, scoring_markdown
 from segml.scoring import score
 from segml.spec import Monitoring, load_spec
@@ -212,7 +212,8 @@ def test_training_density_keeps_micro_clusters_of_enough_customers_not_rows() ->
     rng = np.random.default_rng(1)
     # A tight group of 15 customers, too few to be kept as such: they count as the tail.
     X = np.vstack([rng.normal(0, 1, size=(3_000, 3)), rng.normal(8, 0.1, size=(15, 3))])
-    density = fit_density(X, min_size=20, quantile=0.99)
+    customers = micro_clusters(X, min_size=20)
+    density = fit_density(X, customers, np.quantile(customers.distance(X), 0.99), min_size=20)
     customers = density.customers
     assert customers.counts.min() >= 20 and customers.counts.sum() == len(X)
     assert len(customers.centres) <= len(X) // 40, "aggregates, no row kept"
@@ -417,3 +418,21 @@ def test_cdnow_scored_six_months_later_explains_its_drift(
     assert "not counted: recency_days (days up to the reference date" in text
     assert "drifted: recency_days)" in text and "segment shares held steady" in text
     assert "recency_days" in scoring_markdown(later)
+
+
+def test_two_novelty_tests_together_flag_the_share_one_would() -> None:
+    """k-means' distance to a centroid and the distance to the training micro-clusters both
+    flag customers: calibrated jointly, they flag 1% of the training customers, not 2%."""
+    rng = np.random.default_rng(3)
+    own, far = rng.normal(size=(2, 20_000))
+    alone = novelty_thresholds(own, far, joint=False)
+    assert ((own > alone[0]) | (far > alone[1])).mean() == pytest.approx(0.02, abs=0.001)
+    joint = novelty_thresholds(own, far, joint=True)
+    assert ((own > joint[0]) | (far > joint[1])).mean() == pytest.approx(0.01, abs=0.0005)
+
+
+def test_cdnow_k_means_flags_one_percent_of_its_training_customers_novel(
+    cdnow_model: tuple[Segmenter, pd.DataFrame],
+) -> None:
+    segmenter, table = cdnow_model
+    assert segmenter.assign(table).is_novel.mean() == pytest.approx(0.01, abs=0.002)

@@ -10,6 +10,7 @@ from segml.families import REDUCTION_SPACE, Choice, FloatRange, IntRange
 from segml.selection import (
     CHALLENGER_MARGIN,
     choose,
+    contenders,
     finalists,
     first_trials,
     representative,
@@ -107,6 +108,25 @@ def test_kmeans_stays_unless_a_finalist_beats_kmeans_at_its_own_k() -> None:
     assert choose([kmeans, shaky], 0.6, kmeans_dbcv) is kmeans, "unstable: out"
     assert choose([shaky], 0.6, kmeans_dbcv) is shaky, "all unstable: the best of them"
     assert choose([gmm, density], 0.6, kmeans_dbcv) is density, "no k-means: the largest lead"
+
+
+def test_only_finalists_that_could_be_picked_pay_for_their_stability() -> None:
+    """Whatever stability the others have, :func:`choose` picks the same: the contenders are
+    all the finalists whose re-measured stability can change the pick."""
+    kmeans_dbcv = {2: -0.5, 3: 0.1}.get
+    kmeans = _trial(0, "kmeans", dbcv=0.2, k=3)
+    short = _trial(1, "gmm", dbcv=0.1 + CHALLENGER_MARGIN - 0.01, k=3)
+    ahead = _trial(2, "hdbscan", dbcv=-0.5 + CHALLENGER_MARGIN + 0.05, k=2)
+    umap = _trial(3, "kmeans", reducer="umap", dbcv=0.0, k=3)
+    assert contenders([kmeans, short, ahead, umap], 0.6, kmeans_dbcv) == [ahead]
+    for jaccard in (0.1, 0.9):
+        others = [_trial(n, "gmm", dbcv=0.1, k=3, jaccard=jaccard) for n in (1, 3)]
+        assert choose([kmeans, *others, ahead], 0.6, kmeans_dbcv) is ahead
+    unstable = _trial(0, "kmeans", dbcv=0.2, k=3, jaccard=0.5)
+    assert contenders([unstable, short, umap], 0.6, kmeans_dbcv) == [short, umap], (
+        "an unstable k-means finalist: any stable finalist may be picked"
+    )
+    assert contenders([short, umap], 0.6, kmeans_dbcv) == [short, umap], "no k-means: all"
 
 
 def test_the_scan_puts_first_the_best_k_whose_segments_meet_min_share() -> None:
