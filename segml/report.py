@@ -103,6 +103,7 @@ def choice_text(choice: dict[str, Any], chosen: int) -> str:
             "k-means DBCV": f["kmeans_dbcv"],
             "Jaccard": f[keys.STABILITY_JACCARD_MEAN],
             "min Jaccard": f[keys.STABILITY_JACCARD_MIN],
+            "resamples": int(f["bootstraps"]) if "bootstraps" in f else "-",
             "value R²": f[keys.BUSINESS_VALUE_R2],
         }
         for f in choice.get("finalists", [])
@@ -110,7 +111,8 @@ def choice_text(choice: dict[str, Any], chosen: int) -> str:
     lines = []
     if rows:
         lines += [
-            "finalists (* the pick; k-means DBCV: k-means with as many segments):",
+            "finalists (* the pick; k-means DBCV: k-means with as many segments; resamples: "
+            "behind the Jaccards, fewer for a finalist that could not be picked):",
             pd.DataFrame(rows).to_string(index=False, float_format="{:.3f}".format, na_rep="-"),
         ]
     for check in choice.get("checks", []):

@@ -86,7 +86,8 @@ def test_privacy_benchmark_compares_saved_clusterers_and_drift_references(bench)
 
 
 @pytest.mark.parametrize(
-    ("model", "kind"), [("hdbscan+umap", "EXTREME"), ("hdbscan", "COMBINATION")]
+    ("model", "kind"),
+    [("hdbscan+umap", "EXTREME"), ("hdbscan", "COMBINATION"), ("hdbscan", "gap")],
 )
 def test_emerging_benchmark_finds_the_injected_group_and_nothing_in_a_steady_batch(
     bench, tmp_path, model, kind
@@ -98,8 +99,11 @@ def test_emerging_benchmark_finds_the_injected_group_and_nothing_in_a_steady_bat
     # merged the group with scattered noise.
     emerging = bench("bench_emerging")
     data = emerging.split(emerging.read_log(), train_customers=3_000, held_out_customers=2_500)
-    segmenter, _ = emerging.fit_model(model, data.train, tmp_path)
-    pattern = getattr(emerging, kind)
+    segmenter, X = emerging.fit_model(model, data.train, tmp_path)
+    if kind == "gap":  # inside the training range, where HDBSCAN's GLOSH sees nothing
+        pattern = emerging.gap_pattern(segmenter, X, tmp_path)
+    else:
+        pattern = getattr(emerging, kind)
     table, _, precision, recall = emerging.injected_batch(
         segmenter, data, pattern, 0.03, 0, tmp_path
     )

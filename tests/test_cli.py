@@ -177,6 +177,8 @@ def test_tune_summary_shows_the_pick_its_rivals_and_the_granularity_checks(
     assert "(kmeans, 5 segments, value separation business.value_r2 " in result.output, (
         "five well-separated segments: k-means with k by silhouette keeps them"
     )
-    assert "finalists (* the pick; k-means DBCV: k-means with as many segments):" in result.output
+    assert "finalists (* the pick; k-means DBCV: k-means with as many segments; resamples:" in (
+        result.output
+    )
     assert "ok   over-segmentation: smallest segment " in result.output
     assert "under-segmentation: segment " in result.output

@@ -436,3 +436,16 @@ def test_cdnow_k_means_flags_one_percent_of_its_training_customers_novel(
 ) -> None:
     segmenter, table = cdnow_model
     assert segmenter.assign(table).is_novel.mean() == pytest.approx(0.01, abs=0.002)
+
+
+def test_cdnow_scored_three_months_later_finds_no_new_kind_of_customer(
+    cdnow_model: tuple[Segmenter, pd.DataFrame], tmp_path: Path
+) -> None:
+    """Customers who stopped buying have, three months on, a recency no training customer
+    could have had: capped at the training maximum, they are lapsed customers, not novel."""
+    source = EXPERIMENTS / "data" / "cdnow_master.txt"
+    later = score(
+        cdnow_model[0], source, tmp_path / "s.parquet", reference_date=dt.date(1998, 3, 31)
+    )
+    assert later.report.emerging.table.empty
+    assert later.novel / later.rows_scored < 0.03
