@@ -283,24 +283,42 @@ def _choose(clusters: list[TreeCluster], fit: np.ndarray, check: _Check) -> list
     from the root down, the first cluster on each branch whose core passes ``check``. A
     compact group is found even when the cluster it first merges with, scattered outliers
     around it, is too wide; in a cluster that no longer splits, the core is its densest
-    customers within the allowed radius."""
+    customers within the allowed radius. Clusters chosen under one parent that pass together
+    are one candidate: a group with two modes, both new, is one group when as compact as one
+    (the tree would otherwise split it whenever stragglers make the parent too wide)."""
     children: dict[int, list[int]] = {}
     for position, cluster in enumerate(clusters):
         children.setdefault(cluster.parent, []).append(position)
     scale = len(check.X) / fit.size
-    chosen, todo = [], list(children.get(-1, []))
-    while todo:
-        position = todo.pop()
+    found: dict[int, list[np.ndarray]] = {}  # chosen under each parent (-1: the roots)
+    todo = [(position, False) for position in children.get(-1, [])]
+    while todo:  # depth first; a parent is revisited (True) once its children are done
+        position, revisited = todo.pop()
         cluster = clusters[position]
+        if revisited:
+            below = _together(found.pop(position, []), fit, check, scale)
+            found.setdefault(cluster.parent, []).extend(below)
+            continue
         leaf = position not in children
         members = _core(
             check.X[fit[cluster.rows]], cluster, check.max_radius if leaf else math.inf
         )
         if members.size and check.judged(fit[members], scale).passes:
-            chosen.append(members)
+            found.setdefault(cluster.parent, []).append(members)
         else:
-            todo += children.get(position, [])
-    return chosen
+            todo.append((position, True))
+            todo += [(child, False) for child in children.get(position, [])]
+    return found.get(-1, [])
+
+
+def _together(
+    chosen: list[np.ndarray], fit: np.ndarray, check: _Check, scale: float
+) -> list[np.ndarray]:
+    """``chosen`` as one cluster when they pass ``check`` together, else as they are."""
+    if len(chosen) < 2:
+        return chosen
+    union = np.concatenate(chosen)
+    return [union] if check.judged(fit[union], scale).passes else chosen
 
 
 def _core(X: np.ndarray, cluster: TreeCluster, max_radius: float) -> np.ndarray:
