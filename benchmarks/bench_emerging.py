@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -392,9 +393,10 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.
         if args.later:
             later += later_runs(name, segmenter, data, args)
     frames = pd.DataFrame(injected), pd.DataFrame(steady), pd.DataFrame(later)
+    command = " ".join(sys.argv[1:] if argv is None else argv)
     header = (
-        f"## {dt.date.today()}\n\n`python benchmarks/bench_emerging.py "
-        f"{' '.join(argv or [])}`: {machine()}, load average {load} at start, "
+        f"## {dt.date.today()}\n\n`python benchmarks/bench_emerging.py {command}`: "
+        f"{machine()}, load average {load} at start, "
         f"{load_average()} at end, {time.perf_counter() - started:.0f} s. CDNOW: "
         f"{data.train[ID].nunique():,} training customers, {data.held_out[ID].nunique():,} held "
         "out."

@@ -35,7 +35,13 @@ from segml.features import (
 )
 from segml.metrics.drift import DriftReference, drift_reference
 from segml.naming import segment_names
-from segml.novelty import TrainingDensity, fit_density, joint_quantile, micro_clusters
+from segml.novelty import (
+    TrainingDensity,
+    fit_density,
+    joint_quantile,
+    micro_clusters,
+    segment_shapes,
+)
 from segml.privacy import example_row, pool_rare, without_training_rows
 from segml.spec import Spec
 
@@ -56,6 +62,9 @@ SEES_DENSITY = ("gmm",)
 without a reducer, it sees what the training micro-clusters see, at no extra cost. k-means'
 distance to a centroid and HDBSCAN's GLOSH miss an unusual combination of ordinary values
 (benchmarks/results/emerging_designs.md)."""
+SHAPED = ("kmeans",)
+"""Families whose segments, without a reducer, are ellipses in the preprocessed features: their
+novelty is judged by the segments' own shapes (:class:`~segml.novelty.SegmentShapes`)."""
 SEGMENT_ID = "segment_id"
 SEGMENT_NAME = "segment_name"
 CONFIDENCE = "confidence"
@@ -275,9 +284,12 @@ def build_segmenter(
     label_to_id = {label: i for i, label in enumerate(segments)}
     X = transform_features(preprocessor, select_columns(table, features))
     customers = micro_clusters(X, k)
+    shaped = segmentation.reducer is None and segmentation.family in SHAPED
+    shapes = segment_shapes(X, labels) if shaped else None
     novelty = FAMILIES[segmentation.family].assign(segmentation.estimator, Z).novelty
-    distance = customers.distance(X)
+    distance = (shapes or customers).distance(X)
     own, far = novelty_thresholds(novelty, distance, judged_by_density(segmentation))
+    novel = (novelty > own) | (labels < 0) | (distance > far)
     draft = Segmenter(
         spec,
         features,
@@ -286,7 +298,7 @@ def build_segmenter(
         catalog=pd.DataFrame(),
         novelty_threshold=own,
         reference=drift_reference(shown, categorical, k),
-        density=fit_density(X, customers, far, k, novel=(novelty > own) | (labels < 0)),
+        density=fit_density(X, customers, far, k, novel, shapes),
         clock_ceiling=clock_ceiling(preprocessor, X, spec.data.kind == "transactions"),
         label_to_id=label_to_id,
         value=value,

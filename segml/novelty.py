@@ -35,6 +35,9 @@ novel."""
 MICRO_BATCH = 4_096
 WITHIN_DRAWS = 2_048
 """Draws per micro-cluster that estimate its customers within a candidate's radius."""
+SHAPE_FLOOR = 1e-3
+"""Least variance of a segment's ellipse along any direction, as a share of the features'
+mean variance."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,51 @@ class MicroClusters:
 
 
 @dataclass(frozen=True, slots=True)
+class SegmentShapes:
+    """Each segment's training customers as an ellipse: their mean and covariance (as the
+    Cholesky factor of its inverse), for a clusterer whose segments are convex in the
+    preprocessed features (k-means without a reducer).
+
+    A customer's distance is its Mahalanobis distance to the nearest segment: an extreme
+    customer, an unusual combination of ordinary values and a group in a gap between segments
+    all lie outside every ellipse, as a Gaussian mixture's likelihood sees them, at the cost
+    of one small product per segment (the micro-clusters' 50 distances per customer took
+    most of k-means' scoring time, benchmarks/results/emerging_designs.md).
+
+    Attributes
+    ----------
+    means : ndarray of shape (n_segments, n_features)
+    whitening : ndarray of shape (n_segments, n_features, n_features)
+        ``L`` with ``L @ L.T`` the inverse covariance: ``|(x - mean) @ L|`` is the distance.
+    """
+
+    means: np.ndarray
+    whitening: np.ndarray
+
+    def distance(self, X: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance of each row of ``X`` to the nearest segment."""
+        out = np.full(X.shape[0], np.inf)
+        for rows in row_batches(X.shape[0]):
+            batch = X[rows]
+            for mean, whitening in zip(self.means, self.whitening, strict=True):
+                white = (batch - mean) @ whitening
+                np.minimum(out[rows], np.einsum("ij,ij->i", white, white), out=out[rows])
+        return np.sqrt(out)
+
+
+def segment_shapes(X: np.ndarray, labels: np.ndarray) -> SegmentShapes:
+    """The ellipses of the segments ``labels`` (-1: none) of ``X``. Each covariance gets
+    ``SHAPE_FLOOR`` of the features' mean variance on its diagonal: a segment whose customers
+    share a value (one-time buyers' frequency) would otherwise call any other value novel."""
+    floor = SHAPE_FLOOR * np.var(X, axis=0).mean() * np.eye(X.shape[1])
+    segments = np.unique(labels[labels >= 0])
+    means = np.stack([X[labels == s].mean(axis=0) for s in segments])
+    covariances = [np.atleast_2d(np.cov(X[labels == s], rowvar=False)) + floor for s in segments]
+    whitening = np.stack([np.linalg.cholesky(np.linalg.inv(c)) for c in covariances])
+    return SegmentShapes(means, whitening)
+
+
+@dataclass(frozen=True, slots=True)
 class TrainingDensity:
     """Where the training customers lay, and where those of them that were novel lay.
 
@@ -115,16 +163,20 @@ class TrainingDensity:
         the model uses.
     min_size : int
         Fewest customers in a micro-cluster: a smaller group could have been anywhere.
+    shapes : SegmentShapes or None
+        The segments' ellipses, which then judge novelty instead of the micro-clusters.
     """
 
     customers: MicroClusters
     novel: MicroClusters
     threshold: float
     min_size: int
+    shapes: SegmentShapes | None = None
 
     def novelty(self, X: np.ndarray) -> np.ndarray:
-        """Distance of each row of ``X`` to the nearest micro-cluster, in its spreads."""
-        return self.customers.distance(X)
+        """Distance of each row of ``X`` to the nearest segment's ellipse (with ``shapes``) or
+        micro-cluster, in its spreads."""
+        return (self.shapes or self.customers).distance(X)
 
     def share_within(self, centre: np.ndarray, radius: float) -> float:
         """The share of training customers within ``radius`` of ``centre``: the larger of
@@ -142,18 +194,15 @@ def fit_density(
     customers: MicroClusters,
     threshold: float,
     min_size: int,
-    novel: np.ndarray | None = None,
+    novel: np.ndarray,
+    shapes: SegmentShapes | None = None,
 ) -> TrainingDensity:
     """The training density of ``X`` summarised by ``customers`` (:func:`micro_clusters` of
-    at least ``min_size`` customers), with micro-clusters of the customers then novel: farther
-    than ``threshold`` from ``customers``, or ``novel`` (those the family found novel)."""
+    at least ``min_size`` customers), with micro-clusters of the customers then ``novel``."""
     X = np.asarray(X, dtype=np.float64)
-    tail = customers.distance(X) > threshold
-    if novel is not None:
-        tail |= novel
     none = MicroClusters(np.empty((0, X.shape[1])), np.empty((0, X.shape[1])), np.empty(0))
-    novel_ones = micro_clusters(X[tail], min_size) if tail.sum() >= min_size else none
-    return TrainingDensity(customers, novel_ones, threshold, min_size)
+    novel_ones = micro_clusters(X[novel], min_size) if novel.sum() >= min_size else none
+    return TrainingDensity(customers, novel_ones, threshold, min_size, shapes)
 
 
 def joint_quantile(scores: list[np.ndarray], quantile: float) -> float:

@@ -213,7 +213,9 @@ def test_training_density_keeps_micro_clusters_of_enough_customers_not_rows() ->
     # A tight group of 15 customers, too few to be kept as such: they count as the tail.
     X = np.vstack([rng.normal(0, 1, size=(3_000, 3)), rng.normal(8, 0.1, size=(15, 3))])
     customers = micro_clusters(X, min_size=20)
-    density = fit_density(X, customers, np.quantile(customers.distance(X), 0.99), min_size=20)
+    distance = customers.distance(X)
+    threshold = np.quantile(distance, 0.99)
+    density = fit_density(X, customers, threshold, 20, distance > threshold)
     customers = density.customers
     assert customers.counts.min() >= 20 and customers.counts.sum() == len(X)
     assert len(customers.centres) <= len(X) // 40, "aggregates, no row kept"
