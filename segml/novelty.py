@@ -129,12 +129,19 @@ class SegmentShapes:
 
     def distance(self, X: np.ndarray) -> np.ndarray:
         """Mahalanobis distance of each row of ``X`` to the nearest segment."""
-        out = np.full(X.shape[0], np.inf)
+        n_segments, n_features = self.means.shape
+        # Every segment's whitened coordinates from one product, x @ L - mean @ L, and their
+        # squared norms from another (a block of ones per segment), in float32: a threshold
+        # test needs no more, and segment by segment it took four times as long.
+        stacked = np.concatenate(list(self.whitening), axis=1).astype(np.float32)
+        shift = np.einsum("sf,sfg->sg", self.means, self.whitening).ravel().astype(np.float32)
+        blocks = np.kron(np.eye(n_segments), np.ones((n_features, 1))).astype(np.float32)
+        out = np.empty(X.shape[0])
         for rows in row_batches(X.shape[0]):
-            batch = X[rows]
-            for mean, whitening in zip(self.means, self.whitening, strict=True):
-                white = (batch - mean) @ whitening
-                np.minimum(out[rows], np.einsum("ij,ij->i", white, white), out=out[rows])
+            white = np.asarray(X[rows], dtype=np.float32) @ stacked
+            white -= shift
+            white *= white
+            out[rows] = (white @ blocks).min(axis=1)
         return np.sqrt(out)
 
 
