@@ -10,7 +10,9 @@ customers, fitted with scikit-learn's ``MiniBatchKMeans``. No training row is ke
 A customer's novelty is its distance to the nearest micro-cluster in units of that
 micro-cluster's spread; the threshold is a training quantile. The micro-clusters, read as a
 mixture of Gaussians, also say how many training customers a region held, which tells a new
-group from the usual tail (:meth:`TrainingDensity.share_within`).
+group from the usual tail (:meth:`TrainingDensity.share_within`). For k-means without a
+reducer, whose segments are convex, each segment's ellipse (mean and covariance) judges novelty
+instead (:class:`SegmentShapes`): as sensitive, and cheaper to score.
 """
 
 from __future__ import annotations
@@ -113,9 +115,9 @@ class SegmentShapes:
 
     A customer's distance is its Mahalanobis distance to the nearest segment: an extreme
     customer, an unusual combination of ordinary values and a group in a gap between segments
-    all lie outside every ellipse, as a Gaussian mixture's likelihood sees them, at the cost
-    of one small product per segment (the micro-clusters' 50 distances per customer took
-    most of k-means' scoring time, benchmarks/results/emerging_designs.md).
+    all lie outside every ellipse, as a Gaussian mixture's likelihood sees them, for a few
+    products per batch where 50 micro-cluster distances per customer cost several times as
+    much (benchmarks/results/emerging_designs.md).
 
     Attributes
     ----------
@@ -132,7 +134,7 @@ class SegmentShapes:
         n_segments, n_features = self.means.shape
         # Every segment's whitened coordinates from one product, x @ L - mean @ L, and their
         # squared norms from another (a block of ones per segment), in float32: a threshold
-        # test needs no more, and segment by segment it took four times as long.
+        # test needs no more, and a loop over segments is several times slower.
         stacked = np.concatenate(list(self.whitening), axis=1).astype(np.float32)
         shift = np.einsum("sf,sfg->sg", self.means, self.whitening).ravel().astype(np.float32)
         blocks = np.kron(np.eye(n_segments), np.ones((n_features, 1))).astype(np.float32)
@@ -149,10 +151,13 @@ def segment_shapes(X: np.ndarray, labels: np.ndarray) -> SegmentShapes:
     """The ellipses of the segments ``labels`` (-1: none) of ``X``. Each covariance gets
     ``SHAPE_FLOOR`` of the features' mean variance on its diagonal: a segment whose customers
     share a value (one-time buyers' frequency) would otherwise call any other value novel."""
-    floor = SHAPE_FLOOR * np.var(X, axis=0).mean() * np.eye(X.shape[1])
+    variance = float(np.var(X, axis=0).mean()) or 1.0  # identical customers: any unit
+    floor = SHAPE_FLOOR * variance * np.eye(X.shape[1])
     segments = np.unique(labels[labels >= 0])
     means = np.stack([X[labels == s].mean(axis=0) for s in segments])
-    covariances = [np.atleast_2d(np.cov(X[labels == s], rowvar=False)) + floor for s in segments]
+    covariances = [  # bias=True: a segment of one customer has no spread, not an undefined one
+        np.atleast_2d(np.cov(X[labels == s], rowvar=False, bias=True)) + floor for s in segments
+    ]
     whitening = np.stack([np.linalg.cholesky(np.linalg.inv(c)) for c in covariances])
     return SegmentShapes(means, whitening)
 
