@@ -16,12 +16,12 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from segml import report, selection, studies, tuning
+from segml import finalists, report, selection, studies, tuning
 from segml import tracking as keys
 from segml.alignment import Alignment
 from segml.errors import SpecError
 from segml.families import FAMILIES, Space
-from segml.families.segmentation import Segmentation, fit_segmentation
+from segml.families.segmentation import Segmentation
 from segml.features import (
     FeatureSet,
     build_features,
@@ -322,7 +322,7 @@ def _finalise(
         sample_size=spec.search.silhouette_sample,
         seed=data.seed,
     )
-    remeasured = _remeasure(selection.finalists(results), data, spec, reference)
+    remeasured = finalists.remeasure(selection.finalists(results), data, spec, reference)
     picked = selection.choose(
         [r for r, *_ in remeasured.values()], spec.constraints.min_stability, reference
     )
@@ -333,7 +333,7 @@ def _finalise(
         seed = tuning.trial_seed(data.seed, picked.number)
         segmentation, final[keys.STUDY_REFIT_ARI] = tuning.confirm(segmentation, data, seed)
     segmentation, Z = _of_everyone(segmentation, data)
-    weighed = _finalists_record(remeasured, picked, reference)
+    weighed = finalists.record(remeasured, picked, reference)
     client.log_dict(parent, weighed, "study/finalists.json")
     segmenter = build_segmenter(
         spec, built.features, preprocessor, segmentation, built.table, Z, built.value
@@ -377,62 +377,6 @@ def _finalise(
     return dataclasses.replace(result, segments=summary_table(segments))
 
 
-def _remeasure(
-    finalists: Sequence[tuning.TrialResult],
-    data: tuning.SearchData,
-    spec: Spec,
-    reference: Callable[[int], float],
-) -> dict[int, _Finalist]:
-    """The finalists refitted with their trials' seeds and measured with DBCV, so that a
-    missing DBCV does not decide; the k-means finalist and the others whose stability can
-    change the pick (:func:`selection.contenders`) at ``search.bootstrap_final`` resamples, so
-    that bootstrap noise at the search's size does not either. The others keep their trial's
-    stability (``bootstraps`` in ``study/finalists.json`` says which): by trial number."""
-    remeasured = {}
-    for result in finalists:
-        params, reduction = tuning.split_params(result)
-        seed = tuning.trial_seed(data.seed, result.number)
-        segmentation = fit_segmentation(data.X, result.family, params, reduction, seed)
-        measured = tuning.measure(segmentation, data, spec, seed, with_dbcv=True)
-        stability = {key: result.metrics.get(key, np.nan) for key in _TRIAL_STABILITY}
-        trial = dataclasses.replace(result, metrics=stability | measured)
-        remeasured[result.number] = (trial, segmentation, spec.search.bootstrap_search)
-    base = selection.kmeans_finalist([r for r, *_ in remeasured.values()])
-    _stabilise(remeasured, base, data, spec)
-    for result in selection.contenders(
-        [r for r, *_ in remeasured.values()], spec.constraints.min_stability, reference
-    ):
-        _stabilise(remeasured, result, data, spec)
-    return remeasured
-
-
-_TRIAL_STABILITY = (*tuning.STABILITY_KEYS, keys.COST_STABILITY_SECONDS)
-_Finalist = tuple[tuning.TrialResult, Segmentation, int]
-"""A finalist re-measured, its refitted segmentation and the resamples its stability took."""
-
-
-def _stabilise(
-    remeasured: dict[int, _Finalist],
-    result: tuning.TrialResult | None,
-    data: tuning.SearchData,
-    spec: Spec,
-) -> None:
-    """Re-measure the stability of the finalist ``result`` (None: none) in ``remeasured`` at
-    ``search.bootstrap_final`` resamples."""
-    if result is None or result.metrics[keys.BUSINESS_N_SEGMENTS] < 1:
-        return
-    segmentation = remeasured[result.number][1]
-    seed = tuning.trial_seed(data.seed, result.number)
-    n_boot = spec.search.bootstrap_final
-    stability = tuning.stability_metrics(segmentation, data, n_boot, seed)
-    metrics = result.metrics | stability
-    remeasured[result.number] = (
-        dataclasses.replace(result, metrics=metrics),
-        segmentation,
-        n_boot,
-    )
-
-
 def _of_everyone(segmentation: Segmentation, data: tuning.SearchData) -> tuple[Segmentation, Any]:
     """The pick with every customer's segment as its labels, and every customer in the
     clusterer's space: the fit's own, or, after a fit on a sample, the model's assignment."""
@@ -442,39 +386,6 @@ def _of_everyone(segmentation: Segmentation, data: tuning.SearchData) -> tuple[S
     Z = segmentation.embed(data.everyone.X)
     labels = FAMILIES[segmentation.family].assign(segmentation.estimator, Z).labels
     return dataclasses.replace(segmentation, labels=labels), Z
-
-
-def _finalists_record(
-    remeasured: dict[int, _Finalist],
-    picked: tuning.TrialResult,
-    reference: Callable[[int], float],
-) -> dict[str, Any]:
-    """What the pick weighed: each finalist's parameters, re-measured metrics and the DBCV of
-    k-means with as many segments."""
-    shown = (
-        keys.BUSINESS_N_SEGMENTS,
-        keys.QUALITY_SILHOUETTE,
-        keys.QUALITY_DBCV,
-        keys.QUALITY_BIC,
-        keys.QUALITY_NOISE_SHARE,
-        keys.STABILITY_JACCARD_MEAN,
-        keys.STABILITY_JACCARD_MIN,
-        keys.BUSINESS_VALUE_R2,
-    )
-    finalists = []
-    for result, _, n_boot in remeasured.values():
-        k = int(result.metrics[keys.BUSINESS_N_SEGMENTS])
-        metrics = {key: studies.json_float(result.metrics[key]) for key in shown}
-        kmeans = studies.json_float(reference(k)) if k >= 2 else None
-        finalists.append(
-            {"trial": result.number, **result.params, **metrics}
-            | {"kmeans_dbcv": kmeans, "bootstraps": n_boot}
-        )
-    return {
-        "chosen": picked.number,
-        "challenger_margin": selection.CHALLENGER_MARGIN,
-        "finalists": finalists,
-    }
 
 
 def _finalised(worker: _Worker, name: str) -> TuneResult:

@@ -11,8 +11,9 @@ import pandas as pd
 from segml import privacy
 from segml import tracking as keys
 from segml.features import CUMULATIVE_COLUMNS
+from segml.migration import migration_summary
 from segml.model import NO_SEGMENT, SEGMENT_ID, SEGMENT_NAME
-from segml.monitoring import EMERGING_ID, EXPECTED, migration_summary, psi_level, unexpected
+from segml.monitoring import EMERGING_ID, EXPECTED, psi_level, unexpected
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

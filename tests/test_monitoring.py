@@ -23,17 +23,16 @@ from segml.metrics.drift import (
     share_drift,
     wasserstein,
 )
+from segml.migration import MigrationCounter, migration_summary
 from segml.model import Segmenter, novelty_thresholds
 from segml.monitoring import (
     EMERGING_FIT_ROWS,
     EXPECTED,
-    MigrationCounter,
     _cohesive_strength,
     _nearest_fitted,
     alerts,
     find_emerging,
     fit_rows,
-    migration_summary,
     min_candidate_size,
     segment_space,
 )

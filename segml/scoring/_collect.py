@@ -18,11 +18,11 @@ from pandas.api.extensions import ExtensionArray
 
 from segml.errors import DataError
 from segml.features import CLOCK_COLUMNS, column_kinds, with_missing_category
+from segml.migration import MigrationCounter
 from segml.model import IS_NOVEL, SEGMENT_ID, Segmenter
 from segml.monitoring import (
     BatchReport,
     Emerging,
-    MigrationCounter,
     alerts,
     find_emerging,
     input_drift,

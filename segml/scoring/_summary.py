@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from segml import tracking as keys
-from segml.monitoring import BatchReport, migration_summary, unexpected
+from segml.migration import migration_summary
+from segml.monitoring import BatchReport, unexpected
 from segml.registry import ModelRef
 from segml.spec import Monitoring
 

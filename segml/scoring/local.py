@@ -26,8 +26,9 @@ from segml import _rows
 from segml._rows import Fault, Reasons
 from segml.data import REASON_COLUMN, ROW_COLUMN, read_customers
 from segml.features import customer_table, select_columns, with_value
+from segml.migration import MigrationCounter
 from segml.model import Assignment, Segmenter
-from segml.monitoring import EMERGING_ID, Emerging, MigrationCounter
+from segml.monitoring import EMERGING_ID, Emerging
 from segml.scoring._clean import CleanBatch, Signature, clean_batch
 from segml.scoring._collect import SAMPLE_ROWS, Collected, Novel, Sample, previous_assignment
 from segml.scoring._engine import Job, Staged
